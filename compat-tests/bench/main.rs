@@ -1,0 +1,354 @@
+//! Vltava benchmark: run with `cargo bench --bench broker`.
+//!
+//! Measures in one run, against the real release binary on loopback:
+//! - this machine's limits: raw loopback TCP throughput and sequential disk write throughput (fsync at the end);
+//! - produce throughput, 1 KiB records, acks=1 and acks=all, linger 5 ms, 1 and 8 partitions (rdkafka);
+//! - consume throughput of data already on disk (fresh consumer, from the beginning);
+//! - produce-to-consume latency p50/p99 at a fixed 10 MB/s;
+//! - time from process start to ready, and idle and loaded RSS.
+//!
+//! Every throughput is also printed as a fraction of the smaller machine limit. Figures, not assertions: the
+//! goals (see README) are judged by reading them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+const MB: f64 = 1_000_000.0;
+const RECORD: usize = 1024;
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters nothing here.
+    let quick = std::env::var("VLTAVA_BENCH_QUICK").is_ok();
+    let volume: usize = if quick { 50_000 } else { 300_000 };
+    println!(
+        "# Vltava benchmark ({} records of {RECORD} B per produce run)",
+        volume
+    );
+
+    let tcp = loopback_tcp_mb_s();
+    let disk = disk_write_mb_s();
+    let limit = tcp.min(disk);
+    println!("machine: loopback TCP {tcp:.0} MB/s, sequential disk write {disk:.0} MB/s -> limit {limit:.0} MB/s");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut broker, ready_ms, port) = start_broker(dir.path());
+    let bootstrap = format!("127.0.0.1:{port}");
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_rss = rss_kb(broker.id());
+    println!(
+        "startup: process start to ready {ready_ms:.1} ms; idle RSS {:.1} MB",
+        idle_rss as f64 / 1024.0
+    );
+
+    let mut peak_rss = idle_rss;
+    for (acks, partitions) in [("1", 1), ("all", 1), ("1", 8), ("all", 8)] {
+        let topic = format!("bench-{acks}-{partitions}");
+        create_topic(&bootstrap, &topic, partitions);
+        let (mb_s, rec_s) = produce(&bootstrap, &topic, acks, volume, &mut peak_rss, broker.id());
+        println!(
+            "produce acks={acks:<3} partitions={partitions}: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
+            mb_s / limit
+        );
+    }
+    let (mb_s, rec_s) = consume(
+        &bootstrap,
+        "bench-1-8",
+        8,
+        volume,
+        &mut peak_rss,
+        broker.id(),
+    );
+    println!(
+        "consume from disk, 8 partitions: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
+        mb_s / limit
+    );
+    let (p50, p99, max) = latency(&bootstrap, if quick { 5 } else { 15 });
+    println!("end-to-end latency at 10 MB/s (acks=1, linger 0): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
+    println!(
+        "memory: idle RSS {:.1} MB, loaded peak RSS {:.1} MB",
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t0 = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn broker");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let outside = t0.elapsed().as_secs_f64() * 1000.0;
+    // The broker reports its own process-start-to-ready time; the outside view includes fork/exec.
+    let inside: f64 = line
+        .split("ready in ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(outside);
+    println!("startup: {}", line.trim());
+    println!("startup: spawn to ready line, seen from outside: {outside:.1} ms");
+    (child, inside, port)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn loopback_tcp_mb_s() -> f64 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let total: usize = 2_000_000_000;
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0;
+        while n < total {
+            let r = s.read(&mut buf).unwrap();
+            if r == 0 {
+                break;
+            }
+            n += r;
+        }
+    });
+    let mut s = TcpStream::connect(addr).unwrap();
+    let buf = vec![7u8; 1 << 20];
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        s.write_all(&buf).unwrap();
+        sent += buf.len();
+    }
+    drop(s);
+    reader.join().unwrap();
+    sent as f64 / MB / t0.elapsed().as_secs_f64()
+}
+
+fn disk_write_mb_s() -> f64 {
+    let dir = tempfile::tempdir_in(".").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let path = dir.path().join("disk-test");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let buf = vec![42u8; 1 << 20];
+    let total = 1024usize; // MiB
+    let t0 = Instant::now();
+    for _ in 0..total {
+        f.write_all(&buf).unwrap();
+    }
+    f.sync_all().unwrap();
+    (total * (1 << 20)) as f64 / MB / t0.elapsed().as_secs_f64()
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+        .args([
+            "topic",
+            "-b",
+            bootstrap,
+            "create",
+            topic,
+            "-p",
+            &partitions.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[derive(Clone, Default)]
+struct Count(Arc<AtomicU64>, Arc<AtomicU64>);
+impl ClientContext for Count {}
+impl ProducerContext for Count {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.0.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.1.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    n: usize,
+    peak: &mut u64,
+    pid: u32,
+) -> (f64, f64) {
+    let count = Count::default();
+    let p: ThreadedProducer<Count> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(count.clone())
+        .unwrap();
+    let payload = vec![b'v'; RECORD];
+    let t0 = Instant::now();
+    for i in 0..n {
+        let key = (i % 1000).to_string();
+        loop {
+            match p.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
+                Ok(()) => break,
+                Err(_) => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+        if i.is_multiple_of(50_000) {
+            *peak = (*peak).max(rss_kb(pid));
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    *peak = (*peak).max(rss_kb(pid));
+    assert_eq!(count.1.load(Ordering::Relaxed), 0, "delivery errors");
+    assert_eq!(count.0.load(Ordering::Relaxed) as usize, n);
+    ((n * RECORD) as f64 / MB / secs, n as f64 / secs)
+}
+
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    peak: &mut u64,
+    pid: u32,
+) -> (f64, f64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let t0 = Instant::now();
+    let mut got = 0usize;
+    let mut bytes = 0usize;
+    while got < n {
+        if let Some(m) = c.poll(Duration::from_secs(5)) {
+            let m = m.unwrap();
+            bytes += m.payload().map(|p| p.len()).unwrap_or(0);
+            got += 1;
+            if got.is_multiple_of(50_000) {
+                *peak = (*peak).max(rss_kb(pid));
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "consume stalled at {got}"
+        );
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    (bytes as f64 / MB / secs, got as f64 / secs)
+}
+
+/// Produces 1 KiB records at 10 MB/s (paced), each carrying its send time; a consumer records arrival times.
+fn latency(bootstrap: &str, secs: u64) -> (f64, f64, f64) {
+    create_topic(bootstrap, "bench-latency", 1);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.min.bytes", "1")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("bench-latency", 0, Offset::End)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let _ = c.poll(Duration::from_millis(500));
+    let base = Instant::now();
+    let bootstrap = bootstrap.to_string();
+    let rate = 10_000_000 / RECORD; // records per second
+    let total = rate * secs as usize;
+    let producer = std::thread::spawn(move || {
+        let p: ThreadedProducer<Count> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "1")
+            .set("linger.ms", "0")
+            .create_with_context(Count::default())
+            .unwrap();
+        let mut payload = vec![b'l'; RECORD];
+        for i in 0..total {
+            // Pace in 1 ms steps.
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            let now = base.elapsed();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let sent = base.elapsed().as_nanos() as u64;
+            payload[..8].copy_from_slice(&sent.to_be_bytes());
+            while p
+                .send(BaseRecord::<(), _>::to("bench-latency").payload(&payload))
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    });
+    let mut lat = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(secs + 30);
+    while lat.len() < total && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let now = base.elapsed().as_nanos() as u64;
+            let p = m.payload().unwrap();
+            let sent = u64::from_be_bytes(p[..8].try_into().unwrap());
+            lat.push((now - sent) as f64 / 1e6);
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(lat.len(), total, "latency run lost records");
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    (pct(0.50), pct(0.99), *lat.last().unwrap())
+}

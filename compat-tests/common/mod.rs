@@ -1,0 +1,316 @@
+//! Test harness: starts the real `vltava` binary on a free loopback port with its own data directory, and
+//! offers raw-protocol and rdkafka helpers. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+/// A running broker process.
+pub struct Broker {
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+    pub ready_line: String,
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().unwrap().port()
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_vltava")
+}
+
+impl Broker {
+    /// Starts a broker with default settings.
+    pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// Starts a broker with extra `VLTAVA_*` settings, e.g. `("NUM_PARTITIONS", "3")`.
+    pub fn start_with(env: &[(&str, &str)]) -> Broker {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut b = Broker {
+            port: free_port(),
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (format!("VLTAVA_{k}"), v.to_string()))
+                .collect(),
+            ready_line: String::new(),
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("VLTAVA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn vltava");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.starts_with("vltava ready") {
+                    let _ = tx.send(line.clone());
+                }
+                line.clear();
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => self.ready_line = line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("broker did not become ready in 30 s");
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// kill -9, then start again on the same port and data dir.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit status code.
+    pub fn sigterm(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("broker did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert_eq!(self.sigterm(), Some(0), "clean shutdown exits 0");
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{p}"))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A raw protocol connection for tests that need exact control of the bytes.
+pub struct Raw {
+    pub stream: TcpStream,
+    correlation: i32,
+}
+
+impl Raw {
+    pub fn connect(b: &Broker) -> Raw {
+        let stream = TcpStream::connect(b.bootstrap()).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        let mut f = Vec::with_capacity(body.len() + 4);
+        f.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        f.extend_from_slice(body);
+        self.stream.write_all(&f).expect("write");
+    }
+
+    /// Reads one response frame; None if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let size = i32::from_be_bytes(size);
+        assert!((0..=64 << 20).contains(&size), "response size {size}");
+        let mut buf = vec![0u8; size as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    /// True if the broker closes the connection (EOF or reset) within the read timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+
+    pub fn encode_request<Req: Encodable + HeaderVersion>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> BytesMut {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("compat-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, api.request_header_version(version))
+            .unwrap();
+        req.encode(&mut body, version).unwrap();
+        body
+    }
+
+    pub fn call<Req, Resp>(&mut self, api: ApiKey, version: i16, req: &Req) -> Resp
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        let body = self.encode_request(api, version, req);
+        self.send_frame(&body);
+        let mut frame = self.read_frame().expect("response");
+        let h = ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+        assert_eq!(h.correlation_id, self.correlation);
+        Resp::decode(&mut frame, version).expect("decode response")
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it takes longer than `secs`.
+pub fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => {
+            let _ = h.join();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => panic!("test body ended without a result"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test exceeded its {secs} s bound"),
+    }
+}
+
+/// Counts `.log` segment files in a partition directory.
+pub fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().map(|x| x == "log").unwrap_or(false))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Builds one v2 record batch with kafka-protocol's encoder (for raw produce tests).
+pub fn encode_batch(
+    records: &[(Option<&[u8]>, &[u8])],
+    compression: kafka_protocol::records::Compression,
+) -> Bytes {
+    use kafka_protocol::records::*;
+    let now = 1_700_000_000_000i64;
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now + i as i64,
+            key: k.map(Bytes::copy_from_slice),
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+pub fn put_i32(b: &mut BytesMut, v: i32) {
+    b.put_i32(v)
+}

@@ -1,0 +1,13 @@
+//! Black-box compatibility tests: the real `vltava` binary on free loopback ports, driven by real clients
+//! (rdkafka, kcat, the `vltava topic` CLI, raw kafka-protocol frames, and the Python and kafkajs scripts).
+
+mod common;
+
+mod admin;
+mod bad_input;
+mod cli_config;
+mod durability;
+mod metadata;
+mod other_clients;
+mod produce_consume;
+mod versions;

@@ -1,0 +1,106 @@
+//! Other real clients: kcat, confluent-kafka-python, kafka-python, aiokafka and kafkajs round trips. The scripts
+//! live in compat-tests/python and compat-tests/js; `.ci/install-deps` installs the clients.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{bounded, Broker};
+
+fn run_script(program: &str, script: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("compat-tests")
+        .join(script);
+    let script_s = script.display().to_string();
+    let program = program.to_string();
+    bounded(240, move || {
+        let b = Broker::start();
+        let out = Command::new(&program)
+            .arg(&script_s)
+            .args(["--bootstrap", &b.bootstrap()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} (run .ci/install-deps): {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{script_s} failed:\n{text}");
+        println!("{text}");
+    });
+}
+
+#[test]
+fn confluent_kafka_python() {
+    run_script("python3", "python/roundtrip_confluent.py");
+}
+
+#[test]
+fn kafka_python() {
+    run_script("python3", "python/roundtrip_kafka_python.py");
+}
+
+#[test]
+fn aiokafka() {
+    run_script("python3", "python/roundtrip_aiokafka.py");
+}
+
+#[test]
+fn kafkajs() {
+    run_script("node", "js/roundtrip_kafkajs.js");
+}
+
+#[test]
+fn kcat_produce_and_consume() {
+    bounded(60, || {
+        let b = Broker::start();
+        let mut child = Command::new("kcat")
+            .args([
+                "-b",
+                &b.bootstrap(),
+                "-P",
+                "-t",
+                "kc",
+                "-K",
+                ":",
+                "-z",
+                "snappy",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("kcat installed");
+        let input: String = (0..500)
+            .map(|i| format!("k{}:value-{i}\n", i % 7))
+            .collect();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+        let out = Command::new("kcat")
+            .args([
+                "-b",
+                &b.bootstrap(),
+                "-C",
+                "-t",
+                "kc",
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k:%s\n",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        let mut want: Vec<String> = input.lines().map(String::from).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    });
+}

@@ -1,0 +1,344 @@
+//! Topic administration and cluster description: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords,
+//! DescribeLogDirs, DescribeCluster. Each decodes, asks the controller or the replica manager, and encodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::*;
+
+use super::{controller_error_code, log_error_code, s};
+use crate::broker::Broker;
+use crate::controller::NewTopic;
+use crate::metadata::topic_config::TOPIC_CONFIGS;
+
+/// Kafka's `ConfigSource` codes.
+pub mod config_source {
+    /// Set on the topic.
+    pub const DYNAMIC_TOPIC: i8 = 1;
+    /// From the broker's static configuration.
+    pub const STATIC_BROKER: i8 = 4;
+    /// Built-in default.
+    pub const DEFAULT: i8 = 5;
+}
+
+/// Handles CreateTopics.
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    _: &RequestHeader,
+    version: i16,
+) -> Option<CreateTopicsResponse> {
+    let mut resp = CreateTopicsResponse::default();
+    let mut seen = std::collections::HashSet::new();
+    let duplicates: std::collections::HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name.clone();
+        if duplicates.contains(&name) {
+            r.error_code = ResponseError::InvalidRequest.code();
+            r.error_message = Some(s(format!(
+                "Create topics request from client contains multiple entries for topic {name}"
+            )));
+            resp.topics.push(r);
+            continue;
+        }
+        let mut configs = BTreeMap::new();
+        for c in &t.configs {
+            if let Some(v) = &c.value {
+                configs.insert(c.name.to_string(), v.to_string());
+            }
+        }
+        let new = NewTopic {
+            name: name.clone(),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
+            configs: configs.clone(),
+        };
+        match broker.controller.create_topic(new, req.validate_only).await {
+            Ok((id, n, rf)) => {
+                if version >= 7 {
+                    r.topic_id = id;
+                }
+                if version >= 5 {
+                    r.num_partitions = n;
+                    r.replication_factor = rf;
+                }
+                if version >= 5 {
+                    r.configs = Some(
+                        TOPIC_CONFIGS
+                            .iter()
+                            .map(|d| {
+                                let mut c = CreatableTopicConfigs::default();
+                                c.name = s(d.name);
+                                let set = configs.get(d.name);
+                                c.value = Some(s(set
+                                    .cloned()
+                                    .unwrap_or_else(|| (d.default)(&broker.config))));
+                                c.config_source = if set.is_some() {
+                                    config_source::DYNAMIC_TOPIC
+                                } else {
+                                    config_source::DEFAULT
+                                };
+                                c
+                            })
+                            .collect(),
+                    );
+                }
+                if !req.validate_only {
+                    tracing::info!(topic = %name, partitions = n, "created topic");
+                }
+            }
+            Err(e) => {
+                r.error_code = controller_error_code(&e);
+                r.error_message = Some(s(e.to_string()));
+            }
+        }
+        resp.topics.push(r);
+    }
+    Some(resp)
+}
+
+/// Handles DeleteTopics (by name, or by ID from v6).
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    _: &RequestHeader,
+    version: i16,
+) -> Option<DeleteTopicsResponse> {
+    let mut resp = DeleteTopicsResponse::default();
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    for (name, id) in targets {
+        let mut r = DeletableTopicResult::default();
+        r.name = name.clone().map(|n| TopicName(s(n)));
+        if version >= 6 {
+            r.topic_id = id;
+        }
+        match broker
+            .controller
+            .delete_topic(name.as_deref(), Some(id))
+            .await
+        {
+            Ok((n, id)) => {
+                tracing::info!(topic = %n, "deleted topic");
+                r.name = Some(TopicName(s(n)));
+                if version >= 6 {
+                    r.topic_id = id;
+                }
+            }
+            Err(e) => {
+                r.error_code = controller_error_code(&e);
+                if version >= 5 {
+                    r.error_message = Some(s(e.to_string()));
+                }
+            }
+        }
+        resp.responses.push(r);
+    }
+    Some(resp)
+}
+
+/// Handles CreatePartitions (partition counts only grow).
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+    _: &RequestHeader,
+    _: i16,
+) -> Option<CreatePartitionsResponse> {
+    let mut resp = CreatePartitionsResponse::default();
+    for t in req.topics {
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        let assignments = t.assignments.map(|a| {
+            a.into_iter()
+                .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())
+                .collect()
+        });
+        if let Err(e) = broker
+            .controller
+            .create_partitions(&t.name.0, t.count, assignments, req.validate_only)
+            .await
+        {
+            r.error_code = controller_error_code(&e);
+            r.error_message = Some(s(e.to_string()));
+        }
+        resp.results.push(r);
+    }
+    Some(resp)
+}
+
+/// Handles DeleteRecords: raises each partition's log start offset (-1 means up to the high watermark).
+pub async fn delete_records(
+    broker: &Arc<Broker>,
+    req: DeleteRecordsRequest,
+    _: &RequestHeader,
+    _: i16,
+) -> Option<DeleteRecordsResponse> {
+    let image = broker.image();
+    let mut resp = DeleteRecordsResponse::default();
+    for t in req.topics {
+        let mut tr = DeleteRecordsTopicResult::default();
+        tr.name = t.name.clone();
+        for p in t.partitions {
+            let mut pr = DeleteRecordsPartitionResult::default();
+            pr.partition_index = p.partition_index;
+            pr.low_watermark = -1;
+            match (
+                image.topic(&t.name.0),
+                broker.replicas.get(&t.name.0, p.partition_index),
+            ) {
+                (Some(_), Some(part)) => match part.delete_records_before(p.offset) {
+                    Ok(low) => pr.low_watermark = low,
+                    Err(e) => pr.error_code = log_error_code(&e),
+                },
+                (Some(topic), None)
+                    if (p.partition_index as usize) < topic.partitions.len()
+                        && p.partition_index >= 0 =>
+                {
+                    pr.error_code = ResponseError::NotLeaderOrFollower.code()
+                }
+                _ => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}
+
+/// Handles DescribeLogDirs: one log dir (the data dir) with every hosted partition's size.
+pub async fn describe_log_dirs(
+    broker: &Arc<Broker>,
+    req: DescribeLogDirsRequest,
+    _: &RequestHeader,
+    version: i16,
+) -> Option<DescribeLogDirsResponse> {
+    let mut dir = DescribeLogDirsResult::default();
+    dir.log_dir = s(std::fs::canonicalize(&broker.config.data_dir)
+        .unwrap_or(broker.config.data_dir.clone())
+        .display()
+        .to_string());
+    let (total, usable) = disk_space(&broker.config.data_dir);
+    if version >= 4 {
+        dir.total_bytes = total;
+        dir.usable_bytes = usable;
+    }
+    let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    let wanted = |topic: &str, index: i32| match &req.topics {
+        None => true,
+        Some(list) => list
+            .iter()
+            .any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&index)),
+    };
+    for p in broker.replicas.all() {
+        if !wanted(&p.topic, p.index) {
+            continue;
+        }
+        let mut dp = DescribeLogDirsPartition::default();
+        dp.partition_index = p.index;
+        dp.partition_size = p.with_log(|l| l.size_bytes() as i64);
+        dp.offset_lag = 0;
+        by_topic.entry(p.topic.clone()).or_default().push(dp);
+    }
+    dir.topics = by_topic
+        .into_iter()
+        .map(|(name, mut partitions)| {
+            partitions.sort_by_key(|p| p.partition_index);
+            let mut t = DescribeLogDirsTopic::default();
+            t.name = TopicName(s(name));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let mut resp = DescribeLogDirsResponse::default();
+    resp.results.push(dir);
+    Some(resp)
+}
+
+fn disk_space(path: &std::path::Path) -> (i64, i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return (-1, -1);
+    };
+    // SAFETY: statvfs only writes into the zeroed struct we pass; the path is a valid NUL-terminated string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return (-1, -1);
+    }
+    let frag = st.f_frsize as i64;
+    (st.f_blocks as i64 * frag, st.f_bavail as i64 * frag)
+}
+
+/// Handles DescribeCluster.
+pub async fn describe_cluster(
+    broker: &Arc<Broker>,
+    req: DescribeClusterRequest,
+    _: &RequestHeader,
+    _: i16,
+) -> Option<DescribeClusterResponse> {
+    let image = broker.image();
+    let mut resp = DescribeClusterResponse::default();
+    // Endpoint type 1 = brokers (the only one served on this listener); 2 = controllers.
+    if req.endpoint_type != 1 {
+        resp.error_code = ResponseError::UnsupportedEndpointType.code();
+        resp.error_message = Some(s(
+            "The target endpoint type is not supported by this listener.",
+        ));
+        resp.endpoint_type = req.endpoint_type;
+        return Some(resp);
+    }
+    resp.endpoint_type = 1;
+    resp.cluster_id = s(image.cluster_id.clone());
+    resp.controller_id = BrokerId(image.controller_id);
+    resp.brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            let mut db = DescribeClusterBroker::default();
+            db.broker_id = BrokerId(b.id);
+            db.host = s(b.host.clone());
+            db.port = b.port;
+            db.rack = b.rack.clone().map(s);
+            db
+        })
+        .collect();
+    Some(resp)
+}

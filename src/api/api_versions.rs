@@ -1,0 +1,56 @@
+//! ApiVersions: the advertised ranges from [`crate::protocol::versions::SUPPORTED`].
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::Encodable;
+
+use crate::broker::Broker;
+use crate::protocol::versions::SUPPORTED;
+
+fn response() -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|a| {
+            let mut v = ApiVersion::default();
+            v.api_key = a.key as i16;
+            v.min_version = a.advertised_min;
+            v.max_version = a.max;
+            v
+        })
+        .collect();
+    r
+}
+
+/// Answers ApiVersions.
+pub async fn handle(
+    _: &Arc<Broker>,
+    _: ApiVersionsRequest,
+    _: &RequestHeader,
+    _: i16,
+) -> Option<ApiVersionsResponse> {
+    Some(response())
+}
+
+/// The KIP-511 answer to an ApiVersions request in a version we do not speak: header v0, body v0 with
+/// UNSUPPORTED_VERSION and our ranges.
+pub fn unsupported_version_frame(correlation_id: i32) -> BytesMut {
+    let mut r = response();
+    r.error_code = ResponseError::UnsupportedVersion.code();
+    let mut body = BytesMut::new();
+    // Encoding our own static table at v0 cannot fail; fall back to an empty key list if it ever did.
+    if r.encode(&mut body, 0).is_err() {
+        body.clear();
+        body.put_i16(r.error_code);
+        body.put_i32(0);
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 8);
+    out.put_i32(body.len() as i32 + 4);
+    out.put_i32(correlation_id);
+    out.extend_from_slice(&body);
+    out
+}

@@ -1,0 +1,92 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), earliest pending upload (-5),
+//! and by timestamp (first offset whose timestamp is at or after the target).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+
+use super::log_error_code;
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const EARLIEST_PENDING_UPLOAD: i64 = -5;
+
+/// Handles ListOffsets.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    _: &RequestHeader,
+    version: i16,
+) -> Option<ListOffsetsResponse> {
+    let image = broker.image();
+    let mut resp = ListOffsetsResponse::default();
+    for topic in req.topics {
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = topic.name.clone();
+        let t = image.topic(&topic.name.0);
+        for p in topic.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            // leader_epoch exists from v4; kafka-protocol refuses to encode a non-default value below that.
+            let part = t.and_then(|t| broker.replicas.get(&t.name, p.partition_index));
+            match (t, part) {
+                (None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                (Some(t), None) => {
+                    let exists = usize::try_from(p.partition_index)
+                        .map(|i| i < t.partitions.len())
+                        .unwrap_or(false);
+                    pr.error_code = if exists {
+                        ResponseError::NotLeaderOrFollower.code()
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    };
+                }
+                (Some(_), Some(part)) => {
+                    let epoch = part.leader_epoch();
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {
+                        pr.error_code = if p.current_leader_epoch < epoch {
+                            ResponseError::FencedLeaderEpoch.code()
+                        } else {
+                            ResponseError::UnknownLeaderEpoch.code()
+                        };
+                    } else {
+                        let hw = part.high_watermark();
+                        let result = part.with_log(|log| match p.timestamp {
+                            LATEST => Ok(Some((hw, -1, epoch))),
+                            EARLIEST | EARLIEST_LOCAL => {
+                                Ok(Some((log.log_start_offset(), -1, epoch)))
+                            }
+                            EARLIEST_PENDING_UPLOAD => Ok(None),
+                            MAX_TIMESTAMP => log.max_timestamp_offset(),
+                            ts if ts >= 0 => log.offset_for_timestamp(ts),
+                            _ => Ok(None),
+                        });
+                        match result {
+                            Ok(Some((offset, ts, leader_epoch))) if offset <= hw => {
+                                pr.offset = offset;
+                                pr.timestamp = ts;
+                                if version >= 4 {
+                                    pr.leader_epoch = leader_epoch;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => pr.error_code = log_error_code(&e),
+                        }
+                    }
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}

@@ -1,0 +1,231 @@
+//! Request dispatch: parse the header against [`crate::protocol::versions`], decode the body with
+//! kafka-protocol, run the handler, encode the response. One module per API family; handlers hold no state.
+
+pub mod admin;
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::broker::Broker;
+use crate::controller::ControllerError;
+use crate::log::LogError;
+use crate::partition::AppendError;
+use crate::protocol::versions::{self, Refusal};
+
+/// A finished response frame (with its size prefix), `None` when the request expects no response, or an error
+/// that closes the connection.
+pub type Reply = Result<Option<BytesMut>, String>;
+
+/// What the connection should do with one request frame.
+pub enum Dispatch {
+    /// Run this future; its output is the response, written in request order.
+    Task(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
+    /// The response is already known.
+    Immediate(BytesMut),
+    /// Close the connection (malformed or unsupported request), with the reason for the log.
+    Close(String),
+}
+
+/// A request frame after parsing, before handling.
+pub enum Parsed {
+    /// A request we implement, decoded.
+    Request {
+        /// The request header.
+        header: RequestHeader,
+        /// Negotiated API version.
+        version: i16,
+        /// The decoded body (boxed: request types differ a lot in size).
+        body: Box<Request>,
+    },
+    /// ApiVersions in a version newer than ours (answered per KIP-511).
+    ApiVersionsTooNew {
+        /// To echo back.
+        correlation_id: i32,
+    },
+}
+
+/// Parses one request frame (without its size prefix): header, version check against the table, body decode.
+/// Pure (no broker state), so it is also the fuzz target for request decoding. `Err` means: close the
+/// connection, with this reason for the log.
+pub fn parse(mut frame: Bytes) -> Result<Parsed, String> {
+    if frame.len() < 8 {
+        return Err(format!(
+            "request frame of {} bytes is too short for a header",
+            frame.len()
+        ));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let range = match versions::check(key, version) {
+        Ok(r) => r,
+        Err(Refusal::UnsupportedVersion) if key == ApiKey::ApiVersions as i16 => {
+            return Ok(Parsed::ApiVersionsTooNew { correlation_id });
+        }
+        Err(Refusal::UnsupportedVersion) => {
+            return Err(format!("unsupported version {version} of API key {key}"))
+        }
+        Err(Refusal::UnknownApi) => {
+            return Err(format!("unsupported API key {key} (version {version})"))
+        }
+    };
+    let api = range.key;
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| format!("malformed request header for {api:?} v{version}: {e}"))?;
+    let body = Request::decode(api, &mut frame, version)
+        .map_err(|e| format!("malformed {api:?} v{version} request: {e}"))?;
+    Ok(Parsed::Request {
+        header,
+        version,
+        body: Box::new(body),
+    })
+}
+
+/// Parses one request frame and prepares its handling.
+pub fn dispatch(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Dispatch {
+    match parse(frame) {
+        Err(why) => Dispatch::Close(why),
+        Ok(Parsed::ApiVersionsTooNew { correlation_id }) => {
+            // KIP-511: tell the client our range in a v0 body so it can retry with a version we speak.
+            tracing::debug!(%peer, "ApiVersions version unsupported; answering with v0 body");
+            Dispatch::Immediate(api_versions::unsupported_version_frame(correlation_id))
+        }
+        Ok(Parsed::Request {
+            header,
+            version,
+            body,
+        }) => {
+            let broker = broker.clone();
+            Dispatch::Task(Box::pin(async move {
+                body.handle(&broker, &header, version).await
+            }))
+        }
+    }
+}
+
+macro_rules! requests {
+    ($( $key:ident => $req:ty, $resp:ty, $handler:path; )*) => {
+        /// A decoded request body.
+        pub enum Request {
+            $( #[doc = stringify!($key)] $key($req), )*
+        }
+
+        impl Request {
+            fn decode(api: ApiKey, buf: &mut Bytes, version: i16) -> Result<Request, String> {
+                match api {
+                    $( ApiKey::$key => <$req>::decode(buf, version).map(Request::$key).map_err(|e| e.to_string()), )*
+                    other => Err(format!("{other:?} has no handler")),
+                }
+            }
+
+            async fn handle(self, broker: &Arc<Broker>, header: &RequestHeader, version: i16) -> Reply {
+                match self {
+                    $( Request::$key(req) => {
+                        match $handler(broker, req, header, version).await {
+                            Some(resp) => encode_response::<$resp>(ApiKey::$key, version, header.correlation_id, &resp).map(Some),
+                            None => Ok(None),
+                        }
+                    } )*
+                }
+            }
+        }
+    };
+}
+
+requests! {
+    Produce => ProduceRequest, ProduceResponse, produce::handle;
+    Fetch => FetchRequest, FetchResponse, fetch::handle;
+    ListOffsets => ListOffsetsRequest, ListOffsetsResponse, list_offsets::handle;
+    Metadata => MetadataRequest, MetadataResponse, metadata::handle;
+    ApiVersions => ApiVersionsRequest, ApiVersionsResponse, api_versions::handle;
+    CreateTopics => CreateTopicsRequest, CreateTopicsResponse, admin::create_topics;
+    DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse, admin::delete_topics;
+    DeleteRecords => DeleteRecordsRequest, DeleteRecordsResponse, admin::delete_records;
+    DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse, configs::describe_configs;
+    AlterConfigs => AlterConfigsRequest, AlterConfigsResponse, configs::alter_configs;
+    DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse, admin::describe_log_dirs;
+    CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse, admin::create_partitions;
+    IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, configs::incremental_alter_configs;
+    DescribeCluster => DescribeClusterRequest, DescribeClusterResponse, admin::describe_cluster;
+}
+
+/// Encodes `size | response header | body` for `api` at `version`.
+pub fn encode_response<R: Encodable + HeaderVersion>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<BytesMut, String> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| body.compute_size(version).map(|b| h + b))
+        .map_err(|e| format!("cannot size {api:?} v{version} response: {e}"))?;
+    let mut out = BytesMut::with_capacity(size + 4);
+    out.put_i32(size as i32);
+    header
+        .encode(&mut out, header_version)
+        .and_then(|_| body.encode(&mut out, version))
+        .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))?;
+    Ok(out)
+}
+
+/// Builds a `StrBytes` from an owned string.
+pub fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// Kafka error code for a log engine error.
+pub fn log_error_code(e: &LogError) -> i16 {
+    match e {
+        LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        // Kafka: "Produce requests with version 3+ are only allowed to contain record batches with magic v2".
+        LogError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
+        LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io(_) => ResponseError::KafkaStorageError,
+    }
+    .code()
+}
+
+/// Kafka error code for a refused append.
+pub fn append_error_code(e: &AppendError) -> i16 {
+    match e {
+        AppendError::Log(l) => log_error_code(l),
+        AppendError::NotEnoughReplicas => ResponseError::NotEnoughReplicas.code(),
+    }
+}
+
+/// Kafka error code for a refused controller command.
+pub fn controller_error_code(e: &ControllerError) -> i16 {
+    match e {
+        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        ControllerError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
+        ControllerError::UnknownTopicId => ResponseError::UnknownTopicId,
+        ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
+        ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+    .code()
+}

@@ -1,0 +1,196 @@
+//! The broker: ties the configuration, the controller, the replica manager and the shutdown token together.
+//!
+//! `Broker` is shared as `Arc<Broker>` by every connection task. It owns no mutable state itself: metadata
+//! belongs to the [`Controller`], partitions to the [`ReplicaManager`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerConfig;
+use crate::controller::{Controller, ControllerError};
+use crate::metadata::{BrokerInfo, MetadataImage};
+use crate::partition::manager::ReplicaManager;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or `meta.properties` could not be used.
+    #[error("data dir {dir}: {reason}")]
+    DataDir {
+        /// Directory.
+        dir: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The metadata log could not be opened or written.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// A running broker's shared state.
+pub struct Broker {
+    /// Immutable configuration.
+    pub config: Arc<BrokerConfig>,
+    /// Cluster metadata owner.
+    pub controller: Arc<Controller>,
+    /// Hosted partitions.
+    pub replicas: Arc<ReplicaManager>,
+    /// Cancelled once to stop everything.
+    pub shutdown: CancellationToken,
+}
+
+impl Broker {
+    /// Opens the data directory, replays metadata, opens (and recovers) every hosted log and registers this broker.
+    pub async fn start(config: Arc<BrokerConfig>) -> Result<Arc<Broker>, StartError> {
+        let dir = config.data_dir.clone();
+        let bad = |reason: String| StartError::DataDir {
+            dir: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+        let cluster_id = load_or_create_meta(&dir, config.node_id).map_err(bad)?;
+        let controller = Arc::new(Controller::open(config.clone(), &dir, cluster_id)?);
+        let replicas = Arc::new(ReplicaManager::new(config.clone(), dir.clone()));
+        {
+            let replicas = replicas.clone();
+            controller.set_listener(move |image| replicas.apply(image));
+        }
+        replicas.remove_stray_dirs(&controller.image());
+        controller.republish();
+        let (host, port) = config.advertised_addr()?;
+        controller
+            .register_broker(BrokerInfo {
+                id: config.node_id,
+                host,
+                port,
+                rack: None,
+            })
+            .await?;
+        Ok(Arc::new(Broker {
+            config,
+            controller,
+            replicas,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// The current metadata snapshot.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.controller.image()
+    }
+
+    /// Starts the retention and flush loops; they stop with the shutdown token.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let b = self.clone();
+        tokio::spawn(async move {
+            let every =
+                Duration::from_millis(b.config.log_retention_check_interval_ms.max(1) as u64);
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = b.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let replicas = b.replicas.clone();
+                        let n = tokio::task::spawn_blocking(move || replicas.apply_retention()).await.unwrap_or(0);
+                        if n > 0 {
+                            tracing::info!(segments = n, "retention deleted old segments");
+                        }
+                    }
+                }
+            }
+        });
+        let b = self.clone();
+        tokio::spawn(async move {
+            // Check often enough for the smallest sensible flush.ms; the log decides whether it is due.
+            let mut tick = tokio::time::interval(Duration::from_millis(1000));
+            loop {
+                tokio::select! {
+                    _ = b.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let replicas = b.replicas.clone();
+                        let _ = tokio::task::spawn_blocking(move || replicas.flush_by_time()).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Reads `meta.properties` (Kafka's format) or writes a new one with a fresh cluster id.
+fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, String> {
+    let path = dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let get = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map(|v| v.trim().to_string())
+            };
+            let cluster_id = get("cluster.id=").ok_or("meta.properties has no cluster.id")?;
+            if let Some(stored) = get("node.id=") {
+                if stored != node_id.to_string() {
+                    return Err(format!(
+                        "meta.properties belongs to node.id={stored}, but this broker is node_id={node_id}"
+                    ));
+                }
+            }
+            Ok(cluster_id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cluster_id = new_cluster_id();
+            let tmp = dir.join("meta.properties.tmp");
+            std::fs::write(
+                &tmp,
+                format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"),
+            )
+            .map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
+            Ok(cluster_id)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A Kafka-style cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = String::with_capacity(22);
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_id_shape_and_persistence() {
+        assert_eq!(new_cluster_id().len(), 22);
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_meta(dir.path(), 1).unwrap();
+        assert_eq!(load_or_create_meta(dir.path(), 1).unwrap(), a);
+        assert!(load_or_create_meta(dir.path(), 2)
+            .unwrap_err()
+            .contains("node.id=1"));
+    }
+}

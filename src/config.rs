@@ -1,0 +1,397 @@
+//! Broker configuration: one struct, Kafka's names with dots turned into underscores.
+//!
+//! Layers, lowest first: the defaults below (Kafka 4.x's), the TOML file given by `--config`, `VLTAVA_<NAME>`
+//! environment variables, command-line flags. [`BrokerConfig::load`] builds the layers and validates the result;
+//! the config is immutable afterwards and shared as `Arc<BrokerConfig>`. Per-topic settings derive their defaults
+//! from here through [`crate::metadata::topic_config`], so each default lives in exactly one place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors that stop the broker from starting. Each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A setting has a value outside its valid range.
+    #[error("invalid value for setting `{name}`: {reason}")]
+    Invalid {
+        /// Setting name (underscore form).
+        name: &'static str,
+        /// Why the value was rejected.
+        reason: String,
+    },
+}
+
+/// Every broker setting. Field names are Kafka broker config names with `.` replaced by `_`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address the plaintext Kafka listener binds (`--listen`).
+    pub listen: String,
+    /// Address advertised to clients in Metadata; empty means the same as `listen` (`--advertise`).
+    pub advertise: String,
+    /// Directory holding all partition logs and the cluster metadata (`--data-dir`; Kafka's `log.dirs`).
+    pub data_dir: PathBuf,
+    /// This broker's id (`node.id`).
+    pub node_id: i32,
+    /// Default partition count for auto-created topics and CreateTopics without a count.
+    pub num_partitions: i32,
+    /// Default replication factor; a single broker only supports 1.
+    pub default_replication_factor: i16,
+    /// Create a topic when Metadata or Produce names an unknown one.
+    pub auto_create_topics_enable: bool,
+    /// Allow DeleteTopics.
+    pub delete_topic_enable: bool,
+    /// Largest record batch accepted (after compression), in bytes.
+    pub message_max_bytes: i32,
+    /// Largest request frame accepted; bigger frames close the connection.
+    pub socket_request_max_bytes: i32,
+    /// Most simultaneous client connections; more are refused.
+    pub max_connections: i32,
+    /// Requests one connection may have in flight before the broker stops reading from it.
+    pub queued_max_requests: i32,
+    /// Segment size at which a new segment is rolled.
+    pub log_segment_bytes: i32,
+    /// Segment age at which a new segment is rolled, in hours (used when `log_roll_ms` is unset).
+    pub log_roll_hours: i32,
+    /// Segment age at which a new segment is rolled, in ms.
+    pub log_roll_ms: Option<i64>,
+    /// Retention time in hours (used when neither minutes nor ms are set).
+    pub log_retention_hours: i32,
+    /// Retention time in minutes (used when ms is unset).
+    pub log_retention_minutes: Option<i32>,
+    /// Retention time in ms; -1 keeps forever.
+    pub log_retention_ms: Option<i64>,
+    /// Size above which old segments of a partition are deleted; -1 means no limit.
+    pub log_retention_bytes: i64,
+    /// How often the retention check runs.
+    pub log_retention_check_interval_ms: i64,
+    /// Largest size of one offset or time index file.
+    pub log_index_size_max_bytes: i32,
+    /// Bytes of log between two entries of the sparse offset index.
+    pub log_index_interval_bytes: i32,
+    /// Fsync after this many messages; the default never forces an fsync by count.
+    pub log_flush_interval_messages: i64,
+    /// Fsync when data has waited this long; unset means the OS decides (Kafka's default).
+    pub log_flush_interval_ms: Option<i64>,
+    /// How often the flusher checks `log_flush_interval_ms`.
+    pub log_flush_scheduler_interval_ms: i64,
+    /// `CreateTime` or `LogAppendTime`.
+    pub log_message_timestamp_type: String,
+    /// Largest allowed age of a CreateTime timestamp.
+    pub log_message_timestamp_before_max_ms: i64,
+    /// Largest allowed lead of a CreateTime timestamp over the broker clock.
+    pub log_message_timestamp_after_max_ms: i64,
+    /// Default `cleanup.policy`; only `delete` is implemented.
+    pub log_cleanup_policy: String,
+    /// Minimum in-sync replicas for `acks=all`.
+    pub min_insync_replicas: i32,
+    /// Upper bound of a Fetch response, across partitions.
+    pub fetch_max_bytes: i32,
+    /// Default `compression.type` of topics; only `producer` is supported (batches are stored as sent).
+    pub compression_type: String,
+    /// Time allowed for in-flight requests to finish on shutdown, in ms.
+    pub controlled_shutdown_timeout_ms: i64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".into(),
+            advertise: String::new(),
+            data_dir: PathBuf::from("./data"),
+            node_id: 1,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            delete_topic_enable: true,
+            message_max_bytes: 1_048_588,
+            socket_request_max_bytes: 104_857_600,
+            max_connections: i32::MAX,
+            queued_max_requests: 500,
+            log_segment_bytes: 1_073_741_824,
+            log_roll_hours: 168,
+            log_roll_ms: None,
+            log_retention_hours: 168,
+            log_retention_minutes: None,
+            log_retention_ms: None,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
+            log_index_size_max_bytes: 10_485_760,
+            log_index_interval_bytes: 4096,
+            log_flush_interval_messages: i64::MAX,
+            log_flush_interval_ms: None,
+            log_flush_scheduler_interval_ms: i64::MAX,
+            log_message_timestamp_type: "CreateTime".into(),
+            log_message_timestamp_before_max_ms: i64::MAX,
+            log_message_timestamp_after_max_ms: 3_600_000,
+            log_cleanup_policy: "delete".into(),
+            min_insync_replicas: 1,
+            fetch_max_bytes: 57_671_680,
+            compression_type: "producer".into(),
+            controlled_shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--advertise`
+    pub advertise: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--node-id`
+    pub node_id: Option<i32>,
+}
+
+impl BrokerConfig {
+    /// Builds the layered configuration: defaults < file < `VLTAVA_*` env < flags, then validates it.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<BrokerConfig, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("VLTAVA")
+                .prefix_separator("_")
+                .try_parsing(true),
+        );
+        if let Some(v) = &flags.listen {
+            builder = builder.set_override("listen", v.clone())?;
+        }
+        if let Some(v) = &flags.advertise {
+            builder = builder.set_override("advertise", v.clone())?;
+        }
+        if let Some(v) = &flags.data_dir {
+            builder = builder.set_override("data_dir", v.to_string_lossy().to_string())?;
+        }
+        if let Some(v) = flags.node_id {
+            builder = builder.set_override("node_id", i64::from(v))?;
+        }
+        let cfg: BrokerConfig = builder.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and formats; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(name: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                name,
+                reason: reason.into(),
+            }
+        }
+        self.listen_addr()?;
+        self.advertised_addr()?;
+        if self.node_id < 0 {
+            return Err(bad("node_id", "must be >= 0"));
+        }
+        if self.num_partitions < 1 {
+            return Err(bad("num_partitions", "must be >= 1"));
+        }
+        if self.default_replication_factor != 1 {
+            return Err(bad(
+                "default_replication_factor",
+                "a single broker supports only 1",
+            ));
+        }
+        if self.message_max_bytes < 0 {
+            return Err(bad("message_max_bytes", "must be >= 0"));
+        }
+        if self.socket_request_max_bytes < 1 {
+            return Err(bad("socket_request_max_bytes", "must be >= 1"));
+        }
+        if self.max_connections < 0 {
+            return Err(bad("max_connections", "must be >= 0"));
+        }
+        if self.queued_max_requests < 1 {
+            return Err(bad("queued_max_requests", "must be >= 1"));
+        }
+        if self.log_segment_bytes < 14 {
+            return Err(bad("log_segment_bytes", "must be >= 14"));
+        }
+        if self.log_roll_hours < 1 {
+            return Err(bad("log_roll_hours", "must be >= 1"));
+        }
+        if matches!(self.log_roll_ms, Some(v) if v < 1) {
+            return Err(bad("log_roll_ms", "must be >= 1"));
+        }
+        if self.log_retention_check_interval_ms < 1 {
+            return Err(bad("log_retention_check_interval_ms", "must be >= 1"));
+        }
+        if self.log_index_size_max_bytes < 4 {
+            return Err(bad("log_index_size_max_bytes", "must be >= 4"));
+        }
+        if self.log_index_interval_bytes < 0 {
+            return Err(bad("log_index_interval_bytes", "must be >= 0"));
+        }
+        if self.log_flush_interval_messages < 1 {
+            return Err(bad("log_flush_interval_messages", "must be >= 1"));
+        }
+        if matches!(self.log_flush_interval_ms, Some(v) if v < 0) {
+            return Err(bad("log_flush_interval_ms", "must be >= 0"));
+        }
+        if self.log_flush_scheduler_interval_ms < 1 {
+            return Err(bad("log_flush_scheduler_interval_ms", "must be >= 1"));
+        }
+        if !matches!(
+            self.log_message_timestamp_type.as_str(),
+            "CreateTime" | "LogAppendTime"
+        ) {
+            return Err(bad(
+                "log_message_timestamp_type",
+                "must be CreateTime or LogAppendTime",
+            ));
+        }
+        if self.log_message_timestamp_before_max_ms < 0
+            || self.log_message_timestamp_after_max_ms < 0
+        {
+            return Err(bad("log_message_timestamp_before_max_ms", "must be >= 0"));
+        }
+        if self.log_cleanup_policy != "delete" {
+            return Err(bad(
+                "log_cleanup_policy",
+                "only `delete` is supported (compaction is not implemented yet)",
+            ));
+        }
+        if self.min_insync_replicas < 1 {
+            return Err(bad("min_insync_replicas", "must be >= 1"));
+        }
+        if self.fetch_max_bytes < 0 {
+            return Err(bad("fetch_max_bytes", "must be >= 0"));
+        }
+        if self.compression_type != "producer" {
+            return Err(bad(
+                "compression_type",
+                "only `producer` is supported: batches are stored as the producer sent them",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The socket address to bind.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            name: "listen",
+            reason: format!(
+                "`{}` is not HOST:PORT with a numeric host: {e}",
+                self.listen
+            ),
+        })
+    }
+
+    /// The host and port given to clients.
+    pub fn advertised_addr(&self) -> Result<(String, i32), ConfigError> {
+        let s = if self.advertise.is_empty() {
+            &self.listen
+        } else {
+            &self.advertise
+        };
+        let bad = |reason: String| ConfigError::Invalid {
+            name: "advertise",
+            reason,
+        };
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| bad(format!("`{s}` is not HOST:PORT")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|e| bad(format!("bad port in `{s}`: {e}")))?;
+        if host.is_empty() {
+            return Err(bad(format!("empty host in `{s}`")));
+        }
+        Ok((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            i32::from(port),
+        ))
+    }
+
+    /// Effective retention in ms, applying Kafka's ms > minutes > hours precedence.
+    pub fn retention_ms(&self) -> i64 {
+        match (self.log_retention_ms, self.log_retention_minutes) {
+            (Some(ms), _) => ms,
+            (None, Some(min)) => i64::from(min) * 60_000,
+            (None, None) => i64::from(self.log_retention_hours) * 3_600_000,
+        }
+    }
+
+    /// Effective segment roll time in ms.
+    pub fn roll_ms(&self) -> i64 {
+        self.log_roll_ms
+            .unwrap_or(i64::from(self.log_roll_hours) * 3_600_000)
+    }
+
+    /// Effective flush interval in ms (`i64::MAX` when unset: leave it to the OS).
+    pub fn flush_ms(&self) -> i64 {
+        self.log_flush_interval_ms
+            .unwrap_or(self.log_flush_scheduler_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_kafkas() {
+        let c = BrokerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.num_partitions, 1);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.retention_ms(), 168 * 3_600_000);
+        assert_eq!(
+            c.advertised_addr().unwrap(),
+            ("127.0.0.1".to_string(), 9092)
+        );
+    }
+
+    #[test]
+    fn layers_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "num_partitions = 3\nlisten = \"127.0.0.1:1234\"\n").unwrap();
+        let c = BrokerConfig::load(Some(&f), &Overrides::default()).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.listen, "127.0.0.1:1234");
+        let flags = Overrides {
+            listen: Some("127.0.0.1:999".into()),
+            ..Default::default()
+        };
+        let c = BrokerConfig::load(Some(&f), &flags).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:999");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "num_partitions = 0\n").unwrap();
+        let e = BrokerConfig::load(Some(&f), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_partitions"), "{e}");
+        std::fs::write(&f, "no_such_setting = 1\n").unwrap();
+        let e = BrokerConfig::load(Some(&f), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no_such_setting"), "{e}");
+        std::fs::write(&f, "listen = \"nonsense\"\n").unwrap();
+        let e = BrokerConfig::load(Some(&f), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+}

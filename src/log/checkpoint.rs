@@ -1,0 +1,103 @@
+//! Small text checkpoint files in a partition directory (`recovery-point`,
+//! `log-start-offset`) and the clean-shutdown marker.
+//!
+//! Owned by `log_impl.rs`, which decides what to persist and when; this file
+//! only makes the writes crash-safe (write temp file, fsync, rename, fsync
+//! directory) and the reads tolerant of garbage.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use tracing::warn;
+
+use super::error::LogError;
+
+/// Suffix of temporary files being written; leftovers are deleted on open.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+/// Longest checkpoint file we read; an i64 in text is at most 20 bytes.
+const MAX_CHECKPOINT_BYTES: u64 = 64;
+
+/// Reads an offset written by [`write_offset`]. Missing file -> `None`;
+/// unparseable content is logged and also `None`, so callers fall back to the
+/// safe default (e.g. recover everything).
+pub(crate) fn read_offset(path: &Path) -> Result<Option<i64>, LogError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut text = String::new();
+    if file
+        .take(MAX_CHECKPOINT_BYTES)
+        .read_to_string(&mut text)
+        .is_err()
+    {
+        warn!(path = %path.display(), "checkpoint file is not text, ignoring it");
+        return Ok(None);
+    }
+    match text.trim().parse::<i64>() {
+        Ok(v) => Ok(Some(v)),
+        Err(_) => {
+            warn!(path = %path.display(), "checkpoint file does not hold an offset, ignoring it");
+            Ok(None)
+        }
+    }
+}
+
+/// Atomically replaces `dir/name` with `value` in text.
+pub(crate) fn write_offset(dir: &Path, name: &str, value: i64) -> Result<(), LogError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(format!("{value}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Creates an empty marker file durably.
+pub(crate) fn write_marker(dir: &Path, name: &str) -> Result<(), LogError> {
+    File::create(dir.join(name))?.sync_all()?;
+    sync_dir(dir)
+}
+
+/// Removes a marker file durably (a no-op if it is missing).
+pub(crate) fn remove_marker(dir: &Path, name: &str) -> Result<(), LogError> {
+    match fs::remove_file(dir.join(name)) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// fsyncs a directory so renames/creates/deletes in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recovery-point");
+        assert_eq!(read_offset(&path).unwrap(), None);
+        write_offset(dir.path(), "recovery-point", 1234).unwrap();
+        assert_eq!(read_offset(&path).unwrap(), Some(1234));
+        fs::write(&path, b"12ab").unwrap();
+        assert_eq!(read_offset(&path).unwrap(), None);
+        fs::write(&path, [0xffu8; 1000]).unwrap();
+        assert_eq!(read_offset(&path).unwrap(), None);
+        write_marker(dir.path(), "m").unwrap();
+        assert!(dir.path().join("m").exists());
+        remove_marker(dir.path(), "m").unwrap();
+        remove_marker(dir.path(), "m").unwrap();
+        assert!(!dir.path().join("m").exists());
+    }
+}

@@ -1,0 +1,50 @@
+//! The storage engine's error type.
+//!
+//! Owned by the log module. Every fallible operation in `crate::log` returns
+//! [`LogError`]; the broker's API layer (`crate::api::log_error_code`) maps it to a Kafka error code.
+
+use thiserror::Error;
+
+/// Errors returned by the storage engine.
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// Bytes are damaged: CRC mismatch, or a length field disagrees with the
+    /// bytes actually present. Kafka `CORRUPT_MESSAGE` (2).
+    #[error("corrupt message: {0}")]
+    CorruptMessage(String),
+    /// Structurally intact but semantically wrong records: bad record count or
+    /// offset deltas, a control batch from a producer, an empty request.
+    /// Kafka `INVALID_RECORD` (87).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A batch (or record set) is larger than the configured limit.
+    /// Kafka `MESSAGE_TOO_LARGE` (10).
+    #[error("message of {size} bytes exceeds the maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Size of the offending batch in bytes.
+        size: usize,
+        /// The configured limit in bytes.
+        max: usize,
+    },
+    /// Record batch magic other than 2. Kafka 4 only accepts the v2 format.
+    #[error("unsupported record batch magic {0}: only magic 2 is supported")]
+    UnsupportedMagic(i8),
+    /// A CreateTime timestamp outside the configured window, or a producer
+    /// that set LogAppendTime itself. Kafka `INVALID_TIMESTAMP` (32).
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
+    /// A fetch/delete offset outside `[log_start, log_end]`.
+    /// Kafka `OFFSET_OUT_OF_RANGE` (1).
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// The requested offset.
+        offset: i64,
+        /// The log start offset at the time of the request.
+        log_start: i64,
+        /// The log end offset at the time of the request.
+        log_end: i64,
+    },
+    /// Disk I/O failed. Kafka `KAFKA_STORAGE_ERROR` (56).
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,654 @@
+//! Sparse per-segment indexes: [`OffsetIndex`] (offset -> file position) and
+//! [`TimeIndex`] (timestamp -> offset), in Kafka's on-disk formats.
+//!
+//! Owns: the `.index` / `.timeindex` files of one segment, their in-memory
+//! copy, lookups, and load-time sanity checks. The owning `LogSegment` decides
+//! when to add entries (every `index.interval.bytes`), and rebuilds an index
+//! from the log when [`OffsetIndex::sanity_check`] / [`TimeIndex::sanity_check`]
+//! fail. Entries live in a `Vec` (lookups never touch the disk) and are
+//! appended to the file with positional writes; files are not preallocated.
+//!
+//! Formats (big-endian): offset index entry = relative offset u32 + position
+//! u32 (8 bytes); time index entry = timestamp i64 + relative offset u32
+//! (12 bytes). Relative offsets are relative to the segment's base offset.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::batch::NO_TIMESTAMP;
+use super::error::LogError;
+
+/// Bytes per offset index entry.
+pub const OFFSET_ENTRY_SIZE: usize = 8;
+/// Bytes per time index entry.
+pub const TIME_ENTRY_SIZE: usize = 12;
+
+/// An offset index lookup result: a batch boundary at or before the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetPosition {
+    /// Absolute offset of the entry (or the segment base offset).
+    pub offset: i64,
+    /// Byte position in the segment's log file to start scanning from.
+    pub position: u32,
+}
+
+/// A time index lookup result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// Largest timestamp seen in the segment up to `offset`.
+    pub timestamp: i64,
+    /// Absolute offset from which to start scanning.
+    pub offset: i64,
+}
+
+/// Opens (creating if missing) an index file and reads all of it. The
+/// allocation is bounded by the file's real length, and a file larger than
+/// the configured maximum is not read at all (reported as `None` so the
+/// caller rebuilds it).
+fn open_index_file(path: &Path, max_bytes: usize) -> Result<(File, Option<Vec<u8>>), LogError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let Ok(len) = usize::try_from(len) else {
+        return Ok((file, None));
+    };
+    if len > max_bytes {
+        return Ok((file, None));
+    }
+    let mut data = vec![0u8; len];
+    file.read_exact_at(&mut data, 0)?;
+    Ok((file, Some(data)))
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn corrupt(path: &Path, msg: impl std::fmt::Display) -> LogError {
+    LogError::CorruptMessage(format!("index {}: {msg}", path.display()))
+}
+
+/// Sparse map from offsets to byte positions in a segment's log file.
+///
+/// Each entry `(offset, position)` promises that scanning the log from
+/// `position` reaches every batch containing offsets `>= offset`.
+#[derive(Debug)]
+pub struct OffsetIndex {
+    path: PathBuf,
+    file: File,
+    base_offset: i64,
+    /// (relative offset, position), strictly increasing in both.
+    entries: Vec<(u32, u32)>,
+    max_entries: usize,
+    /// Set at load when the file was not a whole number of sane entries.
+    load_error: Option<String>,
+}
+
+impl OffsetIndex {
+    /// Opens or creates the index at `path`. Never fails on bad content:
+    /// problems are reported by [`OffsetIndex::sanity_check`].
+    pub fn open(path: &Path, base_offset: i64, max_index_bytes: usize) -> Result<Self, LogError> {
+        let (file, data) = open_index_file(path, max_index_bytes)?;
+        let mut load_error = None;
+        let mut entries = Vec::new();
+        match data {
+            None => load_error = Some(format!("larger than {max_index_bytes} bytes")),
+            Some(data) => {
+                if data.len() % OFFSET_ENTRY_SIZE != 0 {
+                    load_error = Some(format!(
+                        "length {} is not a multiple of {OFFSET_ENTRY_SIZE}",
+                        data.len()
+                    ));
+                }
+                entries = data
+                    .chunks_exact(OFFSET_ENTRY_SIZE)
+                    .filter_map(|c| {
+                        let (rel, pos) = c.split_first_chunk::<4>()?;
+                        let pos: [u8; 4] = pos.try_into().ok()?;
+                        Some((u32::from_be_bytes(*rel), u32::from_be_bytes(pos)))
+                    })
+                    .collect();
+            }
+        }
+        Ok(OffsetIndex {
+            path: path.to_path_buf(),
+            file,
+            base_offset,
+            entries,
+            max_entries: max_index_bytes / OFFSET_ENTRY_SIZE,
+            load_error,
+        })
+    }
+
+    /// Checks what was loaded: whole entries, offsets and positions strictly
+    /// increasing, positions inside a log of `log_size` bytes.
+    pub fn sanity_check(&self, log_size: u64) -> Result<(), LogError> {
+        if let Some(e) = &self.load_error {
+            return Err(corrupt(&self.path, e));
+        }
+        let mut prev: Option<(u32, u32)> = None;
+        for &(rel, pos) in &self.entries {
+            if prev.is_some_and(|(r, p)| rel <= r || pos <= p) {
+                return Err(corrupt(&self.path, "entries are not increasing"));
+            }
+            if u64::from(pos) >= log_size {
+                return Err(corrupt(
+                    &self.path,
+                    format!("position {pos} beyond log size {log_size}"),
+                ));
+            }
+            prev = Some((rel, pos));
+        }
+        Ok(())
+    }
+
+    /// Appends an entry. Entries must advance in both offset and position;
+    /// anything else (or a full index) is skipped, because a sparse index
+    /// stays correct with fewer entries. Only I/O errors are reported.
+    pub fn append(&mut self, offset: i64, position: u32) -> Result<(), LogError> {
+        let Some(rel) = offset
+            .checked_sub(self.base_offset)
+            .and_then(|r| u32::try_from(r).ok())
+        else {
+            return Ok(());
+        };
+        if self.is_full()
+            || self
+                .entries
+                .last()
+                .is_some_and(|&(r, p)| rel <= r || position <= p)
+        {
+            return Ok(());
+        }
+        let mut bytes = [0u8; OFFSET_ENTRY_SIZE];
+        bytes[..4].copy_from_slice(&rel.to_be_bytes());
+        bytes[4..].copy_from_slice(&position.to_be_bytes());
+        self.file
+            .write_all_at(&bytes, (self.entries.len() * OFFSET_ENTRY_SIZE) as u64)?;
+        self.entries.push((rel, position));
+        Ok(())
+    }
+
+    fn absolute(&self, rel: u32) -> i64 {
+        self.base_offset.saturating_add(i64::from(rel))
+    }
+
+    /// The largest entry with offset `<= offset`, or `(base_offset, 0)`.
+    pub fn lookup(&self, offset: i64) -> OffsetPosition {
+        let idx = self
+            .entries
+            .partition_point(|&(rel, _)| self.absolute(rel) <= offset);
+        match idx.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            Some(&(rel, position)) => OffsetPosition {
+                offset: self.absolute(rel),
+                position,
+            },
+            None => OffsetPosition {
+                offset: self.base_offset,
+                position: 0,
+            },
+        }
+    }
+
+    /// The last entry, or `(base_offset, 0)` if empty.
+    pub fn last_entry(&self) -> OffsetPosition {
+        self.lookup(i64::MAX)
+    }
+
+    /// Removes every entry with offset `>= offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        let keep = self
+            .entries
+            .partition_point(|&(rel, _)| self.absolute(rel) < offset);
+        self.truncate_entries(keep)
+    }
+
+    fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
+        self.file.set_len((keep * OFFSET_ENTRY_SIZE) as u64)?;
+        self.entries.truncate(keep);
+        Ok(())
+    }
+
+    /// Drops all entries (before a rebuild).
+    pub fn reset(&mut self) -> Result<(), LogError> {
+        self.load_error = None;
+        self.truncate_entries(0)
+    }
+
+    /// No room for another entry: the segment should roll.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= self.max_entries
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// fsyncs the index file.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    /// Removes the file.
+    pub fn delete(self) -> Result<(), LogError> {
+        remove_if_exists(&self.path)
+    }
+}
+
+/// Sparse map from timestamps to offsets, monotonic in both.
+///
+/// Entry `(ts, offset)` means: `ts` is the largest timestamp in the segment up
+/// to (and first reached at) `offset`, so no record before `offset`'s batch has
+/// a timestamp `>= ts`.
+#[derive(Debug)]
+pub struct TimeIndex {
+    path: PathBuf,
+    file: File,
+    base_offset: i64,
+    /// (timestamp, relative offset), strictly increasing timestamps.
+    entries: Vec<(i64, u32)>,
+    max_entries: usize,
+    load_error: Option<String>,
+}
+
+impl TimeIndex {
+    /// Opens or creates the time index at `path`. Never fails on bad content:
+    /// problems are reported by [`TimeIndex::sanity_check`].
+    pub fn open(path: &Path, base_offset: i64, max_index_bytes: usize) -> Result<Self, LogError> {
+        let (file, data) = open_index_file(path, max_index_bytes)?;
+        let mut load_error = None;
+        let mut entries = Vec::new();
+        match data {
+            None => load_error = Some(format!("larger than {max_index_bytes} bytes")),
+            Some(data) => {
+                if data.len() % TIME_ENTRY_SIZE != 0 {
+                    load_error = Some(format!(
+                        "length {} is not a multiple of {TIME_ENTRY_SIZE}",
+                        data.len()
+                    ));
+                }
+                entries = data
+                    .chunks_exact(TIME_ENTRY_SIZE)
+                    .filter_map(|c| {
+                        let (ts, rel) = c.split_first_chunk::<8>()?;
+                        let rel: [u8; 4] = rel.try_into().ok()?;
+                        Some((i64::from_be_bytes(*ts), u32::from_be_bytes(rel)))
+                    })
+                    .collect();
+            }
+        }
+        Ok(TimeIndex {
+            path: path.to_path_buf(),
+            file,
+            base_offset,
+            entries,
+            max_entries: max_index_bytes / TIME_ENTRY_SIZE,
+            load_error,
+        })
+    }
+
+    /// Checks what was loaded: whole entries, timestamps strictly increasing,
+    /// offsets non-decreasing and below `next_offset` (the segment's end).
+    pub fn sanity_check(&self, next_offset: i64) -> Result<(), LogError> {
+        if let Some(e) = &self.load_error {
+            return Err(corrupt(&self.path, e));
+        }
+        let mut prev: Option<(i64, u32)> = None;
+        for &(ts, rel) in &self.entries {
+            if prev.is_some_and(|(t, r)| ts <= t || rel < r) {
+                return Err(corrupt(&self.path, "entries are not monotonic"));
+            }
+            if self.absolute(rel) >= next_offset {
+                return Err(corrupt(
+                    &self.path,
+                    format!(
+                        "offset {} beyond segment end {next_offset}",
+                        self.absolute(rel)
+                    ),
+                ));
+            }
+            prev = Some((ts, rel));
+        }
+        Ok(())
+    }
+
+    fn absolute(&self, rel: u32) -> i64 {
+        self.base_offset.saturating_add(i64::from(rel))
+    }
+
+    /// Appends `(timestamp, offset)` if `timestamp` is larger than the last
+    /// entry's (the index only grows when the max timestamp grows) and the
+    /// offset does not go backwards. The last slot is reserved for the entry
+    /// written when the segment becomes inactive, which passes
+    /// `skip_full_check`. Returns whether an entry was written.
+    pub fn maybe_append(
+        &mut self,
+        timestamp: i64,
+        offset: i64,
+        skip_full_check: bool,
+    ) -> Result<bool, LogError> {
+        let Some(rel) = offset
+            .checked_sub(self.base_offset)
+            .and_then(|r| u32::try_from(r).ok())
+        else {
+            return Ok(false);
+        };
+        let last = self.last_entry();
+        if timestamp <= last.timestamp || offset < last.offset {
+            return Ok(false);
+        }
+        if self.entries.len() >= self.max_entries || (!skip_full_check && self.is_full()) {
+            return Ok(false);
+        }
+        let mut bytes = [0u8; TIME_ENTRY_SIZE];
+        bytes[..8].copy_from_slice(&timestamp.to_be_bytes());
+        bytes[8..].copy_from_slice(&rel.to_be_bytes());
+        self.file
+            .write_all_at(&bytes, (self.entries.len() * TIME_ENTRY_SIZE) as u64)?;
+        self.entries.push((timestamp, rel));
+        Ok(true)
+    }
+
+    /// The largest entry with timestamp `<= timestamp`, or
+    /// `(NO_TIMESTAMP, base_offset)`: where to start scanning for the first
+    /// record with a timestamp `>= timestamp`.
+    pub fn lookup(&self, timestamp: i64) -> TimestampOffset {
+        let idx = self.entries.partition_point(|&(ts, _)| ts <= timestamp);
+        match idx.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            Some(&(ts, rel)) => TimestampOffset {
+                timestamp: ts,
+                offset: self.absolute(rel),
+            },
+            None => TimestampOffset {
+                timestamp: NO_TIMESTAMP,
+                offset: self.base_offset,
+            },
+        }
+    }
+
+    /// The last entry, or `(NO_TIMESTAMP, base_offset)` if empty.
+    pub fn last_entry(&self) -> TimestampOffset {
+        match self.entries.last() {
+            Some(&(ts, rel)) => TimestampOffset {
+                timestamp: ts,
+                offset: self.absolute(rel),
+            },
+            None => TimestampOffset {
+                timestamp: NO_TIMESTAMP,
+                offset: self.base_offset,
+            },
+        }
+    }
+
+    /// Removes every entry with offset `>= offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        let keep = self
+            .entries
+            .partition_point(|&(_, rel)| self.absolute(rel) < offset);
+        self.truncate_entries(keep)
+    }
+
+    fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
+        self.file.set_len((keep * TIME_ENTRY_SIZE) as u64)?;
+        self.entries.truncate(keep);
+        Ok(())
+    }
+
+    /// Drops all entries (before a rebuild).
+    pub fn reset(&mut self) -> Result<(), LogError> {
+        self.load_error = None;
+        self.truncate_entries(0)
+    }
+
+    /// Full for regular appends; one slot stays free for the final entry
+    /// (like Kafka's `TimeIndex.isFull`).
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= self.max_entries.saturating_sub(1)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// fsyncs the index file.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.file.sync_data()?;
+        Ok(())
+    }
+
+    /// Removes the file.
+    pub fn delete(self) -> Result<(), LogError> {
+        remove_if_exists(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_index_append_lookup_truncate_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000100.index");
+        let mut idx = OffsetIndex::open(&path, 100, 1024).unwrap();
+        assert_eq!(
+            idx.lookup(150),
+            OffsetPosition {
+                offset: 100,
+                position: 0
+            }
+        );
+        idx.append(110, 100).unwrap();
+        idx.append(120, 200).unwrap();
+        idx.append(130, 300).unwrap();
+        // Non-increasing entries are ignored.
+        idx.append(125, 400).unwrap();
+        idx.append(140, 300).unwrap();
+        assert_eq!(idx.len(), 3);
+        assert_eq!(
+            idx.lookup(99),
+            OffsetPosition {
+                offset: 100,
+                position: 0
+            }
+        );
+        assert_eq!(
+            idx.lookup(109),
+            OffsetPosition {
+                offset: 100,
+                position: 0
+            }
+        );
+        assert_eq!(
+            idx.lookup(110),
+            OffsetPosition {
+                offset: 110,
+                position: 100
+            }
+        );
+        assert_eq!(
+            idx.lookup(129),
+            OffsetPosition {
+                offset: 120,
+                position: 200
+            }
+        );
+        assert_eq!(
+            idx.lookup(1_000),
+            OffsetPosition {
+                offset: 130,
+                position: 300
+            }
+        );
+        drop(idx);
+
+        let mut idx = OffsetIndex::open(&path, 100, 1024).unwrap();
+        idx.sanity_check(1_000).unwrap();
+        assert_eq!(idx.len(), 3);
+        assert!(idx.sanity_check(300).is_err(), "position beyond the log");
+        idx.truncate_to(120).unwrap();
+        assert_eq!(
+            idx.last_entry(),
+            OffsetPosition {
+                offset: 110,
+                position: 100
+            }
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8);
+        idx.flush().unwrap();
+        idx.delete().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn offset_index_insane_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.index");
+        std::fs::write(&path, [0u8; 13]).unwrap();
+        let mut idx = OffsetIndex::open(&path, 0, 1024).unwrap();
+        assert!(idx.sanity_check(1_000).is_err());
+        idx.reset().unwrap();
+        idx.sanity_check(1_000).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+
+        // Decreasing entries.
+        let mut bytes = Vec::new();
+        for (rel, pos) in [(5u32, 50u32), (3, 60)] {
+            bytes.extend(rel.to_be_bytes());
+            bytes.extend(pos.to_be_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(OffsetIndex::open(&path, 0, 1024)
+            .unwrap()
+            .sanity_check(1_000)
+            .is_err());
+        // Larger than allowed.
+        assert!(OffsetIndex::open(&path, 0, 8)
+            .unwrap()
+            .sanity_check(1_000)
+            .is_err());
+    }
+
+    #[test]
+    fn offset_index_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = OffsetIndex::open(&dir.path().join("x.index"), 0, 16).unwrap();
+        idx.append(1, 10).unwrap();
+        assert!(!idx.is_full());
+        idx.append(2, 20).unwrap();
+        assert!(idx.is_full());
+        idx.append(3, 30).unwrap();
+        assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn time_index_monotonic_lookup_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000010.timeindex");
+        let mut idx = TimeIndex::open(&path, 10, 1200).unwrap();
+        assert_eq!(
+            idx.lookup(5),
+            TimestampOffset {
+                timestamp: -1,
+                offset: 10
+            }
+        );
+        assert!(idx.maybe_append(100, 12, false).unwrap());
+        assert!(!idx.maybe_append(100, 14, false).unwrap(), "same timestamp");
+        assert!(!idx.maybe_append(90, 15, false).unwrap(), "older timestamp");
+        assert!(idx.maybe_append(200, 20, false).unwrap());
+        assert!(
+            !idx.maybe_append(300, 19, false).unwrap(),
+            "offset went back"
+        );
+        assert_eq!(idx.len(), 2);
+        assert_eq!(
+            idx.lookup(99),
+            TimestampOffset {
+                timestamp: -1,
+                offset: 10
+            }
+        );
+        assert_eq!(
+            idx.lookup(150),
+            TimestampOffset {
+                timestamp: 100,
+                offset: 12
+            }
+        );
+        assert_eq!(
+            idx.lookup(200),
+            TimestampOffset {
+                timestamp: 200,
+                offset: 20
+            }
+        );
+        drop(idx);
+
+        let mut idx = TimeIndex::open(&path, 10, 1200).unwrap();
+        idx.sanity_check(21).unwrap();
+        assert!(idx.sanity_check(20).is_err(), "offset beyond segment end");
+        idx.truncate_to(20).unwrap();
+        assert_eq!(
+            idx.last_entry(),
+            TimestampOffset {
+                timestamp: 100,
+                offset: 12
+            }
+        );
+        idx.reset().unwrap();
+        assert!(idx.is_empty());
+    }
+
+    #[test]
+    fn time_index_insane_and_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.timeindex");
+        let mut bytes = Vec::new();
+        for (ts, rel) in [(50i64, 1u32), (40, 2)] {
+            bytes.extend(ts.to_be_bytes());
+            bytes.extend(rel.to_be_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(TimeIndex::open(&path, 0, 1200)
+            .unwrap()
+            .sanity_check(10)
+            .is_err());
+        std::fs::write(&path, [1u8; 5]).unwrap();
+        assert!(TimeIndex::open(&path, 0, 1200)
+            .unwrap()
+            .sanity_check(10)
+            .is_err());
+
+        std::fs::write(&path, []).unwrap();
+        let mut idx = TimeIndex::open(&path, 0, 36).unwrap();
+        assert!(idx.maybe_append(1, 1, false).unwrap());
+        assert!(idx.maybe_append(2, 2, false).unwrap());
+        assert!(idx.is_full(), "last slot is reserved");
+        assert!(!idx.maybe_append(3, 3, false).unwrap());
+        assert!(idx.maybe_append(3, 3, true).unwrap());
+        assert!(!idx.maybe_append(4, 4, true).unwrap(), "no room at all");
+    }
+}

@@ -1,0 +1,1656 @@
+//! [`Log`]: one partition's log, a directory of segments (Kafka's
+//! `UnifiedLog` + `LocalLog`, without tiered storage or producer state).
+//!
+//! Owns: the partition directory and everything in it except files other
+//! components put there (only segment files, our checkpoints and Kafka-style
+//! stray files are touched); segment lifecycle (load, recover, roll, delete);
+//! offset assignment for leader appends; the log start offset, recovery point
+//! and clean-shutdown marker; reads, timestamp searches, retention and flush
+//! policy. Callers own synchronisation (`&mut self` for writes, `&self` for
+//! reads), the high watermark, and mapping [`LogError`] to protocol errors.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::iter;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use tracing::{info, warn};
+
+use super::batch::{
+    assign_offsets, validate_follower_records, validate_producer_records, TimestampType,
+    ValidatedBatch, ValidatedRecords, NO_TIMESTAMP,
+};
+use super::checkpoint::{self, TMP_SUFFIX};
+use super::config::LogConfig;
+use super::error::LogError;
+use super::segment::{LogSegment, SegmentConfig, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+
+/// Marker written by [`Log::close`]; its presence at open means the files are
+/// consistent and need no recovery.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
+/// Text file holding the recovery point: every offset below it is fsynced.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Text file holding the log start offset (raised by DeleteRecords/retention).
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// Suffixes of files left by interrupted deletes/cleaning/swaps (Kafka's
+/// conventions); removed at open.
+const STRAY_SUFFIXES: [&str; 3] = [".deleted", ".cleaned", ".swap"];
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first appended record.
+    pub first_offset: i64,
+    /// Offset of the last appended record.
+    pub last_offset: i64,
+    /// Largest timestamp of the appended batches.
+    pub max_timestamp: i64,
+    /// Offset of the record with `max_timestamp` (batch-level for compressed
+    /// batches).
+    pub offset_of_max_timestamp: i64,
+    /// The broker time stamped on the batches, or -1 unless the topic uses
+    /// LogAppendTime (what Produce responses return).
+    pub log_append_time: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+    /// Number of records appended.
+    pub record_count: i64,
+    /// Number of batches appended.
+    pub batch_count: usize,
+    /// Bytes appended.
+    pub size_bytes: usize,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Inactive segments by base offset, all below `active`'s base.
+    older: BTreeMap<i64, LogSegment>,
+    /// The segment appends go to. Kept outside the map so there is always one
+    /// without an `Option`.
+    active: LogSegment,
+    log_start_offset: i64,
+    /// Offsets below this are known to be fsynced.
+    recovery_point: i64,
+    last_flush_ms: i64,
+    /// Latest `now_ms` passed in by the caller; the clock for operations
+    /// whose signature has no time (segment creation time on truncation).
+    last_seen_ms: i64,
+}
+
+fn segment_config(config: &LogConfig) -> SegmentConfig {
+    SegmentConfig {
+        index_interval_bytes: config.index_interval_bytes,
+        max_index_bytes: config.segment_index_bytes,
+    }
+}
+
+/// Base offset encoded in a segment file name such as
+/// `00000000000000000042.log`.
+fn parse_base(name: &str, suffix: &str) -> Option<i64> {
+    let stem = name.strip_suffix(suffix)?;
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Lists segment base offsets in `dir` (sorted), deleting stray files and
+/// index files that have no log file.
+fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    let our_tmp_files = [
+        format!("{RECOVERY_POINT_FILE}{TMP_SUFFIX}"),
+        format!("{LOG_START_OFFSET_FILE}{TMP_SUFFIX}"),
+    ];
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let path = entry.path();
+        if STRAY_SUFFIXES.iter().any(|s| name.ends_with(s)) || our_tmp_files.contains(&name) {
+            info!(path = %path.display(), "deleting stray file");
+            fs::remove_file(&path)?;
+        } else if let Some(base) = parse_base(&name, LOG_SUFFIX) {
+            logs.push(base);
+        } else if let Some(base) =
+            parse_base(&name, INDEX_SUFFIX).or_else(|| parse_base(&name, TIME_INDEX_SUFFIX))
+        {
+            indexes.push((base, path));
+        }
+    }
+    logs.sort_unstable();
+    for (base, path) in indexes {
+        if logs.binary_search(&base).is_err() {
+            info!(path = %path.display(), "deleting index without a log file");
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(logs)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`.
+    ///
+    /// With the clean-shutdown marker present, segments are trusted (indexes
+    /// are still sanity-checked and rebuilt if needed) and the marker is
+    /// removed. Otherwise every segment from the one containing the persisted
+    /// recovery point onward is recovered; the first one that had to be
+    /// truncated ends the log (later segments are deleted).
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
+        fs::create_dir_all(dir)?;
+        let clean = dir.join(CLEAN_SHUTDOWN_FILE).exists();
+        let bases = scan_dir(dir)?;
+        let persisted_rp = checkpoint::read_offset(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(0);
+        let seg_cfg = segment_config(&config);
+
+        let mut older = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            // A segment is trusted if the log was shut down cleanly, or if all
+            // of it lies below the recovery point.
+            let trusted = clean || next_base.is_some_and(|n| n <= persisted_rp);
+            let (segment, truncated) = LogSegment::open(dir, base, seg_cfg, !trusted, now_ms)?;
+            older.insert(base, segment);
+            if !trusted && truncated > 0 {
+                // Kafka's rule: data after a corrupt batch is not trusted.
+                for &later in bases.get(i + 1..).unwrap_or_default() {
+                    warn!(dir = %dir.display(), base = later,
+                        "deleting segment after a corrupted one");
+                    LogSegment::delete_files(dir, later)?;
+                }
+                break;
+            }
+        }
+
+        let persisted_lso = checkpoint::read_offset(&dir.join(LOG_START_OFFSET_FILE))?;
+        let active = match older.pop_last() {
+            Some((_, segment)) => segment,
+            None => LogSegment::create(dir, persisted_lso.unwrap_or(0).max(0), seg_cfg, now_ms)?,
+        };
+        let first_base = older
+            .first_key_value()
+            .map_or(active.base_offset(), |(base, _)| *base);
+        let leo = active.next_offset();
+        let log_start_offset = persisted_lso.unwrap_or(first_base).max(first_base).min(leo);
+        let recovery_point = if clean { leo } else { persisted_rp.min(leo) };
+        checkpoint::remove_marker(dir, CLEAN_SHUTDOWN_FILE)?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            older,
+            active,
+            log_start_offset,
+            recovery_point,
+            last_flush_ms: now_ms,
+            last_seen_ms: now_ms,
+        })
+    }
+
+    /// Validates a Produce request's records for this partition, assigns
+    /// offsets from the log end offset, stamps `leader_epoch` (and the append
+    /// time under LogAppendTime) and appends them. `records` is rewritten in
+    /// place; compressed data is never decompressed.
+    pub fn append_as_leader(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let validated = validate_producer_records(records, self.config.max_message_bytes)?;
+        self.check_set_size(records.len())?;
+        if self.config.message_timestamp_type == TimestampType::CreateTime {
+            self.check_timestamps(&validated, now_ms)?;
+        }
+        let first_offset = self.log_end_offset();
+        let last_offset = first_offset
+            .checked_add(validated.offset_count - 1)
+            .ok_or_else(|| LogError::InvalidRecord("offsets would overflow".into()))?;
+        let log_append_time =
+            (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let max_ts_in_messages = log_append_time.unwrap_or(validated.max_timestamp);
+        self.maybe_roll(
+            records.len(),
+            max_ts_in_messages,
+            first_offset,
+            last_offset,
+            now_ms,
+        )?;
+
+        let assigned = assign_offsets(
+            records,
+            &validated,
+            first_offset,
+            leader_epoch,
+            log_append_time,
+        );
+        self.active.append(
+            assigned.first_offset,
+            assigned.last_offset,
+            assigned.max_timestamp,
+            assigned.offset_of_max_timestamp,
+            records,
+        )?;
+        self.maybe_flush_after_append(now_ms)?;
+        Ok(AppendInfo {
+            first_offset: assigned.first_offset,
+            last_offset: assigned.last_offset,
+            max_timestamp: assigned.max_timestamp,
+            offset_of_max_timestamp: assigned.offset_of_max_timestamp,
+            log_append_time: log_append_time.unwrap_or(NO_TIMESTAMP),
+            log_start_offset: self.log_start_offset,
+            record_count: validated.record_count,
+            batch_count: validated.batches.len(),
+            size_bytes: records.len(),
+        })
+    }
+
+    /// Appends batches replicated from the leader, keeping their offsets and
+    /// leader epochs. Only framing, magic and CRC are checked; the first
+    /// batch must start at or after the log end offset and batches must be
+    /// increasing (gaps, as left by compaction, are allowed). A fetch larger
+    /// than a segment is split at batch boundaries across segments.
+    pub fn append_as_follower(
+        &mut self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let validated = validate_follower_records(records)?;
+        let (Some(first), Some(last)) = (validated.batches.first(), validated.batches.last())
+        else {
+            return Err(LogError::InvalidRecord(
+                "record set contains no batches".into(),
+            ));
+        };
+        let first_offset = first.header.base_offset;
+        let last_offset = last.header.last_offset();
+        let leo = self.log_end_offset();
+        if first_offset < leo {
+            return Err(LogError::InvalidRecord(format!(
+                "follower append at offset {first_offset} is below the log end offset {leo}"
+            )));
+        }
+        for b in &validated.batches {
+            self.check_set_size(b.header.total_size())?;
+        }
+        let (mut max_ts, mut offset_of_max) = (NO_TIMESTAMP, first_offset);
+        for b in &validated.batches {
+            if b.header.max_timestamp > max_ts {
+                max_ts = b.header.max_timestamp;
+                offset_of_max = b.header.last_offset();
+            }
+        }
+
+        // Group batches into chunks that each fit in one segment.
+        let max_chunk = self.max_segment_bytes();
+        let mut rest = validated.batches.as_slice();
+        while !rest.is_empty() {
+            let mut size = 0u64;
+            let count = rest
+                .iter()
+                .take_while(|b| {
+                    size += b.header.total_size() as u64;
+                    size <= max_chunk
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(count.min(rest.len()));
+            self.append_follower_chunk(records, chunk, now_ms)?;
+            rest = tail;
+        }
+        self.maybe_flush_after_append(now_ms)?;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp: max_ts,
+            offset_of_max_timestamp: offset_of_max,
+            log_append_time: NO_TIMESTAMP,
+            log_start_offset: self.log_start_offset,
+            record_count: validated.record_count,
+            batch_count: validated.batches.len(),
+            size_bytes: records.len(),
+        })
+    }
+
+    /// Appends consecutive validated batches of `records` that fit in one
+    /// segment, rolling first if needed.
+    fn append_follower_chunk(
+        &mut self,
+        records: &[u8],
+        chunk: &[ValidatedBatch],
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+            return Ok(());
+        };
+        let first_offset = first.header.base_offset;
+        let last_offset = last.header.last_offset();
+        if last_offset - first_offset > i64::from(i32::MAX) {
+            return Err(LogError::InvalidRecord(format!(
+                "follower append spans offsets {first_offset}..={last_offset}, too many for one segment"
+            )));
+        }
+        let (mut max_ts, mut offset_of_max) = (NO_TIMESTAMP, first_offset);
+        for b in chunk {
+            if b.header.max_timestamp > max_ts {
+                max_ts = b.header.max_timestamp;
+                offset_of_max = b.header.last_offset();
+            }
+        }
+        let end = last.position + last.header.total_size();
+        let bytes = records.get(first.position..end).unwrap_or_default();
+        self.maybe_roll(bytes.len(), max_ts, first_offset, last_offset, now_ms)?;
+        self.active
+            .append(first_offset, last_offset, max_ts, offset_of_max, bytes)
+    }
+
+    /// A record set larger than a segment could never be appended (Kafka's
+    /// `RecordBatchTooLargeException`).
+    fn check_set_size(&self, size: usize) -> Result<(), LogError> {
+        let max = self.max_segment_bytes();
+        if size as u64 > max {
+            return Err(LogError::MessageTooLarge {
+                size,
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(())
+    }
+
+    /// `segment.bytes`, capped so file positions fit the 32-bit index format.
+    fn max_segment_bytes(&self) -> u64 {
+        self.config.segment_bytes.min(i32::MAX as u64)
+    }
+
+    /// CreateTime range check against `message.timestamp.{before,after}.max.ms`
+    /// (KIP-937). Records without a timestamp (-1) are exempt, as in Kafka.
+    fn check_timestamps(&self, validated: &ValidatedRecords, now_ms: i64) -> Result<(), LogError> {
+        let before = self.config.message_timestamp_before_max_ms;
+        let after = self.config.message_timestamp_after_max_ms;
+        for b in &validated.batches {
+            let Some((min, max)) = b.timestamp_bounds else {
+                continue;
+            };
+            for ts in [min, max] {
+                if now_ms.saturating_sub(ts) > before || ts.saturating_sub(now_ms) > after {
+                    return Err(LogError::InvalidTimestamp(format!(
+                        "timestamp {ts} in batch at position {} is out of range: it must be \
+                         within [{}, {}]",
+                        b.position,
+                        now_ms.saturating_sub(before),
+                        now_ms.saturating_add(after)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls before an append of `size` bytes spanning `first..=last` if the
+    /// active segment is full by bytes, old by `segment.ms`, has a full index,
+    /// or cannot represent `last` as a 32-bit relative offset.
+    fn maybe_roll(
+        &mut self,
+        size: usize,
+        max_ts_in_messages: i64,
+        first_offset: i64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        let seg = &self.active;
+        let offset_overflow = last_offset - seg.base_offset() > i64::from(i32::MAX);
+        let full = !seg.is_empty()
+            && (seg.size() + size as u64 > self.max_segment_bytes()
+                || seg.time_waited_for_roll(now_ms, max_ts_in_messages) > self.config.segment_ms
+                || seg.offset_index().is_full()
+                || seg.time_index().is_full());
+        if offset_overflow || full {
+            self.roll(first_offset, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Makes a new active segment at `new_base` (>= the log end offset).
+    fn roll(&mut self, new_base: i64, now_ms: i64) -> Result<(), LogError> {
+        let seg_cfg = segment_config(&self.config);
+        if self.active.is_empty() {
+            if self.active.base_offset() == new_base {
+                return Ok(());
+            }
+            // An empty segment is useless once a later one exists.
+            let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
+            std::mem::replace(&mut self.active, fresh).delete()?;
+            return Ok(());
+        }
+        self.active.on_become_inactive()?;
+        // Flushing at roll bounds recovery to the active segment; anything
+        // older and still unflushed (e.g. recovered at open) is made durable
+        // too so the recovery point can move past it.
+        for seg in self.older.values() {
+            if seg.next_offset() > self.recovery_point {
+                seg.flush()?;
+            }
+        }
+        let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
+        let old = std::mem::replace(&mut self.active, fresh);
+        info!(dir = %self.dir.display(), old_base = old.base_offset(), new_base, "rolled segment");
+        self.older.insert(old.base_offset(), old);
+        self.set_recovery_point(self.recovery_point.max(new_base))
+    }
+
+    fn set_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset != self.recovery_point {
+            self.recovery_point = offset;
+            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)?;
+        }
+        Ok(())
+    }
+
+    fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset != self.log_start_offset {
+            self.log_start_offset = offset;
+            checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        }
+        Ok(())
+    }
+
+    fn maybe_flush_after_append(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.log_end_offset().saturating_sub(self.recovery_point) >= self.config.flush_messages {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// All segments, oldest first.
+    fn segments(&self) -> impl Iterator<Item = &LogSegment> {
+        self.older.values().chain(iter::once(&self.active))
+    }
+
+    /// Segments from the one that would contain `offset` onward.
+    fn segments_from(&self, offset: i64) -> impl Iterator<Item = &LogSegment> {
+        let older = if offset >= self.active.base_offset() {
+            // Skip every older segment.
+            self.older.range(i64::MAX..)
+        } else {
+            let floor = self
+                .older
+                .range(..=offset)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
+            self.older.range(floor..)
+        };
+        older.map(|(_, s)| s).chain(iter::once(&self.active))
+    }
+
+    /// Reads whole batches from the one containing `start_offset` (even if
+    /// it starts earlier), never including a batch whose base offset is
+    /// `>= max_offset_exclusive` (the high watermark for consumers), crossing
+    /// segment boundaries, up to `max_bytes`; with `min_one_batch` a first
+    /// batch larger than `max_bytes` is returned whole (KIP-74).
+    /// `start_offset == log end offset` gives empty bytes; outside
+    /// `[log start, log end]` is `OffsetOutOfRange`.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<Bytes, LogError> {
+        let leo = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > leo {
+            return Err(self.out_of_range(start_offset));
+        }
+        if start_offset == leo || start_offset >= max_offset_exclusive {
+            return Ok(Bytes::new());
+        }
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0usize;
+        let mut offset = start_offset;
+        for seg in self.segments_from(start_offset) {
+            let Some(r) = seg.read(
+                offset.max(seg.base_offset()),
+                max_bytes.saturating_sub(total),
+                max_offset_exclusive,
+                min_one_batch && total == 0,
+            )?
+            else {
+                continue;
+            };
+            total += r.data.len();
+            offset = r.next_offset;
+            parts.push(r.data);
+            if !r.reached_end {
+                break;
+            }
+        }
+        // The common case is a single segment: hand its buffer over as is.
+        if parts.len() == 1 {
+            return Ok(parts.pop().map(Bytes::from).unwrap_or_default());
+        }
+        let mut out = BytesMut::with_capacity(total);
+        for part in parts {
+            out.extend_from_slice(&part);
+        }
+        Ok(out.freeze())
+    }
+
+    fn out_of_range(&self, offset: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start_offset,
+            log_end: self.log_end_offset(),
+        }
+    }
+
+    /// First offset `>= log start offset` whose record timestamp is
+    /// `>= timestamp` (ListOffsets by timestamp), as
+    /// `(offset, timestamp, leader_epoch)`; `None` if there is none.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64, i32)>, LogError> {
+        for seg in self.segments() {
+            if seg.max_timestamp() < timestamp || seg.next_offset() <= self.log_start_offset {
+                continue;
+            }
+            if let Some(found) = seg.find_offset_by_timestamp(timestamp, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (ListOffsets `MAX_TIMESTAMP`),
+    /// first one on ties, as `(offset, timestamp, leader_epoch)`; `None` if
+    /// no record has a timestamp. Like Kafka, this is not limited to offsets
+    /// above the log start offset.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64, i32)>, LogError> {
+        let mut best: Option<&LogSegment> = None;
+        for seg in self.segments() {
+            if seg.max_timestamp() != NO_TIMESTAMP
+                && best.is_none_or(|b| seg.max_timestamp() > b.max_timestamp())
+            {
+                best = Some(seg);
+            }
+        }
+        match best {
+            Some(seg) => seg.max_timestamp_record(),
+            None => Ok(None),
+        }
+    }
+
+    /// DeleteRecords: raises the log start offset to `offset` (the caller
+    /// ensures it is not above the high watermark), persists it and deletes
+    /// segments entirely below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset < 0 || offset > self.log_end_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        if offset > self.log_start_offset {
+            self.set_log_start_offset(offset)?;
+        }
+        self.delete_segments_below_log_start()?;
+        Ok(self.log_start_offset)
+    }
+
+    /// [`Log::apply_retention_below`] with the log end offset as the high
+    /// watermark (a single-replica partition).
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        self.apply_retention_below(now_ms, self.log_end_offset())
+    }
+
+    /// Applies `retention.ms`, then `retention.bytes`, then deletes segments
+    /// wholly below the log start offset, never deleting data at or above
+    /// `high_watermark`. Returns the number of segments deleted and raises
+    /// (and persists) the log start offset to the new first segment.
+    pub fn apply_retention_below(
+        &mut self,
+        now_ms: i64,
+        high_watermark: i64,
+    ) -> Result<usize, LogError> {
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        let mut deleted = self.delete_retention_ms_breached(now_ms, high_watermark)?;
+        deleted += self.delete_retention_bytes_breached(high_watermark)?;
+        deleted += self.delete_segments_below_log_start()?;
+        Ok(deleted)
+    }
+
+    /// Number of leading older segments for which `pred(segment, next_base)`
+    /// holds, stopping at the first that fails or reaches `high_watermark`.
+    fn deletable_prefix(
+        &self,
+        high_watermark: i64,
+        mut pred: impl FnMut(&LogSegment, i64) -> Result<bool, LogError>,
+    ) -> Result<usize, LogError> {
+        let mut count = 0;
+        let mut iter = self.older.values().peekable();
+        while let Some(seg) = iter.next() {
+            let next_base = iter
+                .peek()
+                .map_or(self.active.base_offset(), |s| s.base_offset());
+            if next_base > high_watermark || !pred(seg, next_base)? {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn delete_retention_ms_breached(
+        &mut self,
+        now_ms: i64,
+        high_watermark: i64,
+    ) -> Result<usize, LogError> {
+        let retention_ms = self.config.retention_ms;
+        if retention_ms < 0 {
+            return Ok(0);
+        }
+        let expired = |seg: &LogSegment| -> Result<bool, LogError> {
+            Ok(now_ms.saturating_sub(seg.largest_timestamp()?) > retention_ms)
+        };
+        let mut count = self.deletable_prefix(high_watermark, |seg, _| expired(seg))?;
+        // Like Kafka, an expired non-empty active segment goes too: roll a new
+        // empty one first so the log always has an active segment.
+        if count == self.older.len()
+            && !self.active.is_empty()
+            && self.log_end_offset() <= high_watermark
+            && expired(&self.active)?
+        {
+            self.roll(self.log_end_offset(), now_ms)?;
+            count += 1;
+        }
+        self.delete_oldest(count)
+    }
+
+    fn delete_retention_bytes_breached(&mut self, high_watermark: i64) -> Result<usize, LogError> {
+        let Ok(retention) = u64::try_from(self.config.retention_bytes) else {
+            return Ok(0);
+        };
+        let mut excess = self.size_bytes().saturating_sub(retention);
+        let count = self.deletable_prefix(high_watermark, |seg, _| {
+            if seg.size() <= excess {
+                excess -= seg.size();
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        self.delete_oldest(count)
+    }
+
+    fn delete_segments_below_log_start(&mut self) -> Result<usize, LogError> {
+        let lso = self.log_start_offset;
+        let count = self.deletable_prefix(i64::MAX, |_, next_base| Ok(next_base <= lso))?;
+        self.delete_oldest(count)
+    }
+
+    /// Deletes the `count` oldest (inactive) segments and raises the log
+    /// start offset to the new first segment's base.
+    fn delete_oldest(&mut self, count: usize) -> Result<usize, LogError> {
+        for _ in 0..count {
+            if let Some((base, seg)) = self.older.pop_first() {
+                info!(dir = %self.dir.display(), base, "deleting segment");
+                seg.delete()?;
+            }
+        }
+        if count > 0 {
+            let first_base = self
+                .older
+                .first_key_value()
+                .map_or(self.active.base_offset(), |(b, _)| *b);
+            if first_base > self.log_start_offset {
+                self.set_log_start_offset(first_base)?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// fsyncs every segment that may hold unflushed data and advances (and
+    /// persists) the recovery point to the log end offset.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        for seg in self.older.values() {
+            if seg.next_offset() > self.recovery_point {
+                seg.flush()?;
+            }
+        }
+        self.active.flush()?;
+        self.set_recovery_point(self.log_end_offset())
+    }
+
+    /// Flushes if there is unflushed data and the last flush is at least
+    /// `flush.ms` old. Returns whether it flushed.
+    pub fn maybe_flush_by_time(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        if self.log_end_offset() > self.recovery_point
+            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Removes all offsets `>= offset` (follower truncation). A batch is never
+    /// split: if `offset` is mid-batch the whole batch goes and the log end
+    /// offset becomes that batch's base. Below the first segment the log is
+    /// emptied and restarted at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let first_base = self
+            .older
+            .first_key_value()
+            .map_or(self.active.base_offset(), |(b, _)| *b);
+        if offset < first_base {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        if self.active.base_offset() > offset {
+            // The new active segment is the older one containing `offset`;
+            // everything after it goes.
+            let newer: Vec<i64> = self.older.range(offset + 1..).map(|(b, _)| *b).collect();
+            for base in newer {
+                if let Some(seg) = self.older.remove(&base) {
+                    seg.delete()?;
+                }
+            }
+            if let Some((_, seg)) = self.older.pop_last() {
+                std::mem::replace(&mut self.active, seg).delete()?;
+            }
+        }
+        self.active.truncate_to(offset)?;
+        let leo = self.log_end_offset();
+        if self.log_start_offset > leo {
+            self.set_log_start_offset(leo)?;
+        }
+        if self.recovery_point > leo {
+            self.set_recovery_point(leo)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset`, which
+    /// becomes the log start offset.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        while let Some((_, seg)) = self.older.pop_first() {
+            seg.delete()?;
+        }
+        // Empty the active segment in place: if it already sits at `offset`
+        // it is reused, otherwise it is replaced (its files have other names).
+        self.active.truncate_to(self.active.base_offset())?;
+        if self.active.base_offset() != offset {
+            let fresh = LogSegment::create(
+                &self.dir,
+                offset,
+                segment_config(&self.config),
+                self.last_seen_ms,
+            )?;
+            std::mem::replace(&mut self.active, fresh).delete()?;
+        }
+        self.log_start_offset = offset;
+        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
+        self.recovery_point = offset;
+        checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)
+    }
+
+    /// Replaces the configuration; new index settings apply to new segments
+    /// (the index interval also to the active one).
+    pub fn update_config(&mut self, config: LogConfig) {
+        self.active
+            .set_index_interval_bytes(config.index_interval_bytes);
+        self.config = config;
+    }
+
+    /// Flushes everything and writes the clean-shutdown marker so the next
+    /// open skips recovery.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.active.on_become_inactive()?;
+        self.flush()?;
+        checkpoint::write_marker(&self.dir, CLEAN_SHUTDOWN_FILE)
+    }
+
+    /// Closes the files and removes the whole partition directory.
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+
+    /// First offset that may be read.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active.next_offset()
+    }
+
+    /// Offsets below this are durable on disk.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Total bytes of all segment log files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments().map(LogSegment::size).sum()
+    }
+
+    /// Number of segments (at least 1).
+    pub fn num_segments(&self) -> usize {
+        self.older.len() + 1
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments().map(LogSegment::base_offset).collect()
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::BatchHeader;
+    use crate::log::segment::{index_path, log_path, time_index_path};
+    use crate::log::testutil::{self, fix_crc, Codec};
+
+    const NOW: i64 = 10_000_000;
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            index_interval_bytes: 200,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Small segments: a two-record batch with 50-byte values is ~190 bytes
+    /// uncompressed, ~100 compressed.
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 500,
+            ..cfg()
+        }
+    }
+
+    fn produce_at(log: &mut Log, codec: Codec, timestamps: &[i64], now: i64) -> AppendInfo {
+        let mut buf = testutil::batch(codec, timestamps, 50);
+        log.append_as_leader(&mut buf, 5, now).unwrap()
+    }
+
+    fn produce(log: &mut Log, codec: Codec, timestamps: &[i64]) -> AppendInfo {
+        produce_at(log, codec, timestamps, NOW)
+    }
+
+    /// 20 two-record batches, offsets 0..40, timestamps 1000 + offset.
+    fn filled(dir: &Path, config: LogConfig) -> Log {
+        let mut log = Log::open(dir, config, NOW).unwrap();
+        for i in 0..20i64 {
+            let codec = Codec::ALL[(i % 5) as usize];
+            produce(&mut log, codec, &[1_000 + 2 * i, 1_001 + 2 * i]);
+        }
+        log
+    }
+
+    fn headers(bytes: &[u8]) -> Vec<BatchHeader> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let h = BatchHeader::parse(&bytes[pos..]).unwrap();
+            pos += h.total_size();
+            out.push(h);
+        }
+        assert_eq!(pos, bytes.len(), "whole batches only");
+        out
+    }
+
+    fn bases(bytes: &[u8]) -> Vec<i64> {
+        headers(bytes).iter().map(|h| h.base_offset).collect()
+    }
+
+    fn read_all(log: &Log) -> Bytes {
+        log.read(log.log_start_offset(), usize::MAX, i64::MAX, true)
+            .unwrap()
+    }
+
+    #[test]
+    fn assigns_offsets_across_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+        let a = produce(&mut log, Codec::None, &[1, 3, 2]);
+        assert_eq!((a.first_offset, a.last_offset), (0, 2));
+        assert_eq!(
+            (a.record_count, a.batch_count, a.log_append_time),
+            (3, 1, -1)
+        );
+        assert_eq!((a.max_timestamp, a.offset_of_max_timestamp), (3, 1));
+        let b = produce(&mut log, Codec::Gzip, &[4, 5]);
+        assert_eq!((b.first_offset, b.last_offset), (3, 4));
+        assert_eq!(log.log_end_offset(), 5);
+        let records = testutil::decode(&read_all(&log));
+        assert_eq!(
+            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert!(records.iter().all(|r| r.partition_leader_epoch == 5));
+    }
+
+    #[test]
+    fn stores_compressed_batches_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        for codec in Codec::ALL {
+            let original = testutil::batch(codec, &[10, 30, 20], 100);
+            let mut buf = original.clone();
+            let info = log.append_as_leader(&mut buf, 9, NOW).unwrap();
+            let stored = log
+                .read(info.first_offset, usize::MAX, i64::MAX, false)
+                .unwrap();
+            assert_eq!(stored.len(), original.len(), "{codec:?}");
+            assert_eq!(&stored[..8], &info.first_offset.to_be_bytes());
+            assert_eq!(&stored[8..12], &original[8..12]);
+            assert_eq!(&stored[12..16], &9i32.to_be_bytes());
+            assert_eq!(&stored[16..], &original[16..], "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn reads_batches_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = filled(dir.path(), small_segments());
+        assert!(log.num_segments() >= 4, "{}", log.num_segments());
+        assert_eq!(log.log_end_offset(), 40);
+        let all = read_all(&log);
+        assert_eq!(bases(&all), (0..40).step_by(2).collect::<Vec<_>>());
+        assert_eq!(testutil::decode(&all).len(), 40);
+
+        // Mid-batch start returns the containing batch.
+        assert_eq!(
+            bases(&log.read(3, usize::MAX, i64::MAX, false).unwrap())[0],
+            2
+        );
+        // High watermark: no batch with base >= 10.
+        assert_eq!(
+            bases(&log.read(0, usize::MAX, 10, false).unwrap()),
+            vec![0, 2, 4, 6, 8]
+        );
+        assert!(log.read(10, usize::MAX, 10, false).unwrap().is_empty());
+        // max_bytes keeps whole batches; min_one_batch returns one oversize batch.
+        let first = headers(&all)[0].total_size();
+        assert_eq!(log.read(0, first, i64::MAX, false).unwrap().len(), first);
+        assert!(log.read(0, first - 1, i64::MAX, false).unwrap().is_empty());
+        assert_eq!(log.read(0, 1, i64::MAX, true).unwrap().len(), first);
+        // Crossing a segment boundary.
+        let second_base = log.segment_base_offsets()[1];
+        let crossing = log
+            .read(second_base - 1, usize::MAX, second_base + 4, false)
+            .unwrap();
+        assert_eq!(
+            bases(&crossing),
+            vec![second_base - 2, second_base, second_base + 2]
+        );
+        // Ends of the log.
+        assert!(log.read(40, 100, i64::MAX, true).unwrap().is_empty());
+        assert!(matches!(
+            log.read(41, 100, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange {
+                offset: 41,
+                log_start: 0,
+                log_end: 40
+            })
+        ));
+        assert!(matches!(
+            log.read(-1, 100, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn rolls_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = filled(dir.path(), small_segments());
+        let b = log.segment_base_offsets();
+        assert_eq!(b[0], 0);
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+        for base in &b {
+            assert!(log_path(dir.path(), *base).exists());
+        }
+        // Every closed segment stays within segment.bytes.
+        for seg in log.older.values() {
+            assert!(seg.size() <= 500);
+        }
+        // Rolling flushed the closed segments.
+        assert_eq!(log.recovery_point(), log.active.base_offset());
+    }
+
+    #[test]
+    fn rolls_by_segment_ms() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_ms: 1_000,
+            ..cfg()
+        };
+        let mut log = Log::open(dir.path(), config, NOW).unwrap();
+        produce(&mut log, Codec::None, &[NOW]);
+        produce(&mut log, Codec::None, &[NOW + 1_000]);
+        assert_eq!(log.num_segments(), 1);
+        // Kafka measures segment age in message time.
+        produce(&mut log, Codec::None, &[NOW + 1_001]);
+        assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+
+        // Without timestamps, wall-clock time since creation counts.
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), log.config().clone(), NOW).unwrap();
+        produce_at(&mut log, Codec::None, &[-1], NOW + 500);
+        produce_at(&mut log, Codec::None, &[-1], NOW + 1_000);
+        assert_eq!(log.num_segments(), 1);
+        produce_at(&mut log, Codec::None, &[-1], NOW + 1_001);
+        assert_eq!(log.num_segments(), 2);
+    }
+
+    #[test]
+    fn rolls_when_index_full_and_on_config_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            index_interval_bytes: 0,
+            segment_index_bytes: 24,
+            ..cfg()
+        };
+        let mut log = Log::open(dir.path(), config, NOW).unwrap();
+        for i in 0..6 {
+            produce(&mut log, Codec::None, &[i]);
+        }
+        assert!(log.num_segments() > 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        produce(&mut log, Codec::None, &[1]);
+        produce(&mut log, Codec::None, &[1]);
+        assert_eq!(log.num_segments(), 1);
+        log.update_config(LogConfig {
+            segment_bytes: 150,
+            ..cfg()
+        });
+        produce(&mut log, Codec::None, &[1]);
+        assert_eq!(log.num_segments(), 2);
+    }
+
+    #[test]
+    fn reopens_after_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = filled(dir.path(), small_segments());
+        let before = read_all(&log);
+        let segments = log.num_segments();
+        log.close().unwrap();
+        assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert!(!dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        assert_eq!(log.num_segments(), segments);
+        assert_eq!(log.log_end_offset(), 40);
+        assert_eq!(log.recovery_point(), 40);
+        assert_eq!(read_all(&log), before);
+        assert_eq!(
+            log.offset_for_timestamp(1_011).unwrap(),
+            Some((11, 1_011, 5))
+        );
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((39, 1_039, 5)));
+        assert_eq!(produce(&mut log, Codec::Zstd, &[5]).first_offset, 40);
+    }
+
+    /// Appends `extra` to the active segment's log file behind the log's back.
+    fn damage_tail(dir: &Path, base: i64, extra: &[u8]) {
+        let path = log_path(dir, base);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(extra);
+        fs::write(&path, bytes).unwrap();
+    }
+
+    #[test]
+    fn recovers_from_torn_tail() {
+        let mut half = testutil::batch(Codec::None, &[1, 2], 50);
+        half.truncate(half.len() / 2);
+        let mut rng = testutil::Rng(99);
+        let garbage: Vec<u8> = (0..300).map(|_| rng.next() as u8).collect();
+        for tail in [half, garbage, vec![0u8; 5]] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = filled(dir.path(), small_segments());
+            let expected = read_all(&log);
+            let active = log.active.base_offset();
+            drop(log); // crash: no close, no marker
+            damage_tail(dir.path(), active, &tail);
+
+            let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+            assert_eq!(log.log_end_offset(), 40);
+            assert_eq!(read_all(&log), expected);
+            assert_eq!(produce(&mut log, Codec::Lz4, &[7, 8]).first_offset, 40);
+            assert_eq!(testutil::decode(&read_all(&log)).len(), 42);
+        }
+    }
+
+    #[test]
+    fn recovery_drops_everything_after_a_bad_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = filled(dir.path(), small_segments());
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4);
+        drop(log);
+        // Crash before anything was flushed: recover everything.
+        fs::remove_file(dir.path().join(RECOVERY_POINT_FILE)).unwrap();
+        // Flip a payload byte of the second batch of the second segment.
+        let path = log_path(dir.path(), bases[1]);
+        let mut bytes = fs::read(&path).unwrap();
+        let first_len = BatchHeader::parse(&bytes).unwrap().total_size();
+        bytes[first_len + 70] ^= 0x55;
+        fs::write(&path, bytes).unwrap();
+
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.segment_base_offsets(), vec![bases[0], bases[1]]);
+        assert_eq!(log.log_end_offset(), bases[1] + 2);
+        for later in &bases[2..] {
+            assert!(!log_path(dir.path(), *later).exists());
+            assert!(!index_path(dir.path(), *later).exists());
+        }
+        assert_eq!(
+            produce(&mut log, Codec::None, &[1]).first_offset,
+            bases[1] + 2
+        );
+    }
+
+    #[test]
+    fn trusts_segments_below_recovery_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = filled(dir.path(), small_segments());
+        log.flush().unwrap();
+        let leo = log.log_end_offset();
+        let active = log.active.base_offset();
+        drop(log);
+        // Torn tail in the active segment is still found: it contains the
+        // recovery point, so it is recovered.
+        damage_tail(dir.path(), active, &[1, 2, 3]);
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.log_end_offset(), leo);
+        assert_eq!(
+            fs::metadata(log_path(dir.path(), active)).unwrap().len(),
+            log.active.size()
+        );
+    }
+
+    #[test]
+    fn rebuilds_missing_or_corrupt_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = filled(dir.path(), small_segments());
+        let bases = log.segment_base_offsets();
+        let expected = read_all(&log);
+        log.close().unwrap();
+        fs::remove_file(index_path(dir.path(), bases[0])).unwrap();
+        fs::write(time_index_path(dir.path(), bases[1]), [0xabu8; 17]).unwrap();
+        fs::write(index_path(dir.path(), bases[2]), [0xffu8; 16]).unwrap();
+
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(read_all(&log), expected);
+        assert!(
+            fs::metadata(index_path(dir.path(), bases[0]))
+                .unwrap()
+                .len()
+                > 0
+        );
+        assert_eq!(
+            fs::metadata(time_index_path(dir.path(), bases[1]))
+                .unwrap()
+                .len()
+                % 12,
+            0
+        );
+        for offset in 0..40 {
+            let got = log.read(offset, 1, i64::MAX, true).unwrap();
+            let h = BatchHeader::parse(&got).unwrap();
+            assert!(h.base_offset <= offset && offset <= h.last_offset());
+            assert_eq!(
+                log.offset_for_timestamp(1_000 + offset).unwrap(),
+                Some((offset, 1_000 + offset, 5))
+            );
+        }
+    }
+
+    #[test]
+    fn retention_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_ms: 1_000,
+            ..small_segments()
+        };
+        let mut log = Log::open(dir.path(), config, NOW).unwrap();
+        for _ in 0..10 {
+            produce(&mut log, Codec::None, &[NOW - 5_000, NOW - 5_000]);
+        }
+        let old_segments = log.num_segments();
+        log.roll(log.log_end_offset(), NOW).unwrap();
+        for _ in 0..6 {
+            produce(&mut log, Codec::None, &[NOW, NOW]);
+        }
+        let before = log.num_segments();
+        assert_eq!(log.apply_retention(NOW).unwrap(), old_segments);
+        assert_eq!(log.num_segments(), before - old_segments);
+        assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
+        assert!(log.log_start_offset() > 0);
+        let lso_after_first_pass = log.log_start_offset();
+        assert!(matches!(
+            log.read(0, 100, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+
+        // Everything expired, including the active segment: it is rolled away.
+        assert!(log.apply_retention(NOW + 10_000).unwrap() >= 1);
+        assert_eq!(log.num_segments(), 1);
+        assert_eq!(log.size_bytes(), 0);
+        assert_eq!(log.log_start_offset(), 32);
+        assert_eq!(log.log_end_offset(), 32);
+        assert!(log.read(32, 100, i64::MAX, true).unwrap().is_empty());
+        assert!(lso_after_first_pass < 32);
+        assert_eq!(produce(&mut log, Codec::None, &[NOW]).first_offset, 32);
+    }
+
+    #[test]
+    fn retention_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_bytes: 1_500,
+            retention_ms: -1,
+            ..small_segments()
+        };
+        let mut log = filled(dir.path(), config);
+        let before = log.num_segments();
+        let deleted = log.apply_retention(NOW).unwrap();
+        assert!(deleted > 0);
+        assert_eq!(log.num_segments(), before - deleted);
+        assert!(log.size_bytes() >= 1_500);
+        let first = log.older.values().next().unwrap().size();
+        assert!(log.size_bytes() - first < 1_500);
+        assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
+        // Never the active segment.
+        log.update_config(LogConfig {
+            retention_bytes: 0,
+            ..log.config().clone()
+        });
+        log.apply_retention(NOW).unwrap();
+        assert_eq!(log.num_segments(), 1);
+        assert_eq!(log.log_end_offset(), 40);
+    }
+
+    #[test]
+    fn delete_records_before_persists_log_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = filled(dir.path(), small_segments());
+        let second = log.segment_base_offsets()[1];
+        assert_eq!(log.delete_records_before(second + 1).unwrap(), second + 1);
+        assert_eq!(log.segment_base_offsets()[0], second);
+        assert!(matches!(
+            log.read(second, 100, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // Reading at the new start returns the batch containing it.
+        assert_eq!(
+            bases(&log.read(second + 1, 1, i64::MAX, true).unwrap()),
+            vec![second]
+        );
+        assert_eq!(log.delete_records_before(1).unwrap(), second + 1);
+        assert!(matches!(
+            log.delete_records_before(41),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        drop(log); // unclean
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.log_start_offset(), second + 1);
+        log.close().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.log_start_offset(), second + 1);
+        // Up to the log end offset: the active segment stays.
+        assert_eq!(log.delete_records_before(40).unwrap(), 40);
+        assert_eq!(log.num_segments(), 1);
+        assert!(log.read(40, 100, i64::MAX, true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn finds_offsets_by_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        // Non-monotonic timestamps within and across batches and codecs.
+        let batches: [&[i64]; 6] = [
+            &[100, 300, 200],
+            &[150, 250],
+            &[400, 350, 380],
+            &[390, 500],
+            &[450, 460],
+            &[600],
+        ];
+        for (i, ts) in batches.iter().enumerate() {
+            produce(&mut log, Codec::ALL[i % 5], ts);
+        }
+        assert!(log.num_segments() > 1);
+        let q = |log: &Log, ts| log.offset_for_timestamp(ts).unwrap().map(|r| (r.0, r.1));
+        assert_eq!(q(&log, 0), Some((0, 100)));
+        assert_eq!(q(&log, 101), Some((1, 300)));
+        assert_eq!(q(&log, 301), Some((5, 400)));
+        assert_eq!(q(&log, 390), Some((5, 400)));
+        assert_eq!(q(&log, 401), Some((9, 500)));
+        assert_eq!(q(&log, 501), Some((12, 600)));
+        assert_eq!(q(&log, 601), None);
+        // Only offsets at or above the log start offset count.
+        log.delete_records_before(2).unwrap();
+        assert_eq!(q(&log, 101), Some((2, 200)));
+        log.delete_records_before(4).unwrap();
+        assert_eq!(q(&log, 101), Some((4, 250)));
+    }
+
+    #[test]
+    fn finds_max_timestamp_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.max_timestamp_offset().unwrap(), None);
+        produce(&mut log, Codec::None, &[5, 6]);
+        produce(&mut log, Codec::Zstd, &[10, 900, 20]); // 2..=4, max at 3
+        for _ in 0..6 {
+            produce(&mut log, Codec::Snappy, &[100, 900]);
+        }
+        assert!(log.num_segments() > 1);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((3, 900, 5)));
+        produce(&mut log, Codec::Gzip, &[1, 901, 2]);
+        let leo = log.log_end_offset();
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((leo - 2, 901, 5)));
+        log.close().unwrap();
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((leo - 2, 901, 5)));
+    }
+
+    #[test]
+    fn log_append_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            message_timestamp_type: TimestampType::LogAppendTime,
+            ..cfg()
+        };
+        let mut log = Log::open(dir.path(), config, NOW).unwrap();
+        let a = produce_at(&mut log, Codec::None, &[1, 2], NOW);
+        let b = produce_at(&mut log, Codec::Lz4, &[3, 4], NOW + 10);
+        assert_eq!(a.log_append_time, NOW);
+        assert_eq!(b.log_append_time, NOW + 10);
+        let stored = headers(&read_all(&log));
+        assert!(stored
+            .iter()
+            .all(|h| h.timestamp_type() == TimestampType::LogAppendTime));
+        assert_eq!(stored[0].max_timestamp, NOW);
+        assert_eq!(stored[1].max_timestamp, NOW + 10);
+        assert_eq!(testutil::decode(&read_all(&log)).len(), 4);
+        assert_eq!(
+            log.offset_for_timestamp(NOW + 1).unwrap(),
+            Some((2, NOW + 10, 5))
+        );
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((2, NOW + 10, 5)));
+    }
+
+    #[test]
+    fn rejects_out_of_range_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            message_timestamp_before_max_ms: 1_000,
+            ..cfg()
+        };
+        let mut log = Log::open(dir.path(), config, NOW).unwrap();
+        for codec in [Codec::None, Codec::Gzip] {
+            for ts in [NOW + 3_600_001, NOW - 1_001] {
+                let mut buf = testutil::batch(codec, &[NOW, ts], 5);
+                assert!(matches!(
+                    log.append_as_leader(&mut buf, 0, NOW),
+                    Err(LogError::InvalidTimestamp(_))
+                ));
+            }
+            let mut ok = testutil::batch(codec, &[NOW + 3_600_000, NOW - 1_000, -1], 5);
+            log.append_as_leader(&mut ok, 0, NOW).unwrap();
+        }
+        assert_eq!(log.log_end_offset(), 6);
+    }
+
+    #[test]
+    fn rejects_bad_input_without_side_effects() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            max_message_bytes: 200,
+            ..cfg()
+        };
+        let mut log = Log::open(dir.path(), config, NOW).unwrap();
+        let mut big = testutil::batch(Codec::None, &[1, 2, 3], 100);
+        assert!(matches!(
+            log.append_as_leader(&mut big, 0, NOW),
+            Err(LogError::MessageTooLarge { max: 200, .. })
+        ));
+        let mut rng = testutil::Rng(7);
+        for len in 0..300 {
+            let mut garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            assert!(log.append_as_leader(&mut garbage, 0, NOW).is_err());
+            assert!(log.append_as_follower(&garbage, NOW).is_err());
+        }
+        assert_eq!(log.log_end_offset(), 0);
+        assert_eq!(log.size_bytes(), 0);
+    }
+
+    #[test]
+    fn follower_appends_keep_offsets_and_epochs() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let leader = filled(leader_dir.path(), small_segments());
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        // Replicate in fetch-sized chunks.
+        let mut offset = 0;
+        while offset < leader.log_end_offset() {
+            let chunk = leader.read(offset, 700, i64::MAX, true).unwrap();
+            let info = follower.append_as_follower(&chunk, NOW).unwrap();
+            assert_eq!(info.first_offset, offset);
+            offset = info.last_offset + 1;
+        }
+        assert_eq!(follower.log_end_offset(), 40);
+        assert_eq!(read_all(&follower), read_all(&leader));
+        assert!(follower.num_segments() > 1);
+
+        // Replaying old data is rejected.
+        let old = leader.read(0, 100, i64::MAX, true).unwrap();
+        assert!(matches!(
+            follower.append_as_follower(&old, NOW),
+            Err(LogError::InvalidRecord(_))
+        ));
+        // Gaps are allowed; control batches are replicated; epochs are kept.
+        let mut gap = testutil::batch(Codec::None, &[1], 5);
+        gap[0..8].copy_from_slice(&50i64.to_be_bytes());
+        gap[12..16].copy_from_slice(&42i32.to_be_bytes());
+        gap[22] |= 0x20;
+        fix_crc(&mut gap);
+        let info = follower.append_as_follower(&gap, NOW).unwrap();
+        assert_eq!((info.first_offset, info.last_offset), (50, 50));
+        assert_eq!(follower.log_end_offset(), 51);
+        let h = BatchHeader::parse(&follower.read(45, 100, i64::MAX, true).unwrap()).unwrap();
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (50, 42));
+        // A corrupt batch is refused.
+        let mut bad = gap.clone();
+        bad[0..8].copy_from_slice(&60i64.to_be_bytes());
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            follower.append_as_follower(&bad, NOW),
+            Err(LogError::CorruptMessage(_))
+        ));
+    }
+
+    #[test]
+    fn flushes_by_messages_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush_messages: 3,
+            flush_ms: 100,
+            ..cfg()
+        };
+        let mut log = Log::open(dir.path(), config, NOW).unwrap();
+        produce(&mut log, Codec::None, &[1, 2]);
+        assert_eq!(log.recovery_point(), 0);
+        produce(&mut log, Codec::None, &[1, 2]);
+        assert_eq!(log.recovery_point(), 4);
+        let rp_file = dir.path().join(RECOVERY_POINT_FILE);
+        assert_eq!(fs::read_to_string(&rp_file).unwrap().trim(), "4");
+        produce(&mut log, Codec::None, &[1]);
+        assert!(!log.maybe_flush_by_time(NOW + 99).unwrap());
+        assert!(log.maybe_flush_by_time(NOW + 100).unwrap());
+        assert_eq!(log.recovery_point(), 5);
+        assert!(
+            !log.maybe_flush_by_time(NOW + 1_000).unwrap(),
+            "nothing to flush"
+        );
+    }
+
+    #[test]
+    fn truncates_for_replication() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = filled(dir.path(), small_segments());
+        let b = log.segment_base_offsets();
+        // Batch boundary inside the second segment.
+        log.truncate_to(b[1] + 2).unwrap();
+        assert_eq!(log.log_end_offset(), b[1] + 2);
+        assert_eq!(log.segment_base_offsets(), vec![b[0], b[1]]);
+        assert!(!log_path(dir.path(), b[2]).exists());
+        // Mid-batch: the whole batch goes.
+        log.truncate_to(b[1] + 1).unwrap();
+        assert_eq!(log.log_end_offset(), b[1]);
+        assert_eq!(produce(&mut log, Codec::None, &[1]).first_offset, b[1]);
+        log.truncate_to(1_000).unwrap();
+        assert_eq!(log.log_end_offset(), b[1] + 1);
+        // Below the first segment: start over.
+        log.delete_records_before(b[1]).unwrap();
+        assert_eq!(log.segment_base_offsets(), vec![b[1]]);
+        log.truncate_to(3).unwrap();
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.num_segments()
+            ),
+            (3, 3, 1)
+        );
+        assert_eq!(produce(&mut log, Codec::None, &[1]).first_offset, 3);
+        log.truncate_fully_and_start_at(3).unwrap();
+        assert_eq!((log.log_end_offset(), log.size_bytes()), (3, 0));
+        drop(log);
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 3));
+    }
+
+    #[test]
+    fn open_cleans_stray_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = filled(dir.path(), small_segments());
+        log.close().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("00000000000000000000.log.deleted"), b"x").unwrap();
+        fs::write(p("00000000000000000999.index"), b"x").unwrap();
+        fs::write(p("00000000000000000999.timeindex"), b"x").unwrap();
+        fs::write(p("00000000000000000999.log.swap"), b"x").unwrap();
+        fs::write(p("recovery-point.tmp"), b"x").unwrap();
+        fs::write(p("leader-epoch-checkpoint"), b"keep").unwrap();
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        for gone in [
+            "00000000000000000000.log.deleted",
+            "00000000000000000999.index",
+            "00000000000000000999.timeindex",
+            "00000000000000000999.log.swap",
+            "recovery-point.tmp",
+        ] {
+            assert!(!p(gone).exists(), "{gone}");
+        }
+        assert!(p("leader-epoch-checkpoint").exists());
+        assert_eq!(log.log_end_offset(), 40);
+    }
+
+    #[test]
+    fn open_empty_dir_uses_persisted_log_start_and_delete_removes_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("topic-0");
+        fs::create_dir_all(&part).unwrap();
+        checkpoint::write_offset(&part, LOG_START_OFFSET_FILE, 77).unwrap();
+        let mut log = Log::open(&part, cfg(), NOW).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (77, 77));
+        assert_eq!(produce(&mut log, Codec::None, &[1]).first_offset, 77);
+        assert_eq!(log.dir(), part.as_path());
+        log.delete().unwrap();
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn log_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Log>();
+    }
+
+    #[test]
+    fn garbage_compressed_payload_fails_search_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        let mut rng = testutil::Rng(5);
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            // A valid frame around a garbage payload: the produce path never
+            // decompresses, so it is accepted, like a lying producer's batch.
+            let mut buf = testutil::batch(codec, &[NOW, NOW], 5);
+            for b in &mut buf[61..] {
+                *b = rng.next() as u8;
+            }
+            fix_crc(&mut buf);
+            let info = log.append_as_leader(&mut buf, 0, NOW).unwrap();
+            log.delete_records_before(info.first_offset).unwrap();
+            assert!(
+                matches!(
+                    log.offset_for_timestamp(NOW),
+                    Err(LogError::CorruptMessage(_))
+                ),
+                "{codec:?}"
+            );
+        }
+        // A raw snappy payload declaring a 4 GiB output is refused before
+        // anything is allocated.
+        let mut bomb = testutil::batch(Codec::Snappy, &[NOW + 1], 5);
+        bomb.truncate(61);
+        bomb.extend([0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+        let len = (bomb.len() - 12) as i32;
+        bomb[8..12].copy_from_slice(&len.to_be_bytes());
+        fix_crc(&mut bomb);
+        let info = log.append_as_leader(&mut bomb, 0, NOW).unwrap();
+        log.delete_records_before(info.first_offset).unwrap();
+        assert!(matches!(
+            log.offset_for_timestamp(NOW + 1),
+            Err(LogError::CorruptMessage(m)) if m.contains("too large")
+        ));
+    }
+}

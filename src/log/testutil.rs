@@ -1,0 +1,130 @@
+//! Test-only helpers: building real batches with kafka-protocol's encoder,
+//! decoding them back, and hand-corrupting bytes. Owned by the log tests.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression as KpCompression, Record, RecordBatchDecoder, RecordBatchEncoder,
+    RecordEncodeOptions, TimestampType as KpTimestampType,
+};
+
+use super::batch::Compression;
+
+/// Codecs under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Codec {
+    pub const ALL: [Codec; 5] = [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ];
+
+    fn kp(self) -> KpCompression {
+        match self {
+            Codec::None => KpCompression::None,
+            Codec::Gzip => KpCompression::Gzip,
+            Codec::Snappy => KpCompression::Snappy,
+            Codec::Lz4 => KpCompression::Lz4,
+            Codec::Zstd => KpCompression::Zstd,
+        }
+    }
+
+    pub fn ours(self) -> Compression {
+        match self {
+            Codec::None => Compression::None,
+            Codec::Gzip => Compression::Gzip,
+            Codec::Snappy => Compression::Snappy,
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+fn record(offset: i64, timestamp: i64, value_len: usize) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: KpTimestampType::Creation,
+        offset,
+        // The encoder splits batches unless offset - sequence is constant.
+        sequence: offset as i32,
+        timestamp,
+        key: Some(Bytes::from(format!("key-{offset}"))),
+        value: Some(Bytes::from(vec![b'v'; value_len])),
+        headers: Default::default(),
+    }
+}
+
+fn encode(records: &[Record], codec: Codec) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: codec.kp(),
+        },
+    )
+    .unwrap();
+    buf.to_vec()
+}
+
+/// One batch, base offset 0, one record per timestamp.
+pub fn batch(codec: Codec, timestamps: &[i64], value_len: usize) -> Vec<u8> {
+    let records: Vec<Record> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, ts)| record(i as i64, *ts, value_len))
+        .collect();
+    encode(&records, codec)
+}
+
+/// An uncompressed batch whose records carry the given offsets (in order).
+pub fn batch_with_offsets(offsets: &[i64]) -> Vec<u8> {
+    let records: Vec<Record> = offsets.iter().map(|o| record(*o, 1, 1)).collect();
+    encode(&records, Codec::None)
+}
+
+/// Recomputes the CRC of the single batch at the start of `buf`.
+pub fn fix_crc(buf: &mut [u8]) {
+    let len = i32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize + 12;
+    let end = len.min(buf.len());
+    let crc = crc32c::crc32c(&buf[21..end]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Decodes all records in `buf` with kafka-protocol.
+pub fn decode(buf: &[u8]) -> Vec<Record> {
+    let mut bytes = Bytes::copy_from_slice(buf);
+    RecordBatchDecoder::decode_all(&mut bytes)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .collect()
+}
+
+/// Tiny deterministic xorshift PRNG for garbage inputs.
+pub struct Rng(pub u64);
+
+impl Rng {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
