@@ -7,6 +7,7 @@ mod admin;
 mod bad_input;
 mod cli_config;
 mod durability;
+mod fetch_semantics;
 mod metadata;
 mod other_clients;
 mod produce_consume;

@@ -1,4 +1,4 @@
-//! Other real clients: kcat, confluent-kafka-python, kafka-python, aiokafka and kafkajs round trips. The scripts
+//! Other real clients: kcat, confluent-kafka-python, kafka-python, aiokafka, kafkajs and the Java client. The scripts
 //! live in compat-tests/python and compat-tests/js; `.ci/install-deps` installs the clients.
 
 use std::path::Path;
@@ -47,6 +47,42 @@ fn aiokafka() {
 #[test]
 fn kafkajs() {
     run_script("node", "js/roundtrip_kafkajs.js");
+}
+
+#[test]
+fn java_kafka_clients() {
+    // The official Java client (kafka-clients 3.9 from the shigawire-apache-flink-libraries wheel), run as a
+    // single-file source program; classpath.sh finds the jars.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("compat-tests")
+        .join("java");
+    let classpath = Command::new("bash")
+        .arg(root.join("classpath.sh"))
+        .output()
+        .expect("bash");
+    assert!(
+        classpath.status.success(),
+        "java client jars missing (run .ci/install-deps): {}",
+        String::from_utf8_lossy(&classpath.stderr)
+    );
+    let cp = String::from_utf8_lossy(&classpath.stdout)
+        .trim()
+        .to_string();
+    let src = root.join("RoundTrip.java").display().to_string();
+    bounded(240, move || {
+        let b = Broker::start();
+        let out = Command::new("java")
+            .args(["-cp", &cp, &src, "--bootstrap", &b.bootstrap()])
+            .output()
+            .expect("java");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "Java client failed:\n{text}");
+        println!("{text}");
+    });
 }
 
 #[test]

@@ -290,7 +290,8 @@ pub fn encode_batch(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol batches records whose offset - sequence agree; the first keeps base sequence -1.
+            sequence: i as i32 - 1,
             timestamp: now + i as i64,
             key: k.map(Bytes::copy_from_slice),
             value: Some(Bytes::copy_from_slice(v)),

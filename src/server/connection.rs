@@ -102,6 +102,8 @@ impl Connection {
                             }
                         }
                         Ok(_) => {}
+                        // A client that vanishes without a FIN is ordinary, not worth a warning.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Err(Close::Eof),
                         Err(e) => break Err(Close::Error(format!("read failed: {e}"))),
                     }
                 }

@@ -1,0 +1,225 @@
+//! Fetch semantics on the wire: min_bytes waits up to max_wait_ms, max_bytes and partition_max_bytes bound the
+//! answer except for the first batch (KIP-74), isolation levels shape aborted_transactions, and pipelined
+//! requests are answered in order even when an earlier one is a parked long-poll.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::Compression;
+
+use crate::common::{bounded, encode_batch, Broker, Raw};
+
+fn create(raw: &mut Raw, topic: &str, partitions: i32) {
+    let mut ct = CreateTopicsRequest::default();
+    let mut t = create_topics_request::CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    ct.topics.push(t);
+    let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &ct);
+    assert_eq!(r.topics[0].error_code, 0);
+}
+
+fn produce(raw: &mut Raw, topic: &str, partition: i32, records: Bytes) -> i64 {
+    let mut pd = produce_request::PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(records);
+    let mut td = produce_request::TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    td.partition_data.push(pd);
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 5000;
+    req.topic_data.push(td);
+    let r: ProduceResponse = raw.call(ApiKey::Produce, 11, &req);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+    p.base_offset
+}
+
+fn fetch_req(
+    topic: &str,
+    partitions: &[(i32, i64, i32)],
+    max_bytes: i32,
+    min_bytes: i32,
+    wait: i32,
+) -> FetchRequest {
+    let mut f = FetchRequest::default();
+    f.max_bytes = max_bytes;
+    f.min_bytes = min_bytes;
+    f.max_wait_ms = wait;
+    let mut ft = fetch_request::FetchTopic::default();
+    ft.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    for &(p, offset, pmax) in partitions {
+        let mut fp = fetch_request::FetchPartition::default();
+        fp.partition = p;
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = pmax;
+        ft.partitions.push(fp);
+    }
+    f.topics.push(ft);
+    f
+}
+
+fn batches(records: &Option<Bytes>) -> usize {
+    let mut b = records.clone().unwrap_or_default();
+    kafka_protocol::records::RecordBatchDecoder::decode_all(&mut b)
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn min_bytes_max_bytes_and_kip74() {
+    bounded(60, || {
+        let b = Broker::start();
+        let mut raw = Raw::connect(&b);
+        create(&mut raw, "f", 2);
+        let big = vec![b'x'; 3000];
+        for _ in 0..5 {
+            produce(
+                &mut raw,
+                "f",
+                0,
+                encode_batch(&[(None, &big)], Compression::None),
+            );
+        }
+        produce(
+            &mut raw,
+            "f",
+            1,
+            encode_batch(&[(None, b"small")], Compression::None),
+        );
+
+        // min_bytes above what exists: the fetch waits the full max_wait_ms, then answers with what there is.
+        let t0 = Instant::now();
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("f", &[(0, 0, 1 << 20)], 1 << 20, 1 << 20, 600),
+        );
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(550),
+            "waited only {waited:?}"
+        );
+        assert_eq!(batches(&r.responses[0].partitions[0].records), 5);
+
+        // partition_max_bytes smaller than one batch: still exactly one whole batch (KIP-74).
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("f", &[(0, 0, 100)], 1 << 20, 1, 0),
+        );
+        assert_eq!(batches(&r.responses[0].partitions[0].records), 1);
+        // partition_max_bytes of two and a half batches: two whole batches.
+        let one = r.responses[0].partitions[0].records.as_ref().unwrap().len() as i32;
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("f", &[(0, 0, one * 5 / 2)], 1 << 20, 1, 0),
+        );
+        assert_eq!(batches(&r.responses[0].partitions[0].records), 2);
+        // max_bytes spent by partition 0: partition 1 gets nothing, but the first partition got one batch.
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("f", &[(0, 0, 1 << 20), (1, 0, 1 << 20)], 10, 1, 0),
+        );
+        assert_eq!(batches(&r.responses[0].partitions[0].records), 1);
+        assert_eq!(batches(&r.responses[0].partitions[1].records), 0);
+        assert_eq!(r.responses[0].partitions[1].high_watermark, 1);
+
+        // Mid-batch offsets return the containing batch; offset == HW returns nothing without error.
+        let mid = produce(
+            &mut raw,
+            "f",
+            1,
+            encode_batch(
+                &[(None, b"a"), (None, b"b"), (None, b"c")],
+                Compression::Lz4,
+            ),
+        );
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("f", &[(1, mid + 2, 1 << 20)], 1 << 20, 1, 0),
+        );
+        let mut recs = r.responses[0].partitions[0].records.clone().unwrap();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut recs).unwrap();
+        assert_eq!(
+            sets[0].records[0].offset, mid,
+            "whole batch from its base offset"
+        );
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("f", &[(1, mid + 3, 1 << 20)], 1 << 20, 0, 0),
+        );
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        assert_eq!(batches(&r.responses[0].partitions[0].records), 0);
+    });
+}
+
+#[test]
+fn isolation_levels_and_preferred_replica() {
+    bounded(30, || {
+        let b = Broker::start();
+        let mut raw = Raw::connect(&b);
+        create(&mut raw, "iso", 1);
+        produce(
+            &mut raw,
+            "iso",
+            0,
+            encode_batch(&[(None, b"v")], Compression::None),
+        );
+        for (level, want) in [(0i8, None), (1, Some(0usize))] {
+            let mut f = fetch_req("iso", &[(0, 0, 1 << 20)], 1 << 20, 1, 0);
+            f.isolation_level = level;
+            let r: FetchResponse = raw.call(ApiKey::Fetch, 12, &f);
+            let p = &r.responses[0].partitions[0];
+            assert_eq!(
+                p.aborted_transactions.as_ref().map(|a| a.len()),
+                want,
+                "isolation {level}"
+            );
+            assert_eq!(p.preferred_read_replica.0, -1);
+            assert_eq!(p.last_stable_offset, 1);
+            assert_eq!(p.log_start_offset, 0);
+        }
+    });
+}
+
+#[test]
+fn pipelined_requests_answer_in_order() {
+    bounded(30, || {
+        let b = Broker::start();
+        let mut raw = Raw::connect(&b);
+        create(&mut raw, "pipe", 1);
+        // A long-poll fetch parked for 800 ms, then a metadata request behind it on the same connection.
+        let fetch = raw.encode_request(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("pipe", &[(0, 0, 1 << 20)], 1 << 20, 1, 800),
+        );
+        let meta = raw.encode_request(ApiKey::Metadata, 12, &MetadataRequest::default());
+        raw.send_frame(&fetch);
+        raw.send_frame(&meta);
+        let t0 = Instant::now();
+        let mut first = raw.read_frame().unwrap();
+        let mut second = raw.read_frame().unwrap();
+        let h1 = ResponseHeader::decode(&mut first, 1).unwrap();
+        let h2 = ResponseHeader::decode(&mut second, 1).unwrap();
+        assert!(
+            h1.correlation_id < h2.correlation_id,
+            "responses in request order"
+        );
+        assert!(
+            t0.elapsed() >= Duration::from_millis(700),
+            "the fetch really waited"
+        );
+        let m = MetadataResponse::decode(&mut second, 12).unwrap();
+        assert_eq!(m.brokers.len(), 1);
+    });
+}
