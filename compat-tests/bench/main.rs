@@ -3,7 +3,8 @@
 //! Measures in one run, against the real release binary on loopback:
 //! - this machine's limits: raw loopback TCP throughput and sequential disk write throughput (fsync at the end);
 //! - produce throughput, 1 KiB records, acks=1 and acks=all, linger 5 ms, 1 and 8 partitions (rdkafka);
-//! - consume throughput of data already on disk (fresh consumer, from the beginning);
+//! - consume throughput of data already on disk (rdkafka consumer from the beginning, and a raw Fetch client that
+//!   only walks batch headers, to separate the broker's serving rate from client-side record decoding);
 //! - produce-to-consume latency p50/p99 at a fixed 10 MB/s;
 //! - time from process start to ready, and idle and loaded RSS.
 //!
@@ -28,7 +29,7 @@ const RECORD: usize = 1024;
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
-    let quick = std::env::var("VLTAVA_BENCH_QUICK").is_ok();
+    let quick = std::env::var("BENCH_QUICK").is_ok();
     let volume: usize = if quick { 50_000 } else { 300_000 };
     println!(
         "# Vltava benchmark ({} records of {RECORD} B per produce run)",
@@ -72,6 +73,12 @@ fn main() {
         "consume from disk, 8 partitions: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
         mb_s / limit
     );
+    let (mb_s, batches) = raw_fetch(&bootstrap, "bench-1-8", 8, &mut peak_rss, broker.id());
+    println!(
+        "fetch from disk, raw protocol client (whole batches, no record decoding), 8 partitions: {mb_s:7.1} MB/s \
+         ({batches} batches, {:.2} of limit)",
+        mb_s / limit
+    );
     let (p50, p99, max) = latency(&bootstrap, if quick { 5 } else { 15 });
     println!("end-to-end latency at 10 MB/s (acks=1, linger 0): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
     println!(
@@ -106,6 +113,10 @@ fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    assert!(
+        line.starts_with("vltava ready"),
+        "broker did not start (see its stderr above)"
+    );
     let outside = t0.elapsed().as_secs_f64() * 1000.0;
     // The broker reports its own process-start-to-ready time; the outside view includes fork/exec.
     let inside: f64 = line
@@ -288,6 +299,84 @@ fn consume(
     }
     let secs = t0.elapsed().as_secs_f64();
     (bytes as f64 / MB / secs, got as f64 / secs)
+}
+
+/// Reads a whole topic with plain Fetch requests, walking batch headers only: the broker's serving rate without
+/// the client-side cost of decoding every record.
+fn raw_fetch(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    peak: &mut u64,
+    pid: u32,
+) -> (f64, usize) {
+    use bytes::{Buf, BufMut, BytesMut};
+    use kafka_protocol::messages::{
+        fetch_request, ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseHeader,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let mut s = TcpStream::connect(bootstrap).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut offsets = vec![0i64; partitions as usize];
+    let mut total = 0usize;
+    let mut batches = 0usize;
+    let t0 = Instant::now();
+    loop {
+        let mut req = FetchRequest::default();
+        req.max_bytes = 52_428_800;
+        req.max_wait_ms = 0;
+        let mut ft = fetch_request::FetchTopic::default();
+        ft.topic = TopicName(StrBytes::from_string(topic.to_string()));
+        for (p, off) in offsets.iter().enumerate() {
+            let mut fp = fetch_request::FetchPartition::default();
+            fp.partition = p as i32;
+            fp.fetch_offset = *off;
+            fp.partition_max_bytes = 10_485_760;
+            ft.partitions.push(fp);
+        }
+        req.topics.push(ft);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Fetch as i16)
+            .with_request_api_version(12)
+            .with_correlation_id(1);
+        let mut body = BytesMut::new();
+        header.encode(&mut body, 2).unwrap();
+        req.encode(&mut body, 12).unwrap();
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        s.write_all(&frame).unwrap();
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size).unwrap();
+        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+        s.read_exact(&mut buf).unwrap();
+        let mut buf = bytes::Bytes::from(buf);
+        ResponseHeader::decode(&mut buf, 1).unwrap();
+        let resp = FetchResponse::decode(&mut buf, 12).unwrap();
+        let mut got = 0usize;
+        for p in &resp.responses[0].partitions {
+            let mut recs = p.records.clone().unwrap_or_default();
+            got += recs.len();
+            while recs.remaining() >= 61 {
+                let base = i64::from_be_bytes(recs[..8].try_into().unwrap());
+                let len = i32::from_be_bytes(recs[8..12].try_into().unwrap()) as usize + 12;
+                let last_delta = i32::from_be_bytes(recs[23..27].try_into().unwrap()) as i64;
+                if len > recs.remaining() {
+                    break;
+                }
+                offsets[p.partition_index as usize] = base + last_delta + 1;
+                batches += 1;
+                recs.advance(len);
+            }
+        }
+        *peak = (*peak).max(rss_kb(pid));
+        if got == 0 {
+            break;
+        }
+        total += got;
+    }
+    (total as f64 / MB / t0.elapsed().as_secs_f64(), batches)
 }
 
 /// Produces 1 KiB records at 10 MB/s (paced), each carrying its send time; a consumer records arrival times.

@@ -71,7 +71,7 @@ impl Broker {
             .arg(&self.dir)
             .env(
                 "RUST_LOG",
-                std::env::var("VLTAVA_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("BROKER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -13,10 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, RequestHeader};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader};
 use tokio::sync::watch;
 
 use super::log_error_code;
+use super::splice::{encode_spliced, Frame, Placeholders};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
@@ -36,13 +37,16 @@ pub async fn handle(
     req: FetchRequest,
     _: &RequestHeader,
     version: i16,
-) -> Option<FetchResponse> {
+) -> Option<FetchReply> {
     let mut resp = FetchResponse::default();
     resp.session_id = 0;
     if req.session_id != 0 || req.session_epoch > 0 {
         // We never hand out sessions, so any session the client names is unknown to us.
         resp.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return Some(resp);
+        return Some(FetchReply {
+            response: resp,
+            placeholders: Placeholders::default(),
+        });
     }
     let image = broker.image();
     let read_committed = req.isolation_level == 1;
@@ -102,7 +106,14 @@ pub async fn handle(
         for w in watchers.iter_mut() {
             w.borrow_and_update();
         }
-        let (parts, bytes, any_error) = read_all(&wanted, max_bytes, read_committed, version);
+        let mut placeholders = Placeholders::default();
+        let (parts, bytes, any_error) = read_all(
+            &wanted,
+            max_bytes,
+            read_committed,
+            version,
+            &mut placeholders,
+        );
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes
             || any_error
@@ -113,7 +124,10 @@ pub async fn handle(
             for (slot, pd) in parts {
                 resp.responses[slot].partitions.push(pd);
             }
-            return Some(resp);
+            return Some(FetchReply {
+                response: resp,
+                placeholders,
+            });
         }
         let changed =
             futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
@@ -130,6 +144,7 @@ fn read_all(
     max_bytes: usize,
     read_committed: bool,
     version: i16,
+    placeholders: &mut Placeholders,
 ) -> (Vec<(usize, PartitionData)>, usize, bool) {
     let mut out = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
@@ -164,15 +179,22 @@ fn read_all(
                     // KIP-74: the first partition with data returns at least one batch even over budget.
                     let min_one = total == 0;
                     match p.read(w.offset, budget, min_one) {
-                        Ok(r) => {
-                            total += r.records.len();
-                            pd.high_watermark = r.high_watermark;
-                            pd.last_stable_offset = r.last_stable_offset;
-                            if version >= 5 {
-                                pd.log_start_offset = r.log_start_offset;
+                        Ok(r) => match placeholders.records(r.records) {
+                            Ok(records) => {
+                                total += records.len();
+                                pd.high_watermark = r.high_watermark;
+                                pd.last_stable_offset = r.last_stable_offset;
+                                if version >= 5 {
+                                    pd.log_start_offset = r.log_start_offset;
+                                }
+                                pd.records = Some(records);
                             }
-                            pd.records = Some(r.records);
-                        }
+                            Err(e) => {
+                                pd.error_code = ResponseError::KafkaStorageError.code();
+                                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "fetch read failed");
+                                any_error = true;
+                            }
+                        },
                         Err(e) => {
                             pd.error_code = log_error_code(&e);
                             pd.high_watermark = p.high_watermark();
@@ -189,4 +211,24 @@ fn read_all(
         out.push((w.topic_slot, pd));
     }
     (out, total, any_error)
+}
+
+/// A Fetch response whose record sets are still file ranges (see [`super::splice`]).
+pub struct FetchReply {
+    /// The response, with placeholders in its `records` fields.
+    pub response: FetchResponse,
+    /// What the placeholders stand for.
+    pub placeholders: Placeholders,
+}
+
+impl super::IntoFrame for FetchReply {
+    fn into_frame(self, api: ApiKey, version: i16, correlation_id: i32) -> Result<Frame, String> {
+        encode_spliced(
+            api,
+            version,
+            correlation_id,
+            &self.response,
+            &self.placeholders,
+        )
+    }
 }

@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod splice;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,16 +26,30 @@ use crate::log::LogError;
 use crate::partition::AppendError;
 use crate::protocol::versions::{self, Refusal};
 
+pub use splice::{Chunk, Frame};
+
 /// A finished response frame (with its size prefix), `None` when the request expects no response, or an error
 /// that closes the connection.
-pub type Reply = Result<Option<BytesMut>, String>;
+pub type Reply = Result<Option<Frame>, String>;
+
+/// A handler's answer, ready to become a response frame.
+pub trait IntoFrame {
+    /// Encodes `size | header | body`.
+    fn into_frame(self, api: ApiKey, version: i16, correlation_id: i32) -> Result<Frame, String>;
+}
+
+impl<R: Encodable + HeaderVersion> IntoFrame for R {
+    fn into_frame(self, api: ApiKey, version: i16, correlation_id: i32) -> Result<Frame, String> {
+        encode_response(api, version, correlation_id, &self).map(|b| vec![Chunk::Bytes(b.freeze())])
+    }
+}
 
 /// What the connection should do with one request frame.
 pub enum Dispatch {
     /// Run this future; its output is the response, written in request order.
     Task(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
     /// The response is already known.
-    Immediate(BytesMut),
+    Immediate(Frame),
     /// Close the connection (malformed or unsupported request), with the reason for the log.
     Close(String),
 }
@@ -101,7 +116,9 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Dispatc
         Ok(Parsed::ApiVersionsTooNew { correlation_id }) => {
             // KIP-511: tell the client our range in a v0 body so it can retry with a version we speak.
             tracing::debug!(%peer, "ApiVersions version unsupported; answering with v0 body");
-            Dispatch::Immediate(api_versions::unsupported_version_frame(correlation_id))
+            Dispatch::Immediate(vec![Chunk::Bytes(
+                api_versions::unsupported_version_frame(correlation_id).freeze(),
+            )])
         }
         Ok(Parsed::Request {
             header,
@@ -135,7 +152,7 @@ macro_rules! requests {
                 match self {
                     $( Request::$key(req) => {
                         match $handler(broker, req, header, version).await {
-                            Some(resp) => encode_response::<$resp>(ApiKey::$key, version, header.correlation_id, &resp).map(Some),
+                            Some(resp) => resp.into_frame(ApiKey::$key, version, header.correlation_id).map(Some),
                             None => Ok(None),
                         }
                     } )*
@@ -147,7 +164,7 @@ macro_rules! requests {
 
 requests! {
     Produce => ProduceRequest, ProduceResponse, produce::handle;
-    Fetch => FetchRequest, FetchResponse, fetch::handle;
+    Fetch => FetchRequest, fetch::FetchReply, fetch::handle;
     ListOffsets => ListOffsetsRequest, ListOffsetsResponse, list_offsets::handle;
     Metadata => MetadataRequest, MetadataResponse, metadata::handle;
     ApiVersions => ApiVersionsRequest, ApiVersionsResponse, api_versions::handle;

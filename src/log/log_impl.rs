@@ -24,7 +24,9 @@ use super::batch::{
 use super::checkpoint::{self, TMP_SUFFIX};
 use super::config::LogConfig;
 use super::error::LogError;
-use super::segment::{LogSegment, SegmentConfig, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use super::segment::{
+    FileSlice, LogSegment, SegmentConfig, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
 
 /// Marker written by [`Log::close`]; its presence at open means the files are
 /// consistent and need no recovery.
@@ -506,18 +508,41 @@ impl Log {
         max_offset_exclusive: i64,
         min_one_batch: bool,
     ) -> Result<Bytes, LogError> {
+        let slices =
+            self.read_slices(start_offset, max_bytes, max_offset_exclusive, min_one_batch)?;
+        // The common case is a single segment: hand its buffer over as is.
+        if slices.len() == 1 {
+            return Ok(Bytes::from(slices[0].read_all()?));
+        }
+        let total = slices.iter().map(|s| s.len).sum();
+        let mut out = BytesMut::with_capacity(total);
+        for slice in &slices {
+            out.extend_from_slice(&slice.read_all()?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Like [`Log::read`], but returns the file ranges holding the batches instead of copying them, so a
+    /// fetch can `sendfile` them. Empty ranges are left out; an empty vector means no data.
+    pub fn read_slices(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<Vec<FileSlice>, LogError> {
         let leo = self.log_end_offset();
         if start_offset < self.log_start_offset || start_offset > leo {
             return Err(self.out_of_range(start_offset));
         }
+        let mut parts = Vec::new();
         if start_offset == leo || start_offset >= max_offset_exclusive {
-            return Ok(Bytes::new());
+            return Ok(parts);
         }
-        let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut total = 0usize;
         let mut offset = start_offset;
         for seg in self.segments_from(start_offset) {
-            let Some(r) = seg.read(
+            let Some(r) = seg.read_slice(
                 offset.max(seg.base_offset()),
                 max_bytes.saturating_sub(total),
                 max_offset_exclusive,
@@ -526,22 +551,16 @@ impl Log {
             else {
                 continue;
             };
-            total += r.data.len();
+            total += r.file.len;
             offset = r.next_offset;
-            parts.push(r.data);
+            if r.file.len > 0 {
+                parts.push(r.file);
+            }
             if !r.reached_end {
                 break;
             }
         }
-        // The common case is a single segment: hand its buffer over as is.
-        if parts.len() == 1 {
-            return Ok(parts.pop().map(Bytes::from).unwrap_or_default());
-        }
-        let mut out = BytesMut::with_capacity(total);
-        for part in parts {
-            out.extend_from_slice(&part);
-        }
-        Ok(out.freeze())
+        Ok(parts)
     }
 
     fn out_of_range(&self, offset: i64) -> LogError {

@@ -33,3 +33,4 @@ pub use error::LogError;
 pub use log_impl::{
     AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
 };
+pub use segment::FileSlice;

@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use tracing::warn;
@@ -76,12 +77,47 @@ pub struct SegmentRead {
     pub reached_end: bool,
 }
 
+/// A range of a segment file holding whole batches.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    /// The segment file.
+    pub file: Arc<File>,
+    /// Start of the range.
+    pub position: u64,
+    /// Length of the range.
+    pub len: usize,
+}
+
+impl FileSlice {
+    /// Copies the range into memory.
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        // `len` covers batches already checked to lie inside the file.
+        let mut data = vec![0u8; self.len];
+        self.file.read_exact_at(&mut data, self.position)?;
+        Ok(data)
+    }
+}
+
+/// Result of [`LogSegment::read_slice`].
+#[derive(Debug, Clone)]
+pub struct SegmentSlice {
+    /// Whole batches, as a file range.
+    pub file: FileSlice,
+    /// Offset following the last batch in the range (the start offset if none).
+    pub next_offset: i64,
+    /// True if the range stopped because the segment ended, false if it was cut short by `max_bytes` or
+    /// `max_offset_exclusive`.
+    pub reached_end: bool,
+}
+
 /// A segment of a partition's log.
 #[derive(Debug)]
 pub struct LogSegment {
     base_offset: i64,
     log_path: PathBuf,
-    log: File,
+    /// Shared so a fetch can send a range of it after the log lock is released (the file stays readable
+    /// even if the segment is deleted meanwhile).
+    log: Arc<File>,
     /// Bytes of valid data; the file is never longer once opened.
     size: u64,
     /// Offset after the last batch (= base offset when empty).
@@ -174,7 +210,7 @@ impl LogSegment {
         Ok(LogSegment {
             base_offset,
             log_path,
-            log,
+            log: Arc::new(log),
             size: 0,
             next_offset: base_offset,
             offset_index,
@@ -214,7 +250,7 @@ impl LogSegment {
         let mut segment = LogSegment {
             base_offset,
             log_path,
-            log,
+            log: Arc::new(log),
             size,
             next_offset: base_offset,
             offset_index,
@@ -539,13 +575,17 @@ impl LogSegment {
     /// or that would exceed `max_bytes` (unless it is the first batch and
     /// `min_one_batch` is set, KIP-74). `None` if no batch has offsets
     /// `>= start_offset`.
-    pub fn read(
+    /// Locates whole batches from the one containing `start_offset`, stopping before a batch whose base offset
+    /// is `>= max_offset_exclusive` or that would exceed `max_bytes` (unless it is the first and
+    /// `min_one_batch`). Returns the file range without reading it, so the caller can send it with
+    /// `sendfile`; `None` if `start_offset` is past this segment.
+    pub fn read_slice(
         &self,
         start_offset: i64,
         max_bytes: usize,
         max_offset_exclusive: i64,
         min_one_batch: bool,
-    ) -> Result<Option<SegmentRead>, LogError> {
+    ) -> Result<Option<SegmentSlice>, LogError> {
         let Some((start, _)) = self.find_batch_position(start_offset)? else {
             return Ok(None);
         };
@@ -565,13 +605,34 @@ impl LogSegment {
             end = pos + size;
             next_offset = h.next_offset();
         }
-        // `end - start` covers batches already checked to lie inside the file.
-        let mut data = vec![0u8; (end - start) as usize];
-        self.log.read_exact_at(&mut data, start)?;
-        Ok(Some(SegmentRead {
-            data,
+        Ok(Some(SegmentSlice {
+            file: FileSlice {
+                file: self.log.clone(),
+                position: start,
+                len: (end - start) as usize,
+            },
             next_offset,
             reached_end,
+        }))
+    }
+
+    /// Like [`LogSegment::read_slice`], but copies the batches into memory.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<SegmentRead>, LogError> {
+        let Some(slice) =
+            self.read_slice(start_offset, max_bytes, max_offset_exclusive, min_one_batch)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(SegmentRead {
+            data: slice.file.read_all()?,
+            next_offset: slice.next_offset,
+            reached_end: slice.reached_end,
         }))
     }
 

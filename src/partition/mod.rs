@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::log::{AppendInfo, BatchHeader, Log, LogConfig, LogError};
+use crate::log::{AppendInfo, BatchHeader, FileSlice, Log, LogConfig, LogError};
 
 /// Why an append was refused.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +32,8 @@ pub enum AppendError {
 /// What a fetch read from one partition.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
-    /// Whole record batches.
-    pub records: Bytes,
+    /// Whole record batches, as file ranges (sent with `sendfile`).
+    pub records: Vec<FileSlice>,
     /// High watermark at the time of the read.
     pub high_watermark: i64,
     /// Last stable offset (equal to the high watermark until transactions exist).
@@ -139,7 +139,7 @@ impl Partition {
     ) -> Result<ReadResult, LogError> {
         let log = self.read_log();
         let hw = self.high_watermark();
-        let records = log.read(offset, max_bytes, hw, min_one_batch)?;
+        let records = log.read_slices(offset, max_bytes, hw, min_one_batch)?;
         Ok(ReadResult {
             records,
             high_watermark: hw,
