@@ -223,3 +223,89 @@ fn pipelined_requests_answer_in_order() {
         assert_eq!(m.brokers.len(), 1);
     });
 }
+
+#[test]
+fn pipelined_produces_append_in_order() {
+    bounded(60, || {
+        let b = Broker::start();
+        let mut raw = Raw::connect(&b);
+        create(&mut raw, "order", 1);
+        // 200 produce requests written back to back before reading any response (max.in.flight > 1).
+        let n = 200;
+        let mut frames = Vec::new();
+        for i in 0..n {
+            let mut pd = produce_request::PartitionProduceData::default();
+            pd.records = Some(encode_batch(
+                &[(None, format!("{i}").as_bytes())],
+                Compression::None,
+            ));
+            let mut td = produce_request::TopicProduceData::default();
+            td.name = TopicName(StrBytes::from_string("order".to_string()));
+            td.partition_data.push(pd);
+            let mut req = ProduceRequest::default();
+            req.acks = 1;
+            req.timeout_ms = 5000;
+            req.topic_data.push(td);
+            let body = raw.encode_request(ApiKey::Produce, 9, &req);
+            frames.extend_from_slice(&(body.len() as i32).to_be_bytes());
+            frames.extend_from_slice(&body);
+        }
+        std::io::Write::write_all(&mut raw.stream, &frames).unwrap();
+        let mut last_corr = 0;
+        for i in 0..n {
+            let mut f = raw.read_frame().unwrap();
+            let h = ResponseHeader::decode(&mut f, 1).unwrap();
+            assert!(h.correlation_id > last_corr);
+            last_corr = h.correlation_id;
+            let r = ProduceResponse::decode(&mut f, 9).unwrap();
+            assert_eq!(
+                r.responses[0].partition_responses[0].base_offset, i as i64,
+                "request {i} appended in order"
+            );
+        }
+        let r: FetchResponse = raw.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_req("order", &[(0, 0, 1 << 20)], 1 << 20, 1, 0),
+        );
+        let mut recs = r.responses[0].partitions[0].records.clone().unwrap();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut recs).unwrap();
+        let values: Vec<String> = sets
+            .iter()
+            .flat_map(|s| {
+                s.records
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(r.value.as_ref().unwrap()).to_string())
+            })
+            .collect();
+        let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        assert_eq!(values, want);
+    });
+}
+
+#[test]
+fn failed_acks0_produce_closes_the_connection() {
+    bounded(30, || {
+        let b = Broker::start_with(&[("AUTO_CREATE_TOPICS_ENABLE", "false")]);
+        let mut raw = Raw::connect(&b);
+        create(&mut raw, "a0", 1);
+        let mut pd = produce_request::PartitionProduceData::default();
+        pd.records = Some(encode_batch(&[(None, b"x")], Compression::None));
+        let mut td = produce_request::TopicProduceData::default();
+        td.name = TopicName(StrBytes::from_string("a0".to_string()));
+        td.partition_data.push(pd);
+        let mut req = ProduceRequest::default();
+        req.acks = 0;
+        req.topic_data.push(td);
+        // A successful acks=0 produce gets no response and keeps the connection.
+        let body = raw.encode_request(ApiKey::Produce, 9, &req);
+        raw.send_frame(&body);
+        let m: MetadataResponse = raw.call(ApiKey::Metadata, 12, &MetadataRequest::default());
+        assert_eq!(m.brokers.len(), 1);
+        // A failed one (unknown topic) closes it, as Kafka does, so the client refreshes metadata.
+        req.topic_data[0].name = TopicName(StrBytes::from_string("missing".to_string()));
+        let body = raw.encode_request(ApiKey::Produce, 9, &req);
+        raw.send_frame(&body);
+        assert!(raw.closed());
+    });
+}

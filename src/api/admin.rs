@@ -106,7 +106,7 @@ pub async fn create_topics(
                                 c.config_source = if set.is_some() {
                                     config_source::DYNAMIC_TOPIC
                                 } else {
-                                    config_source::DEFAULT
+                                    super::configs::default_source(d, &broker.config)
                                 };
                                 c
                             })

@@ -17,7 +17,7 @@ use super::{controller_error_code, s};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::controller::ConfigOp;
-use crate::metadata::topic_config::{ConfigType, TOPIC_CONFIGS};
+use crate::metadata::topic_config::{ConfigType, TopicConfigDef, TOPIC_CONFIGS};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -52,14 +52,9 @@ pub async fn describe_configs(
                         Some(s(format!("Topic {} does not exist", &*res.resource_name)));
                 }
                 Some(t) => {
-                    let kafka_defaults = BrokerConfig::default();
                     for d in TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
                         let broker_value = (d.default)(&broker.config);
-                        let default_source = if broker_value != (d.default)(&kafka_defaults) {
-                            config_source::STATIC_BROKER
-                        } else {
-                            config_source::DEFAULT
-                        };
+                        let default_source = default_source(d, &broker.config);
                         let set = t.configs.get(d.name);
                         let mut e = DescribeConfigsResourceResult::default();
                         e.name = s(d.name);
@@ -133,6 +128,16 @@ pub async fn describe_configs(
         resp.results.push(r);
     }
     Some(resp)
+}
+
+/// Where a topic config's value comes from when the topic does not set it: the broker's own config if that
+/// differs from Kafka's default, else the default.
+pub fn default_source(def: &TopicConfigDef, broker: &BrokerConfig) -> i8 {
+    if (def.default)(broker) != (def.default)(&BrokerConfig::default()) {
+        config_source::STATIC_BROKER
+    } else {
+        config_source::DEFAULT
+    }
 }
 
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {

@@ -149,7 +149,10 @@ fn topic_response(t: &TopicInfo, version: i16) -> MetadataResponseTopic {
         r.topic_id = t.id;
     }
     if version >= 1 {
-        r.is_internal = t.name.starts_with("__");
+        r.is_internal = matches!(
+            t.name.as_str(),
+            "__consumer_offsets" | "__transaction_state" | "__share_group_state"
+        );
     }
     r.partitions = t
         .partitions

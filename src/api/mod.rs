@@ -15,9 +15,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 use crate::broker::Broker;
@@ -46,8 +47,12 @@ impl<R: Encodable + HeaderVersion> IntoFrame for R {
 
 /// What the connection should do with one request frame.
 pub enum Dispatch {
-    /// Run this future; its output is the response, written in request order.
+    /// Run this future concurrently with later requests; its output is the response, written in request
+    /// order.
     Task(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
+    /// Run this future to completion before reading the next request: appends from one connection must
+    /// reach the log in request order (Kafka processes a connection's requests one at a time).
+    Inline(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
     /// The response is already known.
     Immediate(Frame),
     /// Close the connection (malformed or unsupported request), with the reason for the log.
@@ -126,9 +131,13 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Dispatc
             body,
         }) => {
             let broker = broker.clone();
-            Dispatch::Task(Box::pin(async move {
-                body.handle(&broker, &header, version).await
-            }))
+            let ordered = matches!(*body, Request::Produce(_));
+            let fut = Box::pin(async move { body.handle(&broker, &header, version).await });
+            if ordered {
+                Dispatch::Inline(fut)
+            } else {
+                Dispatch::Task(fut)
+            }
         }
     }
 }
@@ -163,7 +172,7 @@ macro_rules! requests {
 }
 
 requests! {
-    Produce => ProduceRequest, ProduceResponse, produce::handle;
+    Produce => ProduceRequest, produce::ProduceReply, produce::handle;
     Fetch => FetchRequest, fetch::FetchReply, fetch::handle;
     ListOffsets => ListOffsetsRequest, ListOffsetsResponse, list_offsets::handle;
     Metadata => MetadataRequest, MetadataResponse, metadata::handle;
@@ -186,19 +195,32 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     body: &R,
 ) -> Result<BytesMut, String> {
+    let mut out = BytesMut::new();
+    encode_into(&mut out, api, version, correlation_id, body)?;
+    Ok(out)
+}
+
+/// Writes `size | response header | body` into any kafka-protocol output buffer.
+pub fn encode_into<B: ByteBufMut, R: Encodable + HeaderVersion>(
+    out: &mut B,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<(), String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
     let size = header
         .compute_size(header_version)
         .and_then(|h| body.compute_size(version).map(|b| h + b))
         .map_err(|e| format!("cannot size {api:?} v{version} response: {e}"))?;
-    let mut out = BytesMut::with_capacity(size + 4);
-    out.put_i32(size as i32);
+    let size = i32::try_from(size)
+        .map_err(|_| format!("{api:?} response of {size} bytes is too large"))?;
+    out.put_i32(size);
     header
-        .encode(&mut out, header_version)
-        .and_then(|_| body.encode(&mut out, version))
-        .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))?;
-    Ok(out)
+        .encode(out, header_version)
+        .and_then(|_| body.encode(out, version))
+        .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))
 }
 
 /// Builds a `StrBytes` from an owned string.
@@ -212,6 +234,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
         LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
         // Kafka: "Produce requests with version 3+ are only allowed to contain record batches with magic v2".
         LogError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
         LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
@@ -226,6 +249,7 @@ pub fn append_error_code(e: &AppendError) -> i16 {
     match e {
         AppendError::Log(l) => log_error_code(l),
         AppendError::NotEnoughReplicas => ResponseError::NotEnoughReplicas.code(),
+        AppendError::Deleted => ResponseError::UnknownTopicOrPartition.code(),
     }
 }
 
@@ -242,6 +266,7 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
         ControllerError::UnknownTopicId => ResponseError::UnknownTopicId,
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation,
         ControllerError::Storage(_) => ResponseError::KafkaStorageError,
     }
     .code()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
 
 use super::{append_error_code, s};
 use crate::broker::Broker;
@@ -20,7 +20,7 @@ pub async fn handle(
     req: ProduceRequest,
     header: &RequestHeader,
     version: i16,
-) -> Option<ProduceResponse> {
+) -> Option<ProduceReply> {
     let acks = req.acks;
     let image = broker.image();
     let mut resp = ProduceResponse::default();
@@ -87,7 +87,41 @@ pub async fn handle(
         resp.responses.push(tr);
     }
     if acks == 0 {
-        return None;
+        // No response, but a failed acks=0 produce closes the connection (as Kafka does) so the client
+        // notices and refreshes its metadata.
+        let failed = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .find(|p| p.error_code != 0);
+        return failed.map(|p| {
+            ProduceReply::Close(format!(
+                "acks=0 produce failed with error code {}",
+                p.error_code
+            ))
+        });
     }
-    Some(resp)
+    Some(ProduceReply::Respond(resp))
+}
+
+/// What a Produce request gets back.
+pub enum ProduceReply {
+    /// The response.
+    Respond(ProduceResponse),
+    /// No response; close the connection (a failed acks=0 produce), with the reason for the log.
+    Close(String),
+}
+
+impl super::IntoFrame for ProduceReply {
+    fn into_frame(
+        self,
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<super::Frame, String> {
+        match self {
+            ProduceReply::Respond(r) => r.into_frame(api, version, correlation_id),
+            ProduceReply::Close(why) => Err(why),
+        }
+    }
 }

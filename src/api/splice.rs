@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
@@ -141,25 +141,13 @@ pub fn encode_spliced<R: Encodable + HeaderVersion>(
     body: &R,
     placeholders: &Placeholders,
 ) -> Result<Frame, String> {
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_version = api.response_header_version(version);
-    let size = header
-        .compute_size(header_version)
-        .and_then(|h| body.compute_size(version).map(|b| h + b))
-        .map_err(|e| format!("cannot size {api:?} v{version} response: {e}"))?;
-    let size = i32::try_from(size)
-        .map_err(|_| format!("{api:?} response of {size} bytes is too large"))?;
     let mut out = SpliceBuf {
         buf: BytesMut::with_capacity(4096),
         placeholders,
         chunks: Vec::new(),
         flushed: 0,
     };
-    out.buf.put_i32(size);
-    header
-        .encode(&mut out, header_version)
-        .and_then(|_| body.encode(&mut out, version))
-        .map_err(|e| format!("cannot encode {api:?} v{version} response: {e}"))?;
+    super::encode_into(&mut out, api, version, correlation_id, body)?;
     let SpliceBuf {
         buf, mut chunks, ..
     } = out;
@@ -174,6 +162,7 @@ mod tests {
     use super::*;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::FetchResponse;
+    use kafka_protocol::messages::ResponseHeader;
     use kafka_protocol::protocol::Decodable;
     use std::io::Write;
     use std::sync::Arc;

@@ -61,6 +61,9 @@ pub enum ControllerError {
     /// INVALID_REQUEST
     #[error("{0}")]
     InvalidRequest(String),
+    /// POLICY_VIOLATION
+    #[error("{0}")]
+    PolicyViolation(String),
     /// KAFKA_STORAGE_ERROR: the metadata log could not be written.
     #[error("metadata log: {0}")]
     Storage(#[from] std::io::Error),
@@ -244,6 +247,9 @@ impl Controller {
                         .into(),
                 ));
             }
+            if n > MAX_PARTITIONS_PER_REQUEST {
+                return Err(too_many_partitions());
+            }
             if rf as usize > brokers.len() {
                 return Err(ControllerError::InvalidReplicationFactor(format!(
                     "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
@@ -332,6 +338,9 @@ impl Controller {
             return Err(ControllerError::InvalidPartitions(format!(
                 "Topic already has {current} partitions."
             )));
+        }
+        if count - current > MAX_PARTITIONS_PER_REQUEST {
+            return Err(too_many_partitions());
         }
         let rf = topic
             .partitions
@@ -466,6 +475,13 @@ impl Controller {
     }
 }
 
+/// Kafka's `MAX_PARTITIONS_PER_BATCH`: more partitions in one request is refused before any work is done.
+pub const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
+
+fn too_many_partitions() -> ControllerError {
+    ControllerError::PolicyViolation("Excessively large number of partitions per request.".into())
+}
+
 fn new_partition(index: i32, replicas: Vec<i32>) -> PartitionInfo {
     PartitionInfo {
         index,
@@ -581,6 +597,14 @@ mod tests {
             Err(ControllerError::InvalidReplicationFactor(_))
         ));
         c.create_topic(topic("v", 1), true).await.unwrap();
+        assert!(matches!(
+            c.create_topic(topic("huge", i32::MAX), true).await,
+            Err(ControllerError::PolicyViolation(_))
+        ));
+        assert!(matches!(
+            c.create_partitions("a", i32::MAX, None, false).await,
+            Err(ControllerError::PolicyViolation(_))
+        ));
         assert!(
             c.image().topic("v").is_none(),
             "validate_only must not create"

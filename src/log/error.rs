@@ -44,6 +44,15 @@ pub enum LogError {
         /// The log end offset at the time of the request.
         log_end: i64,
     },
+    /// The record set is larger than a whole segment (`segment.bytes`) and can never be appended
+    /// (Kafka's `RecordBatchTooLargeException`).
+    #[error("record set of {size} bytes is larger than the segment size {max}")]
+    RecordListTooLarge {
+        /// Size of the record set.
+        size: usize,
+        /// `segment.bytes`.
+        max: usize,
+    },
     /// Disk I/O failed. Kafka `KAFKA_STORAGE_ERROR` (56).
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -10,7 +10,7 @@
 //! allocates based on a length field.
 
 use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Decompressor, Snappy};
 
 use super::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
 use super::error::LogError;
@@ -236,27 +236,49 @@ pub(crate) fn find_record(
 
 /// Runs `f` over the decompressed records section of a batch.
 ///
-/// Decompression goes through kafka-protocol's codecs. Snappy's decoder sizes
-/// its output buffer from lengths stored in the data, so those are checked
-/// against [`MAX_DECOMPRESSED_BATCH_BYTES`] first; gzip/lz4/zstd decoders grow
-/// their output as they actually decompress.
+/// Only the admin path (ListOffsets by time / max timestamp) decompresses. Output is capped at
+/// [`MAX_DECOMPRESSED_BATCH_BYTES`] so a small "decompression bomb" stored by a producer cannot exhaust memory:
+/// gzip, lz4 and zstd are streamed through `Read::take`; snappy's declared lengths are checked first because
+/// its decoder sizes its buffer from them.
 pub(crate) fn decompress_and<R>(
     codec: Compression,
     payload: &[u8],
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, LogError> {
-    let mut src = payload;
-    let res = match codec {
+    let bad = |e: &dyn std::fmt::Display| {
+        LogError::CorruptMessage(format!("cannot decompress {codec:?} batch: {e}"))
+    };
+    let out = match codec {
         Compression::None => return Ok(f(payload)),
-        Compression::Gzip => Gzip::decompress(&mut src, |b: &mut Bytes| Ok(f(b))),
         Compression::Snappy => {
             check_snappy_size(payload)?;
-            Snappy::decompress(&mut src, |b: &mut Bytes| Ok(f(b)))
+            let mut src = payload;
+            return Snappy::decompress(&mut src, |b: &mut Bytes| Ok(f(b))).map_err(|e| bad(&e));
         }
-        Compression::Lz4 => Lz4::decompress(&mut src, |b: &mut Bytes| Ok(f(b))),
-        Compression::Zstd => Zstd::decompress(&mut src, |b: &mut Bytes| Ok(f(b))),
+        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(payload)),
+        Compression::Lz4 => lz4::Decoder::new(payload).and_then(read_bounded),
+        Compression::Zstd => zstd::stream::read::Decoder::new(payload).and_then(read_bounded),
     };
-    res.map_err(|e| LogError::CorruptMessage(format!("cannot decompress {codec:?} batch: {e}")))
+    match out {
+        Ok(data) => Ok(f(&data)),
+        Err(e) => Err(bad(&e)),
+    }
+}
+
+/// Reads a decoder to the end, failing once the output passes [`MAX_DECOMPRESSED_BATCH_BYTES`].
+fn read_bounded(decoder: impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    decoder
+        .take(MAX_DECOMPRESSED_BATCH_BYTES + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_DECOMPRESSED_BATCH_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "decompressed batch is too large",
+        ));
+    }
+    Ok(out)
 }
 
 /// Xerial framing header that Kafka's Java snappy stream writes.
@@ -298,6 +320,21 @@ fn snappy_block_len(block: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decompression_is_bounded() {
+        // 300 MB of zeros compress to a few KB; decompressing must stop at the cap, not allocate it all.
+        use std::io::Read;
+        let bomb = zstd::stream::encode_all(std::io::repeat(0).take(300 << 20), 3).unwrap();
+        assert!(bomb.len() < 1 << 20);
+        let r = decompress_and(Compression::Zstd, &bomb, |b| b.len());
+        assert!(matches!(r, Err(LogError::CorruptMessage(_))), "{r:?}");
+        let small = zstd::stream::encode_all(&b"hello"[..], 3).unwrap();
+        assert_eq!(
+            decompress_and(Compression::Zstd, &small, |b| b.to_vec()).unwrap(),
+            b"hello"
+        );
+    }
 
     fn zigzag32(v: i32) -> Vec<u8> {
         let mut raw = ((v << 1) ^ (v >> 31)) as u32;

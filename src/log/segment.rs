@@ -729,11 +729,11 @@ impl LogSegment {
 
     /// Called when the segment stops being the active one (roll) or the log
     /// closes: records the final max timestamp in the time index (using the
-    /// reserved slot) and fsyncs everything.
+    /// reserved slot). Durability is the caller's business (`flush`).
     pub fn on_become_inactive(&mut self) -> Result<(), LogError> {
         self.time_index
             .maybe_append(self.max_timestamp, self.offset_of_max_timestamp, true)?;
-        self.flush()
+        Ok(())
     }
 
     /// fsyncs the log file and both indexes.

@@ -77,12 +77,22 @@ impl ReplicaManager {
         for name in gone {
             if let Some(parts) = topics.remove(&name) {
                 for (index, p) in parts {
+                    // Fence in-flight requests first, then move the directory out of the way (like Kafka's
+                    // `-delete` rename) so a re-created topic of the same name starts from a clean directory.
+                    p.mark_deleted();
                     let dir = self.partition_dir(&name, index);
-                    drop(p);
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition");
-                    } else {
-                        tracing::info!(topic = %name, partition = index, "deleted partition log");
+                    let doomed = self
+                        .data_dir
+                        .join(format!("{name}-{index}.{}-delete", p.topic_id.simple()));
+                    let removed = std::fs::rename(&dir, &doomed)
+                        .and_then(|_| std::fs::remove_dir_all(&doomed));
+                    match removed {
+                        Ok(()) => {
+                            tracing::info!(topic = %name, partition = index, "deleted partition log")
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition")
+                        }
                     }
                 }
             }
@@ -149,21 +159,34 @@ impl ReplicaManager {
         Log::open(&dir, config, now_ms()).map_err(std::io::Error::other)
     }
 
-    /// Removes partition directories whose topic no longer exists (deleted while the broker was down).
+    /// Moves aside partition directories whose topic no longer exists (left by a crash between a delete and
+    /// the directory removal). Renamed to `<dir>.<topic id>-stray` rather than deleted, like Kafka, so a damaged
+    /// metadata log can never make the broker destroy data.
     pub fn remove_stray_dirs(&self, image: &MetadataImage) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
         };
         for e in entries.flatten() {
             let path = e.path();
-            let meta = path.join("partition.metadata");
-            let Some(id) = read_topic_id(&meta) else {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with("-delete") {
+                // Renamed by an acknowledged delete that crashed before the removal finished.
+                if let Err(err) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(dir = %path.display(), error = %err, "could not remove deleted partition");
+                }
+                continue;
+            }
+            if name.ends_with("-stray") {
+                continue;
+            }
+            let Some(id) = read_topic_id(&path.join("partition.metadata")) else {
                 continue;
             };
             if image.topic_by_id(&id).is_none() {
-                tracing::info!(dir = %path.display(), "removing log of a deleted topic");
-                if let Err(err) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(dir = %path.display(), error = %err, "could not remove");
+                let aside = self.data_dir.join(format!("{name}.{}-stray", id.simple()));
+                tracing::warn!(dir = %path.display(), to = %aside.display(), "moving aside log of an unknown topic");
+                if let Err(err) = std::fs::rename(&path, &aside) {
+                    tracing::warn!(dir = %path.display(), error = %err, "could not move aside");
                 }
             }
         }
@@ -174,7 +197,10 @@ impl ReplicaManager {
         let now = super::manager::now_ms();
         let mut deleted = 0;
         for p in self.all() {
-            match p.with_log_mut(|log| log.apply_retention(now)) {
+            match p
+                .with_log_mut(|log| log.apply_retention(now))
+                .unwrap_or(Ok(0))
+            {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
@@ -188,7 +214,7 @@ impl ReplicaManager {
     pub fn flush_by_time(&self) {
         let now = now_ms();
         for p in self.all() {
-            if let Err(e) = p.with_log_mut(|log| log.maybe_flush_by_time(now)) {
+            if let Some(Err(e)) = p.with_log_mut(|log| log.maybe_flush_by_time(now)) {
                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
             }
         }
@@ -208,7 +234,7 @@ impl ReplicaManager {
                     }
                     Err(p) => {
                         // Still referenced by a request that outlived shutdown: flush at least.
-                        if let Err(e) = p.with_log_mut(|l| l.flush()) {
+                        if let Some(Err(e)) = p.with_log_mut(|l| l.flush()) {
                             tracing::warn!(%topic, partition = index, error = %e, "flush on shutdown failed");
                         }
                     }

@@ -9,7 +9,7 @@
 
 pub mod manager;
 
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -24,6 +24,9 @@ pub enum AppendError {
     /// The log refused the batch.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The partition was deleted while the request was in flight.
+    #[error("This server does not host this topic-partition.")]
+    Deleted,
     /// `acks=all` with fewer in-sync replicas than `min.insync.replicas`.
     #[error("Messages are rejected since there are fewer in-sync replicas than required.")]
     NotEnoughReplicas,
@@ -56,6 +59,7 @@ pub struct Partition {
     isr_size: AtomicI32,
     high_watermark: AtomicI64,
     hw_tx: watch::Sender<i64>,
+    deleted: AtomicBool,
 }
 
 impl Partition {
@@ -80,13 +84,24 @@ impl Partition {
             isr_size: AtomicI32::new(1),
             high_watermark: AtomicI64::new(hw),
             hw_tx,
+            deleted: AtomicBool::new(false),
         }
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Log> {
+    /// The log for writing, or `None` once the partition was deleted (its directory may by then belong to a
+    /// re-created topic of the same name, so nothing may be written through this handle any more).
+    fn write(&self) -> Option<RwLockWriteGuard<'_, Log>> {
         // A panic while holding the lock cannot leave the log half-written in memory in a way a reader could
         // misinterpret (file state is recovered by CRC scan), so continuing past poison is safe.
-        self.log.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.log.write().unwrap_or_else(|p| p.into_inner());
+        (!self.deleted.load(Ordering::Acquire)).then_some(guard)
+    }
+
+    /// Marks the partition deleted. Taken under the log lock, so an append either completed before (into the
+    /// directory about to be removed) or sees the mark and fails.
+    pub fn mark_deleted(&self) {
+        let _guard = self.log.write().unwrap_or_else(|p| p.into_inner());
+        self.deleted.store(true, Ordering::Release);
     }
 
     fn read_log(&self) -> RwLockReadGuard<'_, Log> {
@@ -118,7 +133,9 @@ impl Partition {
         // The request frame is shared; offsets and epochs are stamped into our own copy.
         let mut buf = BytesMut::from(&records[..]);
         let info = {
-            let mut log = self.write();
+            let Some(mut log) = self.write() else {
+                return Err(AppendError::Deleted);
+            };
             let info =
                 log.append_as_leader(&mut buf, self.leader_epoch.load(Ordering::Acquire), now_ms)?;
             // Single in-sync replica: everything appended is replicated to the whole ISR.
@@ -169,8 +186,8 @@ impl Partition {
     }
 
     /// Runs `f` with exclusive access to the log (retention, delete records, flush, config).
-    pub fn with_log_mut<R>(&self, f: impl FnOnce(&mut Log) -> R) -> R {
-        f(&mut self.write())
+    pub fn with_log_mut<R>(&self, f: impl FnOnce(&mut Log) -> R) -> Option<R> {
+        self.write().map(|mut log| f(&mut log))
     }
 
     /// Applies new topic settings.
@@ -178,14 +195,21 @@ impl Partition {
         self.min_insync_replicas
             .store(min_insync, Ordering::Release);
         self.leader_epoch.store(leader_epoch, Ordering::Release);
-        self.write().update_config(config);
+        if let Some(mut log) = self.write() {
+            log.update_config(config);
+        }
     }
 
     /// Raises the log start offset (DeleteRecords). The offset must not exceed the high watermark.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
-        let mut log = self.write();
+        let Some(mut log) = self.write() else {
+            return Err(LogError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "partition deleted",
+            )));
+        };
         if target < 0 || target > hw {
             return Err(LogError::OffsetOutOfRange {
                 offset: target,

@@ -17,9 +17,11 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use std::os::fd::AsRawFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use futures::future::{self, Either};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
+use tokio::task::JoinError;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::api;
 use crate::broker::Broker;
@@ -27,6 +29,9 @@ use crate::log::FileSlice;
 
 /// Largest read-ahead when a frame's remaining size is larger: memory follows what was received.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// A request being handled: a spawned task, or an answer already known.
+type InFlight = Either<AbortOnDropHandle<api::Reply>, future::Ready<Result<api::Reply, JoinError>>>;
 
 /// A client connection and its in-flight requests.
 pub struct Connection {
@@ -56,7 +61,8 @@ impl Connection {
     /// Serves requests until the client closes, an error occurs, or shutdown completes the in-flight requests.
     pub async fn run(mut self) {
         let max_in_flight = self.broker.config.queued_max_requests.max(1) as usize;
-        let mut in_flight: FuturesOrdered<JoinHandle<api::Reply>> = FuturesOrdered::new();
+        // Handler tasks are aborted if the connection goes away, so a parked long-poll cannot outlive it.
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut closing = false;
         let shutdown = self.broker.shutdown.clone();
         let result: Result<(), Close> = loop {
@@ -68,10 +74,14 @@ impl Connection {
                 match self.next_frame() {
                     Ok(Some(frame)) => {
                         match api::dispatch(&self.broker, frame, self.peer) {
-                            api::Dispatch::Task(fut) => in_flight.push_back(tokio::spawn(fut)),
-                            api::Dispatch::Immediate(resp) => {
-                                in_flight.push_back(tokio::spawn(async move { Ok(Some(resp)) }))
+                            api::Dispatch::Task(fut) => in_flight
+                                .push_back(Either::Left(AbortOnDropHandle::new(tokio::spawn(fut)))),
+                            api::Dispatch::Inline(fut) => {
+                                let reply = fut.await;
+                                in_flight.push_back(Either::Right(future::ready(Ok(reply))))
                             }
+                            api::Dispatch::Immediate(resp) => in_flight
+                                .push_back(Either::Right(future::ready(Ok(Ok(Some(resp)))))),
                             api::Dispatch::Close(why) => break Err(Close::Error(why)),
                         }
                         continue;
