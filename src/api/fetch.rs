@@ -94,7 +94,8 @@ pub async fn handle(
     }
     let max_bytes =
         (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes.max(0) as usize);
-    let min_bytes = req.min_bytes.max(0) as usize;
+    // More than max_bytes can never be returned, so waiting for more would only burn wake-ups.
+    let min_bytes = (req.min_bytes.max(0) as usize).min(max_bytes.max(1));
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     // Subscribe before the first read so an append between read and wait still wakes us.

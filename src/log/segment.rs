@@ -138,10 +138,37 @@ pub struct LogSegment {
 
 /// Iterator over the headers of consecutive batches from a position; yields
 /// one error and stops if the framing is broken.
+///
+/// Headers are read through a small window of the file, so scanning many small batches costs one `pread` per
+/// window rather than one per batch.
 struct BatchScan<'a> {
     segment: &'a LogSegment,
     position: u64,
     done: bool,
+    window: Vec<u8>,
+    window_start: u64,
+}
+
+/// Bytes read at once while scanning headers.
+const SCAN_WINDOW: usize = 64 * 1024;
+
+impl BatchScan<'_> {
+    /// The raw header bytes at `pos`, from the window (refilled if needed).
+    fn header_bytes(&mut self, pos: u64) -> Result<[u8; BATCH_HEADER_LEN], LogError> {
+        let end = pos.saturating_add(BATCH_HEADER_LEN as u64);
+        let window_end = self.window_start + self.window.len() as u64;
+        if pos < self.window_start || end > window_end {
+            // The segment's size bounds the read; `check_header` has already verified `end <= size`.
+            let len = (self.segment.size - pos).min(SCAN_WINDOW as u64) as usize;
+            self.window.resize(len, 0);
+            self.segment.log.read_exact_at(&mut self.window, pos)?;
+            self.window_start = pos;
+        }
+        let at = (pos - self.window_start) as usize;
+        let mut raw = [0u8; BATCH_HEADER_LEN];
+        raw.copy_from_slice(&self.window[at..at + BATCH_HEADER_LEN]);
+        Ok(raw)
+    }
 }
 
 impl Iterator for BatchScan<'_> {
@@ -151,7 +178,13 @@ impl Iterator for BatchScan<'_> {
         if self.done || self.position >= self.segment.size {
             return None;
         }
-        match self.segment.read_header_at(self.position) {
+        let pos = self.position;
+        let header = self
+            .segment
+            .check_header_bounds(pos)
+            .and_then(|()| self.header_bytes(pos))
+            .and_then(|raw| self.segment.check_header(pos, &raw));
+        match header {
             Ok(h) => {
                 let at = self.position;
                 self.position += h.total_size() as u64;
@@ -435,20 +468,36 @@ impl LogSegment {
 
     /// Header of the batch at `pos`, checked to be framed inside the file.
     fn read_header_at(&self, pos: u64) -> Result<BatchHeader, LogError> {
-        let corrupt = |msg: String| {
-            LogError::CorruptMessage(format!(
-                "{} at position {pos}: {msg}",
-                self.log_path.display()
-            ))
-        };
-        if pos.saturating_add(BATCH_HEADER_LEN as u64) > self.size {
-            return Err(corrupt("truncated batch header".into()));
-        }
+        self.check_header_bounds(pos)?;
         let mut buf = [0u8; BATCH_HEADER_LEN];
         self.log.read_exact_at(&mut buf, pos)?;
-        let h = BatchHeader::parse(&buf)?;
+        self.check_header(pos, &buf)
+    }
+
+    fn corrupt_at(&self, pos: u64, msg: String) -> LogError {
+        LogError::CorruptMessage(format!(
+            "{} at position {pos}: {msg}",
+            self.log_path.display()
+        ))
+    }
+
+    /// A whole header fits between `pos` and the end of the valid data.
+    fn check_header_bounds(&self, pos: u64) -> Result<(), LogError> {
+        if pos.saturating_add(BATCH_HEADER_LEN as u64) > self.size {
+            return Err(self.corrupt_at(pos, "truncated batch header".into()));
+        }
+        Ok(())
+    }
+
+    /// Parses a header read at `pos` and checks its length against the segment.
+    fn check_header(
+        &self,
+        pos: u64,
+        raw: &[u8; BATCH_HEADER_LEN],
+    ) -> Result<BatchHeader, LogError> {
+        let h = BatchHeader::parse(raw)?;
         if h.batch_length < MIN_BATCH_LENGTH || pos + h.total_size() as u64 > self.size {
-            return Err(corrupt(format!("bad batch length {}", h.batch_length)));
+            return Err(self.corrupt_at(pos, format!("bad batch length {}", h.batch_length)));
         }
         Ok(h)
     }
@@ -458,6 +507,8 @@ impl LogSegment {
             segment: self,
             position,
             done: false,
+            window: Vec::new(),
+            window_start: 0,
         }
     }
 

@@ -84,14 +84,19 @@ impl ReplicaManager {
                     let doomed = self
                         .data_dir
                         .join(format!("{name}-{index}.{}-delete", p.topic_id.simple()));
-                    let removed = std::fs::rename(&dir, &doomed)
-                        .and_then(|_| std::fs::remove_dir_all(&doomed));
-                    match removed {
+                    // The rename is quick and happens now; removing the files (maybe gigabytes) happens off
+                    // this lock and off the async workers.
+                    match std::fs::rename(&dir, &doomed) {
                         Ok(()) => {
-                            tracing::info!(topic = %name, partition = index, "deleted partition log")
+                            let _ = std::thread::Builder::new().name("vltava-delete".into()).spawn(move || {
+                                match std::fs::remove_dir_all(&doomed) {
+                                    Ok(()) => tracing::info!(dir = %doomed.display(), "deleted partition log"),
+                                    Err(e) => tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition"),
+                                }
+                            });
                         }
                         Err(e) => {
-                            tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition")
+                            tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside")
                         }
                     }
                 }
