@@ -302,3 +302,53 @@ fn retention_deletes_old_segments() {
         }
     });
 }
+
+#[test]
+fn flush_messages_moves_the_recovery_point() {
+    bounded(60, || {
+        let mut b = Broker::start();
+        let a = crate::metadata::admin(&b);
+        for (topic, flush) in [("synced", Some("1")), ("lazy", None)] {
+            let mut t =
+                rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
+            if let Some(f) = flush {
+                t = t.set("flush.messages", f);
+            }
+            futures::executor::block_on(
+                a.create_topics(&[t], &rdkafka::admin::AdminOptions::new()),
+            )
+            .unwrap()[0]
+                .as_ref()
+                .unwrap();
+        }
+        let (p, acks) = producer(&b, &[("linger.ms", "0")]);
+        for topic in ["synced", "lazy"] {
+            for i in 0..20 {
+                p.send(
+                    BaseRecord::to(topic)
+                        .partition(0)
+                        .key("k")
+                        .payload(&format!("{i}")),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+                p.flush(Duration::from_secs(10)).unwrap();
+            }
+        }
+        assert!(acks.1.lock().unwrap().is_empty(), "{:?}", acks.1.lock().unwrap());
+        // (partition, offset) keys: both topics acknowledged offsets 0..20 of partition 0.
+        assert_eq!(acks.0.lock().unwrap().len(), 20);
+        b.kill9();
+        // flush.messages=1: every append was fsynced and the recovery point follows the log end.
+        let rp = |topic: &str| {
+            std::fs::read_to_string(b.partition_dir(topic, 0).join("recovery-point")).ok()
+        };
+        assert_eq!(rp("synced").as_deref().map(str::trim), Some("20"));
+        // Default (OS decides): nothing forced, so no recovery point beyond the start.
+        assert!(
+            matches!(rp("lazy").as_deref().map(str::trim), None | Some("0")),
+            "{:?}",
+            rp("lazy")
+        );
+    });
+}
