@@ -335,7 +335,11 @@ fn flush_messages_moves_the_recovery_point() {
                 p.flush(Duration::from_secs(10)).unwrap();
             }
         }
-        assert!(acks.1.lock().unwrap().is_empty(), "{:?}", acks.1.lock().unwrap());
+        assert!(
+            acks.1.lock().unwrap().is_empty(),
+            "{:?}",
+            acks.1.lock().unwrap()
+        );
         // (partition, offset) keys: both topics acknowledged offsets 0..20 of partition 0.
         assert_eq!(acks.0.lock().unwrap().len(), 20);
         b.kill9();

@@ -34,10 +34,29 @@ pub type Frame = Vec<Chunk>;
 /// Size of the placeholder region: record sets larger than this (beyond any sane fetch) are copied instead.
 const REGION_LEN: usize = 256 << 20;
 
-fn region() -> &'static Bytes {
-    static REGION: OnceLock<Bytes> = OnceLock::new();
-    // vec![0; n] is calloc: the kernel maps pages lazily and nothing ever reads or writes them.
-    REGION.get_or_init(|| Bytes::from(vec![0u8; REGION_LEN]))
+/// The placeholder region, or `None` if the address space could not be had (then record sets are copied).
+fn region() -> Option<&'static Bytes> {
+    static REGION: OnceLock<Option<Bytes>> = OnceLock::new();
+    REGION
+        .get_or_init(|| {
+            // alloc_zeroed is calloc: the kernel maps zero pages lazily and nothing ever reads or writes them,
+            // so this costs address space, not memory. Unlike vec![0; n] it reports failure (strict overcommit,
+            // RLIMIT_AS) instead of aborting.
+            let layout = std::alloc::Layout::array::<u8>(REGION_LEN).ok()?;
+            // SAFETY: the layout has a non-zero size.
+            let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+            if ptr.is_null() {
+                tracing::warn!(
+                    "no address space for zero-copy fetch placeholders; fetches will copy"
+                );
+                return None;
+            }
+            // SAFETY: allocated just above by the global allocator with this exact layout, fully initialised
+            // (zeroed), and owned by nothing else.
+            let v = unsafe { Vec::from_raw_parts(ptr, REGION_LEN, REGION_LEN) };
+            Some(Bytes::from(v))
+        })
+        .as_ref()
 }
 
 /// The record sets of one response, keyed by their placeholder's offset in the region.
@@ -55,9 +74,9 @@ impl Placeholders {
             return Ok(Bytes::new());
         }
         let start = self.slots.len();
-        if start + len <= REGION_LEN {
+        if let Some(region) = region().filter(|_| start + len <= REGION_LEN) {
             self.slots.push(slices);
-            return Ok(region().slice(start..start + len));
+            return Ok(region.slice(start..start + len));
         }
         let mut out = BytesMut::with_capacity(len);
         for s in &slices {
@@ -68,7 +87,7 @@ impl Placeholders {
 
     /// The file ranges a placeholder stands for, if `src` is one.
     fn lookup(&self, src: &[u8]) -> Option<&[FileSlice]> {
-        let base = region().as_ptr() as usize;
+        let base = region()?.as_ptr() as usize;
         let at = (src.as_ptr() as usize).checked_sub(base)?;
         let slices = self.slots.get(at)?;
         (slices.iter().map(|s| s.len).sum::<usize>() == src.len()).then_some(slices.as_slice())

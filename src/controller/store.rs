@@ -54,7 +54,19 @@ impl MetadataStore {
                     records.extend(commit);
                     good_len += n as u64;
                 }
-                None => torn = true,
+                // Only a line without its final newline can be a torn append; a complete line that fails
+                // its checksum was acknowledged and is now damaged.
+                None if !line.ends_with(b"\n") => torn = true,
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: damaged commit at byte {good_len}; refusing to start \
+                             (restore the file or remove the damaged line by hand)",
+                            path.display()
+                        ),
+                    ))
+                }
             }
         }
         if torn {
@@ -103,7 +115,18 @@ fn parse_line(line: &[u8]) -> Option<Vec<MetadataRecord>> {
     if crc32c::crc32c(json) != crc {
         return None;
     }
-    serde_json::from_slice(json).ok()
+    match serde_json::from_slice(json).ok()? {
+        Commit::Many(records) => Some(records),
+        Commit::One(record) => Some(vec![record]),
+    }
+}
+
+/// A line's payload: a commit, or a single record as written before commits were one line each.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Commit {
+    Many(Vec<MetadataRecord>),
+    One(MetadataRecord),
 }
 
 #[cfg(test)]
@@ -124,7 +147,7 @@ mod tests {
         drop(s);
         let path = dir.path().join("metadata.log");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"0000dead [{\"type\":\"Top").unwrap();
+        f.write_all(b"0000dead [{\"type\":\"Top").unwrap(); // no newline: a torn append
         drop(f);
         // A torn last commit is dropped; the file is cut back so new commits follow the good ones.
         let (mut s, r) = MetadataStore::open(dir.path()).unwrap();
@@ -139,6 +162,29 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let err = MetadataStore::open(dir.path()).err().unwrap();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn damaged_last_commit_refused_and_old_format_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.log");
+        let rec = MetadataRecord::Topic {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+        };
+        // The earlier one-record-per-line format still replays.
+        let json = serde_json::to_vec(&rec).unwrap();
+        let mut line = format!("{:08x} ", crc32c::crc32c(&json)).into_bytes();
+        line.extend_from_slice(&json);
+        line.push(b'\n');
+        std::fs::write(&path, &line).unwrap();
+        let (_, r) = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(r, vec![rec]);
+        // A complete last line with a bad checksum is damage, not a torn write.
+        let last = line.len() - 3;
+        line[last] ^= 1;
+        std::fs::write(&path, &line).unwrap();
+        assert!(MetadataStore::open(dir.path()).is_err());
     }
 
     #[test]

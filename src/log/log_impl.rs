@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::iter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
@@ -77,6 +79,9 @@ pub struct Log {
     log_start_offset: i64,
     /// Offsets below this are known to be fsynced.
     recovery_point: i64,
+    /// Raised by the background fsync that follows a segment roll; folded into `recovery_point` (and its
+    /// checkpoint file) on the next flush check, under the caller's lock.
+    durable: Arc<AtomicI64>,
     last_flush_ms: i64,
     /// Latest `now_ms` passed in by the caller; the clock for operations
     /// whose signature has no time (segment creation time on truncation).
@@ -192,6 +197,7 @@ impl Log {
             active,
             log_start_offset,
             recovery_point,
+            durable: Arc::new(AtomicI64::new(recovery_point)),
             last_flush_ms: now_ms,
             last_seen_ms: now_ms,
         })
@@ -433,15 +439,33 @@ impl Log {
             std::mem::replace(&mut self.active, fresh).delete()?;
             return Ok(());
         }
-        // No fsync here: a roll happens inside an append, under the partition lock, and fsyncing a whole
-        // segment (1 GiB by default) there would stall producers and fetchers for seconds. The recovery point
-        // moves only on an explicit flush (flush.messages / flush.ms) or a clean close, so after a crash
-        // recovery scans everything written since; acknowledged data is in the page cache either way.
+        // A roll happens inside an append, under the partition lock, so the closed segment is fsynced on a
+        // thread (like Kafka's asynchronous flush after roll) rather than here, where a 1 GiB fsync would
+        // stall producers and fetchers. Once it is durable, the next flush check moves the recovery point to
+        // `new_base`, which keeps crash recovery to the active segment.
         self.active.on_become_inactive()?;
+        let mut unsynced: Vec<Arc<std::fs::File>> = self
+            .older
+            .values()
+            .filter(|s| s.next_offset() > self.recovery_point)
+            .map(|s| s.file())
+            .collect();
+        unsynced.push(self.active.file());
         let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
         let old = std::mem::replace(&mut self.active, fresh);
         info!(dir = %self.dir.display(), old_base = old.base_offset(), new_base, "rolled segment");
         self.older.insert(old.base_offset(), old);
+        let durable = self.durable.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vltava-roll-fsync".into())
+            .spawn(move || {
+                if unsynced.iter().all(|f| f.sync_data().is_ok()) {
+                    durable.fetch_max(new_base, Ordering::AcqRel);
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start background fsync after roll; recovery point stays until next flush");
+        }
         Ok(())
     }
 
@@ -746,6 +770,11 @@ impl Log {
     /// `flush.ms` old. Returns whether it flushed.
     pub fn maybe_flush_by_time(&mut self, now_ms: i64) -> Result<bool, LogError> {
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        // Segments fsynced in the background after a roll move the recovery point without a flush.
+        let durable = self.durable.load(Ordering::Acquire);
+        if durable > self.recovery_point && durable <= self.log_end_offset() {
+            self.set_recovery_point(durable)?;
+        }
         if self.log_end_offset() > self.recovery_point
             && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
         {
@@ -767,6 +796,8 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        // A background roll fsync must not later claim offsets that are about to disappear.
+        self.durable.fetch_min(offset, Ordering::AcqRel);
         let first_base = self
             .older
             .first_key_value()
@@ -1062,9 +1093,20 @@ mod tests {
         for seg in log.older.values() {
             assert!(seg.size() <= 500);
         }
-        // Rolling does not fsync (it runs under the partition lock); only flush moves the recovery point.
-        assert_eq!(log.recovery_point(), 0);
+        // Rolling fsyncs the closed segments on a thread; the next flush check moves the recovery point to
+        // the active segment's base (bounded wait for the thread).
         let mut log = log;
+        let active = log.active.base_offset();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.recovery_point() < active {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "background fsync never landed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            log.maybe_flush_by_time(NOW).unwrap();
+        }
+        assert_eq!(log.recovery_point(), active);
         log.flush().unwrap();
         assert_eq!(log.recovery_point(), log.log_end_offset());
     }

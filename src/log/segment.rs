@@ -158,8 +158,16 @@ impl BatchScan<'_> {
         let end = pos.saturating_add(BATCH_HEADER_LEN as u64);
         let window_end = self.window_start + self.window.len() as u64;
         if pos < self.window_start || end > window_end {
-            // The segment's size bounds the read; `check_header` has already verified `end <= size`.
-            let len = (self.segment.size - pos).min(SCAN_WINDOW as u64) as usize;
+            // After a batch bigger than the window the next header is far away anyway: read just it rather
+            // than a window that would mostly be record data. The bounds check before this call guarantees
+            // `end <= size`.
+            let big_batches = pos.saturating_sub(self.window_start) > SCAN_WINDOW as u64;
+            let want = if big_batches {
+                BATCH_HEADER_LEN
+            } else {
+                SCAN_WINDOW
+            };
+            let len = (self.segment.size - pos).min(want as u64) as usize;
             self.window.resize(len, 0);
             self.segment.log.read_exact_at(&mut self.window, pos)?;
             self.window_start = pos;
@@ -776,6 +784,11 @@ impl LogSegment {
         self.max_timestamp = max_ts;
         self.offset_of_max_timestamp = offset_of_max;
         Ok(truncated)
+    }
+
+    /// The segment's log file (shared), e.g. for a background fsync after a roll.
+    pub fn file(&self) -> Arc<File> {
+        self.log.clone()
     }
 
     /// Called when the segment stops being the active one (roll) or the log

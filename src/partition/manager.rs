@@ -64,44 +64,28 @@ impl ReplicaManager {
     /// changes, and closes and deletes the logs of deleted topics.
     pub fn apply(&self, image: &MetadataImage) {
         let node = self.config.node_id;
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        // Deleted (or deleted and re-created) topics.
-        let gone: Vec<String> = topics
-            .iter()
-            .filter(|(name, parts)| {
-                let id = parts.values().next().map(|p| p.topic_id);
-                image.topic(name).map(|t| Some(t.id) != id).unwrap_or(true)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in gone {
-            if let Some(parts) = topics.remove(&name) {
-                for (index, p) in parts {
-                    // Fence in-flight requests first, then move the directory out of the way (like Kafka's
-                    // `-delete` rename) so a re-created topic of the same name starts from a clean directory.
-                    p.mark_deleted();
-                    let dir = self.partition_dir(&name, index);
-                    let doomed = self
-                        .data_dir
-                        .join(format!("{name}-{index}.{}-delete", p.topic_id.simple()));
-                    // The rename is quick and happens now; removing the files (maybe gigabytes) happens off
-                    // this lock and off the async workers.
-                    match std::fs::rename(&dir, &doomed) {
-                        Ok(()) => {
-                            let _ = std::thread::Builder::new().name("vltava-delete".into()).spawn(move || {
-                                match std::fs::remove_dir_all(&doomed) {
-                                    Ok(()) => tracing::info!(dir = %doomed.display(), "deleted partition log"),
-                                    Err(e) => tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition"),
-                                }
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside")
-                        }
-                    }
-                }
-            }
+        // Deleted (or deleted and re-created) topics leave the map first, under the lock...
+        let removed: Vec<(String, i32, Arc<Partition>)> = {
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<String> = topics
+                .iter()
+                .filter(|(name, parts)| {
+                    let id = parts.values().next().map(|p| p.topic_id);
+                    image.topic(name).map(|t| Some(t.id) != id).unwrap_or(true)
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            gone.into_iter()
+                .filter_map(|name| topics.remove(&name).map(|parts| (name, parts)))
+                .flat_map(|(name, parts)| parts.into_iter().map(move |(i, p)| (name.clone(), i, p)))
+                .collect()
+        };
+        // ...then, without holding it (fencing waits for the partition's own lock, which a flush may hold),
+        // each is fenced and its directory moved aside before any re-created topic of the same name opens.
+        for (name, index, p) in removed {
+            self.remove_partition(&name, index, &p);
         }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         for topic in image.topics.values() {
             let log_config = topic_config::log_config(&self.config, &topic.configs);
             let min_insync =
@@ -136,6 +120,32 @@ impl ReplicaManager {
             }
             if entry.is_empty() {
                 topics.remove(&topic.name);
+            }
+        }
+    }
+
+    /// Fences a deleted partition and removes its directory: renamed now (like Kafka's `-delete`), so the
+    /// name is free at once; the files (maybe gigabytes) are removed on a thread, off every lock.
+    fn remove_partition(&self, name: &str, index: i32, p: &Partition) {
+        p.mark_deleted();
+        let dir = self.partition_dir(name, index);
+        let doomed = self
+            .data_dir
+            .join(format!("{name}-{index}.{}-delete", p.topic_id.simple()));
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {
+                let spawned = std::thread::Builder::new().name("vltava-delete".into()).spawn(move || {
+                    match std::fs::remove_dir_all(&doomed) {
+                        Ok(()) => tracing::info!(dir = %doomed.display(), "deleted partition log"),
+                        Err(e) => tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition"),
+                    }
+                });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot start deletion thread; the -delete directory is removed at next start");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside")
             }
         }
     }

@@ -78,6 +78,9 @@ impl Connection {
                                 .push_back(Either::Left(AbortOnDropHandle::new(tokio::spawn(fut)))),
                             api::Dispatch::Inline(fut) => {
                                 let reply = fut.await;
+                                // A produce that must close the connection (failed acks=0) stops further
+                                // appends now; earlier responses are still written before the close.
+                                closing |= reply.is_err();
                                 in_flight.push_back(Either::Right(future::ready(Ok(reply))))
                             }
                             api::Dispatch::Immediate(resp) => in_flight
@@ -139,7 +142,7 @@ impl Connection {
         for chunk in frame {
             match chunk {
                 api::Chunk::Bytes(b) => self.stream.write_all(&b).await?,
-                api::Chunk::File(slice) => send_file(&self.stream, &slice).await?,
+                api::Chunk::File(slice) => send_file(&mut self.stream, &slice).await?,
             }
         }
         Ok(())
@@ -180,8 +183,10 @@ impl Connection {
     }
 }
 
-/// Sends a file range to the socket with `sendfile(2)`, waiting for writability as needed.
-async fn send_file(stream: &TcpStream, slice: &FileSlice) -> std::io::Result<()> {
+/// Sends a file range to the socket with `sendfile(2)`, waiting for writability as needed. Falls back to a
+/// copy if the filesystem cannot splice (EINVAL/ENOSYS/EOPNOTSUPP before anything was sent).
+#[cfg(target_os = "linux")]
+async fn send_file(stream: &mut TcpStream, slice: &FileSlice) -> std::io::Result<()> {
     let socket = stream.as_raw_fd();
     let file = slice.file.as_raw_fd();
     let end = slice.position + slice.len as u64;
@@ -210,10 +215,25 @@ async fn send_file(stream: &TcpStream, slice: &FileSlice) -> std::io::Result<()>
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e)
+                if offset as u64 == slice.position
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+            {
+                return stream.write_all(&slice.read_all()?).await;
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Without `sendfile`, the range is copied through memory.
+#[cfg(not(target_os = "linux"))]
+async fn send_file(stream: &mut TcpStream, slice: &FileSlice) -> std::io::Result<()> {
+    stream.write_all(&slice.read_all()?).await
 }
 
 /// Explains a frame size outside the allowed range, recognising common protocol mix-ups.
