@@ -309,3 +309,102 @@ fn failed_acks0_produce_closes_the_connection() {
         assert!(raw.closed());
     });
 }
+
+#[test]
+fn list_offsets_special_timestamps_and_bad_assignments() {
+    bounded(30, || {
+        let b = Broker::start();
+        let mut raw = Raw::connect(&b);
+        create(&mut raw, "lo", 1);
+        // Three batches; the middle one carries the largest timestamp (record offset 3 within it).
+        let ts_batch = |base_ts: i64, n: usize, spike: bool| {
+            use kafka_protocol::records::*;
+            let recs: Vec<Record> = (0..n)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: i as i32 - 1,
+                    timestamp: base_ts + if spike && i == 1 { 50_000 } else { i as i64 },
+                    key: None,
+                    value: Some(Bytes::from_static(b"v")),
+                    headers: Default::default(),
+                    delete_horizon: false,
+                })
+                .collect();
+            let mut buf = bytes::BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &recs,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::Gzip,
+                },
+            )
+            .unwrap();
+            buf.freeze()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - 600_000;
+        produce(&mut raw, "lo", 0, ts_batch(now, 2, false));
+        produce(&mut raw, "lo", 0, ts_batch(now + 10, 3, true));
+        produce(&mut raw, "lo", 0, ts_batch(now + 20, 2, false));
+        let mut req = ListOffsetsRequest::default();
+        let mut t = list_offsets_request::ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_string("lo".to_string()));
+        for ts in [-1i64, -2, -3, -4, now + 10] {
+            let mut p = list_offsets_request::ListOffsetsPartition::default();
+            p.timestamp = ts;
+            t.partitions.push(p);
+        }
+        req.topics.push(t);
+        let r: ListOffsetsResponse = raw.call(ApiKey::ListOffsets, 8, &req);
+        let got: Vec<(i16, i64, i64)> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.offset, p.timestamp))
+            .collect();
+        assert_eq!(got[0], (0, 7, -1), "latest");
+        assert_eq!(got[1], (0, 0, -1), "earliest");
+        assert_eq!(
+            got[2],
+            (0, 3, now + 10 + 50_000),
+            "max timestamp: the exact record inside a compressed batch"
+        );
+        assert_eq!(got[3], (0, 0, -1), "earliest local");
+        assert_eq!(
+            got[4],
+            (0, 2, now + 10),
+            "first offset at or after the timestamp"
+        );
+
+        // CreateTopics with bad replica assignments: INVALID_REPLICA_ASSIGNMENT (39).
+        for assignment in [
+            vec![(0, vec![1]), (1, vec![2])],
+            vec![(0, vec![1, 1])],
+            vec![(1, vec![1])],
+        ] {
+            let mut ct = CreateTopicsRequest::default();
+            let mut t = create_topics_request::CreatableTopic::default();
+            t.name = TopicName(StrBytes::from_string("assigned".to_string()));
+            t.num_partitions = -1;
+            t.replication_factor = -1;
+            for (p, brokers) in &assignment {
+                let mut a = create_topics_request::CreatableReplicaAssignment::default();
+                a.partition_index = *p;
+                a.broker_ids = brokers.iter().map(|&b| BrokerId(b)).collect();
+                t.assignments.push(a);
+            }
+            ct.topics.push(t);
+            let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &ct);
+            assert_eq!(r.topics[0].error_code, 39, "{assignment:?}");
+        }
+    });
+}
