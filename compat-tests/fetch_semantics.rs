@@ -9,7 +9,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::Compression;
 
-use crate::common::{bounded, encode_batch, Broker, Raw};
+use crate::common::{bounded, encode_batch, encode_timed_batch, Broker, Raw};
 
 fn create(raw: &mut Raw, topic: &str, partitions: i32) {
     let mut ct = CreateTopicsRequest::default();
@@ -318,35 +318,16 @@ fn list_offsets_special_timestamps_and_bad_assignments() {
         create(&mut raw, "lo", 1);
         // Three batches; the middle one carries the largest timestamp (record offset 3 within it).
         let ts_batch = |base_ts: i64, n: usize, spike: bool| {
-            use kafka_protocol::records::*;
-            let recs: Vec<Record> = (0..n)
-                .map(|i| Record {
-                    transactional: false,
-                    control: false,
-                    partition_leader_epoch: 0,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: i as i32 - 1,
-                    timestamp: base_ts + if spike && i == 1 { 50_000 } else { i as i64 },
-                    key: None,
-                    value: Some(Bytes::from_static(b"v")),
-                    headers: Default::default(),
-                    delete_horizon: false,
+            let timed: Vec<(Option<&[u8]>, &[u8], i64)> = (0..n)
+                .map(|i| {
+                    (
+                        None,
+                        &b"v"[..],
+                        base_ts + if spike && i == 1 { 50_000 } else { i as i64 },
+                    )
                 })
                 .collect();
-            let mut buf = bytes::BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &recs,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::Gzip,
-                },
-            )
-            .unwrap();
-            buf.freeze()
+            encode_timed_batch(&timed, Compression::Gzip)
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

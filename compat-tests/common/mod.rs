@@ -277,12 +277,25 @@ pub fn encode_batch(
     records: &[(Option<&[u8]>, &[u8])],
     compression: kafka_protocol::records::Compression,
 ) -> Bytes {
-    use kafka_protocol::records::*;
     let now = 1_700_000_000_000i64;
+    let timed: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| (*k, *v, now + i as i64))
+        .collect();
+    encode_timed_batch(&timed, compression)
+}
+
+/// Like [`encode_batch`], with an explicit timestamp per record.
+pub fn encode_timed_batch(
+    records: &[(Option<&[u8]>, &[u8], i64)],
+    compression: kafka_protocol::records::Compression,
+) -> Bytes {
+    use kafka_protocol::records::*;
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (k, v))| Record {
+        .map(|(i, (k, v, ts))| Record {
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
@@ -292,7 +305,7 @@ pub fn encode_batch(
             offset: i as i64,
             // kafka-protocol batches records whose offset - sequence agree; the first keeps base sequence -1.
             sequence: i as i32 - 1,
-            timestamp: now + i as i64,
+            timestamp: *ts,
             key: k.map(Bytes::copy_from_slice),
             value: Some(Bytes::copy_from_slice(v)),
             headers: Default::default(),
