@@ -9,7 +9,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::Compression;
 
-use crate::common::{bounded, encode_batch, encode_timed_batch, Broker, Raw};
+use crate::common::{bounded, encode_batch, encode_timed_batch, Broker, Raw, TimedRecord};
 
 fn create(raw: &mut Raw, topic: &str, partitions: i32) {
     let mut ct = CreateTopicsRequest::default();
@@ -318,7 +318,7 @@ fn list_offsets_special_timestamps_and_bad_assignments() {
         create(&mut raw, "lo", 1);
         // Three batches; the middle one carries the largest timestamp (record offset 3 within it).
         let ts_batch = |base_ts: i64, n: usize, spike: bool| {
-            let timed: Vec<(Option<&[u8]>, &[u8], i64)> = (0..n)
+            let timed: Vec<TimedRecord<'_>> = (0..n)
                 .map(|i| {
                     (
                         None,

@@ -286,9 +286,12 @@ pub fn encode_batch(
     encode_timed_batch(&timed, compression)
 }
 
+/// A record for [`encode_timed_batch`]: key, value, timestamp.
+pub type TimedRecord<'a> = (Option<&'a [u8]>, &'a [u8], i64);
+
 /// Like [`encode_batch`], with an explicit timestamp per record.
 pub fn encode_timed_batch(
-    records: &[(Option<&[u8]>, &[u8], i64)],
+    records: &[TimedRecord<'_>],
     compression: kafka_protocol::records::Compression,
 ) -> Bytes {
     use kafka_protocol::records::*;
