@@ -43,29 +43,6 @@ pub struct TimestampOffset {
     pub offset: i64,
 }
 
-/// Opens (creating if missing) an index file and reads all of it. The
-/// allocation is bounded by the file's real length, and a file larger than
-/// the configured maximum is not read at all (reported as `None` so the
-/// caller rebuilds it).
-fn open_index_file(path: &Path, max_bytes: usize) -> Result<(File, Option<Vec<u8>>), LogError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    let len = file.metadata()?.len();
-    let Ok(len) = usize::try_from(len) else {
-        return Ok((file, None));
-    };
-    if len > max_bytes {
-        return Ok((file, None));
-    }
-    let mut data = vec![0u8; len];
-    file.read_exact_at(&mut data, 0)?;
-    Ok((file, Some(data)))
-}
-
 fn remove_if_exists(path: &Path) -> Result<(), LogError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
@@ -77,72 +54,186 @@ fn corrupt(path: &Path, msg: impl std::fmt::Display) -> LogError {
     LogError::CorruptMessage(format!("index {}: {msg}", path.display()))
 }
 
+/// One fixed-size index entry and its on-disk encoding.
+trait Entry: Copy {
+    /// Bytes per entry on disk.
+    const SIZE: usize;
+    /// Decodes one entry from exactly `SIZE` bytes.
+    fn decode(bytes: &[u8]) -> Option<Self>;
+    /// Encodes into exactly `SIZE` bytes.
+    fn encode(&self, out: &mut [u8]);
+    /// The entry's offset relative to the segment base.
+    fn relative_offset(&self) -> u32;
+}
+
+/// (relative offset, position)
+impl Entry for (u32, u32) {
+    const SIZE: usize = OFFSET_ENTRY_SIZE;
+    fn decode(b: &[u8]) -> Option<Self> {
+        let (rel, pos) = b.split_first_chunk::<4>()?;
+        let pos: [u8; 4] = pos.try_into().ok()?;
+        Some((u32::from_be_bytes(*rel), u32::from_be_bytes(pos)))
+    }
+    fn encode(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.0.to_be_bytes());
+        out[4..].copy_from_slice(&self.1.to_be_bytes());
+    }
+    fn relative_offset(&self) -> u32 {
+        self.0
+    }
+}
+
+/// (timestamp, relative offset)
+impl Entry for (i64, u32) {
+    const SIZE: usize = TIME_ENTRY_SIZE;
+    fn decode(b: &[u8]) -> Option<Self> {
+        let (ts, rel) = b.split_first_chunk::<8>()?;
+        let rel: [u8; 4] = rel.try_into().ok()?;
+        Some((i64::from_be_bytes(*ts), u32::from_be_bytes(rel)))
+    }
+    fn encode(&self, out: &mut [u8]) {
+        out[..8].copy_from_slice(&self.0.to_be_bytes());
+        out[8..].copy_from_slice(&self.1.to_be_bytes());
+    }
+    fn relative_offset(&self) -> u32 {
+        self.1
+    }
+}
+
+/// The storage both indexes share: the file, its entries in memory, and load-time problems.
+#[derive(Debug)]
+struct IndexFile<E> {
+    path: PathBuf,
+    file: File,
+    base_offset: i64,
+    entries: Vec<E>,
+    max_entries: usize,
+    /// Set at load when the file was not a whole number of entries (or too big to read).
+    load_error: Option<String>,
+}
+
+impl<E: Entry> IndexFile<E> {
+    /// Opens (creating if missing) an index file and reads all of it. The allocation is bounded by the
+    /// file's real length, and a file larger than the configured maximum is not read at all (reported as a
+    /// load error so the caller rebuilds it). Never fails on bad content.
+    fn open(path: &Path, base_offset: i64, max_bytes: usize) -> Result<Self, LogError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut load_error = None;
+        let mut entries = Vec::new();
+        match usize::try_from(file.metadata()?.len()) {
+            Ok(len) if len <= max_bytes => {
+                let mut data = vec![0u8; len];
+                file.read_exact_at(&mut data, 0)?;
+                if data.len() % E::SIZE != 0 {
+                    load_error = Some(format!(
+                        "length {} is not a multiple of {}",
+                        data.len(),
+                        E::SIZE
+                    ));
+                }
+                entries = data.chunks_exact(E::SIZE).filter_map(E::decode).collect();
+            }
+            _ => load_error = Some(format!("larger than {max_bytes} bytes")),
+        }
+        Ok(IndexFile {
+            path: path.to_path_buf(),
+            file,
+            base_offset,
+            entries,
+            max_entries: max_bytes / E::SIZE,
+            load_error,
+        })
+    }
+
+    fn absolute(&self, rel: u32) -> i64 {
+        self.base_offset.saturating_add(i64::from(rel))
+    }
+
+    /// `offset` relative to the base, if it fits the 32-bit entry format.
+    fn relative(&self, offset: i64) -> Option<u32> {
+        offset
+            .checked_sub(self.base_offset)
+            .and_then(|r| u32::try_from(r).ok())
+    }
+
+    fn loaded_ok(&self) -> Result<(), LogError> {
+        match &self.load_error {
+            Some(e) => Err(corrupt(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    fn push(&mut self, entry: E) -> Result<(), LogError> {
+        let mut bytes = vec![0u8; E::SIZE];
+        entry.encode(&mut bytes);
+        self.file
+            .write_all_at(&bytes, (self.entries.len() * E::SIZE) as u64)?;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Removes every entry with offset `>= offset`.
+    fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        let keep = self
+            .entries
+            .partition_point(|e| self.absolute(e.relative_offset()) < offset);
+        self.truncate_entries(keep)
+    }
+
+    fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
+        self.file.set_len((keep * E::SIZE) as u64)?;
+        self.entries.truncate(keep);
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), LogError> {
+        self.load_error = None;
+        self.truncate_entries(0)
+    }
+
+    fn flush(&self) -> Result<(), LogError> {
+        self.file.sync_data()?;
+        Ok(())
+    }
+}
+
 /// Sparse map from offsets to byte positions in a segment's log file.
 ///
 /// Each entry `(offset, position)` promises that scanning the log from
 /// `position` reaches every batch containing offsets `>= offset`.
 #[derive(Debug)]
 pub struct OffsetIndex {
-    path: PathBuf,
-    file: File,
-    base_offset: i64,
     /// (relative offset, position), strictly increasing in both.
-    entries: Vec<(u32, u32)>,
-    max_entries: usize,
-    /// Set at load when the file was not a whole number of sane entries.
-    load_error: Option<String>,
+    index: IndexFile<(u32, u32)>,
 }
 
 impl OffsetIndex {
     /// Opens or creates the index at `path`. Never fails on bad content:
     /// problems are reported by [`OffsetIndex::sanity_check`].
     pub fn open(path: &Path, base_offset: i64, max_index_bytes: usize) -> Result<Self, LogError> {
-        let (file, data) = open_index_file(path, max_index_bytes)?;
-        let mut load_error = None;
-        let mut entries = Vec::new();
-        match data {
-            None => load_error = Some(format!("larger than {max_index_bytes} bytes")),
-            Some(data) => {
-                if data.len() % OFFSET_ENTRY_SIZE != 0 {
-                    load_error = Some(format!(
-                        "length {} is not a multiple of {OFFSET_ENTRY_SIZE}",
-                        data.len()
-                    ));
-                }
-                entries = data
-                    .chunks_exact(OFFSET_ENTRY_SIZE)
-                    .filter_map(|c| {
-                        let (rel, pos) = c.split_first_chunk::<4>()?;
-                        let pos: [u8; 4] = pos.try_into().ok()?;
-                        Some((u32::from_be_bytes(*rel), u32::from_be_bytes(pos)))
-                    })
-                    .collect();
-            }
-        }
         Ok(OffsetIndex {
-            path: path.to_path_buf(),
-            file,
-            base_offset,
-            entries,
-            max_entries: max_index_bytes / OFFSET_ENTRY_SIZE,
-            load_error,
+            index: IndexFile::open(path, base_offset, max_index_bytes)?,
         })
     }
 
     /// Checks what was loaded: whole entries, offsets and positions strictly
     /// increasing, positions inside a log of `log_size` bytes.
     pub fn sanity_check(&self, log_size: u64) -> Result<(), LogError> {
-        if let Some(e) = &self.load_error {
-            return Err(corrupt(&self.path, e));
-        }
+        self.index.loaded_ok()?;
+        let path = &self.index.path;
         let mut prev: Option<(u32, u32)> = None;
-        for &(rel, pos) in &self.entries {
+        for &(rel, pos) in &self.index.entries {
             if prev.is_some_and(|(r, p)| rel <= r || pos <= p) {
-                return Err(corrupt(&self.path, "entries are not increasing"));
+                return Err(corrupt(path, "entries are not increasing"));
             }
             if u64::from(pos) >= log_size {
                 return Err(corrupt(
-                    &self.path,
+                    path,
                     format!("position {pos} beyond log size {log_size}"),
                 ));
             }
@@ -155,45 +246,34 @@ impl OffsetIndex {
     /// anything else (or a full index) is skipped, because a sparse index
     /// stays correct with fewer entries. Only I/O errors are reported.
     pub fn append(&mut self, offset: i64, position: u32) -> Result<(), LogError> {
-        let Some(rel) = offset
-            .checked_sub(self.base_offset)
-            .and_then(|r| u32::try_from(r).ok())
-        else {
+        let Some(rel) = self.index.relative(offset) else {
             return Ok(());
         };
         if self.is_full()
             || self
+                .index
                 .entries
                 .last()
                 .is_some_and(|&(r, p)| rel <= r || position <= p)
         {
             return Ok(());
         }
-        let mut bytes = [0u8; OFFSET_ENTRY_SIZE];
-        bytes[..4].copy_from_slice(&rel.to_be_bytes());
-        bytes[4..].copy_from_slice(&position.to_be_bytes());
-        self.file
-            .write_all_at(&bytes, (self.entries.len() * OFFSET_ENTRY_SIZE) as u64)?;
-        self.entries.push((rel, position));
-        Ok(())
-    }
-
-    fn absolute(&self, rel: u32) -> i64 {
-        self.base_offset.saturating_add(i64::from(rel))
+        self.index.push((rel, position))
     }
 
     /// The largest entry with offset `<= offset`, or `(base_offset, 0)`.
     pub fn lookup(&self, offset: i64) -> OffsetPosition {
-        let idx = self
+        let ix = &self.index;
+        let idx = ix
             .entries
-            .partition_point(|&(rel, _)| self.absolute(rel) <= offset);
-        match idx.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            .partition_point(|&(rel, _)| ix.absolute(rel) <= offset);
+        match idx.checked_sub(1).and_then(|i| ix.entries.get(i)) {
             Some(&(rel, position)) => OffsetPosition {
-                offset: self.absolute(rel),
+                offset: ix.absolute(rel),
                 position,
             },
             None => OffsetPosition {
-                offset: self.base_offset,
+                offset: ix.base_offset,
                 position: 0,
             },
         }
@@ -206,48 +286,37 @@ impl OffsetIndex {
 
     /// Removes every entry with offset `>= offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
-        let keep = self
-            .entries
-            .partition_point(|&(rel, _)| self.absolute(rel) < offset);
-        self.truncate_entries(keep)
-    }
-
-    fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
-        self.file.set_len((keep * OFFSET_ENTRY_SIZE) as u64)?;
-        self.entries.truncate(keep);
-        Ok(())
+        self.index.truncate_to(offset)
     }
 
     /// Drops all entries (before a rebuild).
     pub fn reset(&mut self) -> Result<(), LogError> {
-        self.load_error = None;
-        self.truncate_entries(0)
+        self.index.reset()
     }
 
     /// No room for another entry: the segment should roll.
     pub fn is_full(&self) -> bool {
-        self.entries.len() >= self.max_entries
+        self.index.entries.len() >= self.index.max_entries
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.entries.len()
     }
 
     /// True if there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.entries.is_empty()
     }
 
     /// fsyncs the index file.
     pub fn flush(&self) -> Result<(), LogError> {
-        self.file.sync_data()?;
-        Ok(())
+        self.index.flush()
     }
 
     /// Removes the file.
     pub fn delete(self) -> Result<(), LogError> {
-        remove_if_exists(&self.path)
+        remove_if_exists(&self.index.path)
     }
 }
 
@@ -258,78 +327,41 @@ impl OffsetIndex {
 /// a timestamp `>= ts`.
 #[derive(Debug)]
 pub struct TimeIndex {
-    path: PathBuf,
-    file: File,
-    base_offset: i64,
     /// (timestamp, relative offset), strictly increasing timestamps.
-    entries: Vec<(i64, u32)>,
-    max_entries: usize,
-    load_error: Option<String>,
+    index: IndexFile<(i64, u32)>,
 }
 
 impl TimeIndex {
     /// Opens or creates the time index at `path`. Never fails on bad content:
     /// problems are reported by [`TimeIndex::sanity_check`].
     pub fn open(path: &Path, base_offset: i64, max_index_bytes: usize) -> Result<Self, LogError> {
-        let (file, data) = open_index_file(path, max_index_bytes)?;
-        let mut load_error = None;
-        let mut entries = Vec::new();
-        match data {
-            None => load_error = Some(format!("larger than {max_index_bytes} bytes")),
-            Some(data) => {
-                if data.len() % TIME_ENTRY_SIZE != 0 {
-                    load_error = Some(format!(
-                        "length {} is not a multiple of {TIME_ENTRY_SIZE}",
-                        data.len()
-                    ));
-                }
-                entries = data
-                    .chunks_exact(TIME_ENTRY_SIZE)
-                    .filter_map(|c| {
-                        let (ts, rel) = c.split_first_chunk::<8>()?;
-                        let rel: [u8; 4] = rel.try_into().ok()?;
-                        Some((i64::from_be_bytes(*ts), u32::from_be_bytes(rel)))
-                    })
-                    .collect();
-            }
-        }
         Ok(TimeIndex {
-            path: path.to_path_buf(),
-            file,
-            base_offset,
-            entries,
-            max_entries: max_index_bytes / TIME_ENTRY_SIZE,
-            load_error,
+            index: IndexFile::open(path, base_offset, max_index_bytes)?,
         })
     }
 
     /// Checks what was loaded: whole entries, timestamps strictly increasing,
     /// offsets non-decreasing and below `next_offset` (the segment's end).
     pub fn sanity_check(&self, next_offset: i64) -> Result<(), LogError> {
-        if let Some(e) = &self.load_error {
-            return Err(corrupt(&self.path, e));
-        }
+        self.index.loaded_ok()?;
+        let ix = &self.index;
         let mut prev: Option<(i64, u32)> = None;
-        for &(ts, rel) in &self.entries {
+        for &(ts, rel) in &ix.entries {
             if prev.is_some_and(|(t, r)| ts <= t || rel < r) {
-                return Err(corrupt(&self.path, "entries are not monotonic"));
+                return Err(corrupt(&ix.path, "entries are not monotonic"));
             }
-            if self.absolute(rel) >= next_offset {
+            if ix.absolute(rel) >= next_offset {
                 return Err(corrupt(
-                    &self.path,
+                    &ix.path,
                     format!(
                         "offset {} beyond segment end {next_offset}",
-                        self.absolute(rel)
+                        ix.absolute(rel)
                     ),
                 ));
             }
             prev = Some((ts, rel));
         }
         Ok(())
-    }
-
-    fn absolute(&self, rel: u32) -> i64 {
-        self.base_offset.saturating_add(i64::from(rel))
     }
 
     /// Appends `(timestamp, offset)` if `timestamp` is larger than the last
@@ -343,25 +375,19 @@ impl TimeIndex {
         offset: i64,
         skip_full_check: bool,
     ) -> Result<bool, LogError> {
-        let Some(rel) = offset
-            .checked_sub(self.base_offset)
-            .and_then(|r| u32::try_from(r).ok())
-        else {
+        let Some(rel) = self.index.relative(offset) else {
             return Ok(false);
         };
         let last = self.last_entry();
         if timestamp <= last.timestamp || offset < last.offset {
             return Ok(false);
         }
-        if self.entries.len() >= self.max_entries || (!skip_full_check && self.is_full()) {
+        if self.index.entries.len() >= self.index.max_entries
+            || (!skip_full_check && self.is_full())
+        {
             return Ok(false);
         }
-        let mut bytes = [0u8; TIME_ENTRY_SIZE];
-        bytes[..8].copy_from_slice(&timestamp.to_be_bytes());
-        bytes[8..].copy_from_slice(&rel.to_be_bytes());
-        self.file
-            .write_all_at(&bytes, (self.entries.len() * TIME_ENTRY_SIZE) as u64)?;
-        self.entries.push((timestamp, rel));
+        self.index.push((timestamp, rel))?;
         Ok(true)
     }
 
@@ -369,78 +395,65 @@ impl TimeIndex {
     /// `(NO_TIMESTAMP, base_offset)`: where to start scanning for the first
     /// record with a timestamp `>= timestamp`.
     pub fn lookup(&self, timestamp: i64) -> TimestampOffset {
-        let idx = self.entries.partition_point(|&(ts, _)| ts <= timestamp);
-        match idx.checked_sub(1).and_then(|i| self.entries.get(i)) {
-            Some(&(ts, rel)) => TimestampOffset {
-                timestamp: ts,
-                offset: self.absolute(rel),
-            },
-            None => TimestampOffset {
-                timestamp: NO_TIMESTAMP,
-                offset: self.base_offset,
-            },
-        }
+        let idx = self
+            .index
+            .entries
+            .partition_point(|&(ts, _)| ts <= timestamp);
+        self.entry_at(idx.checked_sub(1))
     }
 
     /// The last entry, or `(NO_TIMESTAMP, base_offset)` if empty.
     pub fn last_entry(&self) -> TimestampOffset {
-        match self.entries.last() {
+        self.entry_at(self.index.entries.len().checked_sub(1))
+    }
+
+    fn entry_at(&self, i: Option<usize>) -> TimestampOffset {
+        match i.and_then(|i| self.index.entries.get(i)) {
             Some(&(ts, rel)) => TimestampOffset {
                 timestamp: ts,
-                offset: self.absolute(rel),
+                offset: self.index.absolute(rel),
             },
             None => TimestampOffset {
                 timestamp: NO_TIMESTAMP,
-                offset: self.base_offset,
+                offset: self.index.base_offset,
             },
         }
     }
 
     /// Removes every entry with offset `>= offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
-        let keep = self
-            .entries
-            .partition_point(|&(_, rel)| self.absolute(rel) < offset);
-        self.truncate_entries(keep)
-    }
-
-    fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
-        self.file.set_len((keep * TIME_ENTRY_SIZE) as u64)?;
-        self.entries.truncate(keep);
-        Ok(())
+        self.index.truncate_to(offset)
     }
 
     /// Drops all entries (before a rebuild).
     pub fn reset(&mut self) -> Result<(), LogError> {
-        self.load_error = None;
-        self.truncate_entries(0)
+        self.index.reset()
     }
 
     /// Full for regular appends; one slot stays free for the final entry
     /// (like Kafka's `TimeIndex.isFull`).
     pub fn is_full(&self) -> bool {
-        self.entries.len() >= self.max_entries.saturating_sub(1)
+        self.index.entries.len() >= self.index.max_entries.saturating_sub(1)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.entries.len()
     }
 
     /// True if there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.entries.is_empty()
     }
 
     /// fsyncs the index file.
     pub fn flush(&self) -> Result<(), LogError> {
-        self.file.sync_data()?;
-        Ok(())
+        self.index.flush()
     }
 
     /// Removes the file.
     pub fn delete(self) -> Result<(), LogError> {
-        remove_if_exists(&self.path)
+        remove_if_exists(&self.index.path)
     }
 }
 
