@@ -340,6 +340,26 @@ fn delete_records_and_log_dirs() {
         );
 
         let mut raw = Raw::connect(&b);
+        // Fetch below the log start offset: OFFSET_OUT_OF_RANGE with the bounds; at it: data.
+        for (offset, code) in [(41i64, 1i16), (42, 0), (100, 0), (101, 1)] {
+            let mut f = FetchRequest::default();
+            f.max_bytes = 1 << 20;
+            let mut ft = fetch_request::FetchTopic::default();
+            ft.topic = TopicName("dr".to_string().into());
+            let mut fp = fetch_request::FetchPartition::default();
+            fp.fetch_offset = offset;
+            fp.partition_max_bytes = 1 << 20;
+            ft.partitions.push(fp);
+            f.topics.push(ft);
+            let r: FetchResponse = raw.call(ApiKey::Fetch, 12, &f);
+            let p = &r.responses[0].partitions[0];
+            assert_eq!(p.error_code, code, "fetch at {offset}");
+            assert_eq!(
+                (p.log_start_offset, p.high_watermark),
+                (42, 100),
+                "fetch at {offset}"
+            );
+        }
         let r: DescribeLogDirsResponse = raw.call(ApiKey::DescribeLogDirs, 4, &{
             let mut all = DescribeLogDirsRequest::default();
             all.topics = None; // null = every partition
