@@ -374,6 +374,20 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:999");
     }
 
+    /// The shipped, documented config file states exactly the built-in defaults, so it cannot drift.
+    #[test]
+    fn shipped_config_file_is_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vltava.toml");
+        let file: BrokerConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        let as_json = |c: &BrokerConfig| serde_json::to_value(c).unwrap();
+        assert_eq!(as_json(&file), as_json(&BrokerConfig::default()));
+    }
+
     #[test]
     fn bad_values_name_the_setting() {
         let dir = tempfile::tempdir().unwrap();
