@@ -7,6 +7,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::Offset;
 
 use crate::common::{bounded, segment_files, Broker};
+use crate::metadata::create_topic;
 use crate::produce_consume::{assigned_consumer, consume_n, producer};
 
 #[test]
@@ -205,14 +206,13 @@ fn torn_tail_is_truncated_on_restart() {
 fn retention_deletes_old_segments() {
     bounded(90, || {
         let b = Broker::start_with(&[("LOG_RETENTION_CHECK_INTERVAL_MS", "200")]);
+        create_topic(
+            &b,
+            "ret",
+            1,
+            &[("segment.bytes", "4096"), ("retention.bytes", "20000")],
+        );
         let a = crate::metadata::admin(&b);
-        let t = rdkafka::admin::NewTopic::new("ret", 1, rdkafka::admin::TopicReplication::Fixed(1))
-            .set("segment.bytes", "4096")
-            .set("retention.bytes", "20000");
-        futures::executor::block_on(a.create_topics(&[t], &rdkafka::admin::AdminOptions::new()))
-            .unwrap()[0]
-            .as_ref()
-            .unwrap();
         // Batches must fit a 4 KiB segment (bigger ones get MESSAGE_TOO_LARGE, as in Kafka).
         let (p, acks) = producer(&b, &[("linger.ms", "0"), ("batch.size", "3000")]);
         for i in 0..400 {
@@ -307,20 +307,8 @@ fn retention_deletes_old_segments() {
 fn flush_messages_moves_the_recovery_point() {
     bounded(60, || {
         let mut b = Broker::start();
-        let a = crate::metadata::admin(&b);
-        for (topic, flush) in [("synced", Some("1")), ("lazy", None)] {
-            let mut t =
-                rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
-            if let Some(f) = flush {
-                t = t.set("flush.messages", f);
-            }
-            futures::executor::block_on(
-                a.create_topics(&[t], &rdkafka::admin::AdminOptions::new()),
-            )
-            .unwrap()[0]
-                .as_ref()
-                .unwrap();
-        }
+        create_topic(&b, "synced", 1, &[("flush.messages", "1")]);
+        create_topic(&b, "lazy", 1, &[]);
         let (p, acks) = producer(&b, &[("linger.ms", "0")]);
         for topic in ["synced", "lazy"] {
             for i in 0..20 {

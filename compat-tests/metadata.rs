@@ -21,6 +21,21 @@ pub fn consumer(b: &Broker) -> BaseConsumer {
         .expect("consumer")
 }
 
+/// Creates a topic through rdkafka's AdminClient with the given topic configs, failing the test on error.
+pub fn create_topic(b: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut t =
+        rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let r = futures::executor::block_on(
+        admin(b).create_topics(&[t], &rdkafka::admin::AdminOptions::new()),
+    );
+    if let Err(e) = &r.expect("CreateTopics")[0] {
+        panic!("creating {name}: {e:?}");
+    }
+}
+
 pub fn admin(b: &Broker) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
         .set("bootstrap.servers", b.bootstrap())

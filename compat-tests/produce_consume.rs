@@ -355,13 +355,7 @@ fn list_offsets_by_time_and_log_append_time() {
         );
 
         // LogAppendTime topics stamp the broker's clock.
-        let a = crate::metadata::admin(&b);
-        let t = rdkafka::admin::NewTopic::new("lat", 1, rdkafka::admin::TopicReplication::Fixed(1))
-            .set("message.timestamp.type", "LogAppendTime");
-        futures::executor::block_on(a.create_topics(&[t], &rdkafka::admin::AdminOptions::new()))
-            .unwrap()[0]
-            .as_ref()
-            .unwrap();
+        crate::metadata::create_topic(&b, "lat", 1, &[("message.timestamp.type", "LogAppendTime")]);
         let before = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
