@@ -141,6 +141,7 @@ fn bad_settings_stop_startup_naming_the_setting() {
             ("VLTAVA_NUM_PARTITIONS", "0", "num_partitions"),
             ("VLTAVA_MESSAGE_MAX_BYTES", "lots", "message_max_bytes"),
             ("VLTAVA_LOG_CLEANUP_POLICY", "compact", "log_cleanup_policy"),
+            ("VLTAVA_LOG_SEGMENT_BYTES", "262144", "log_segment_bytes"),
             ("VLTAVA_NO_SUCH_SETTING", "1", "no_such_setting"),
         ] {
             let out = Command::new(binary())

@@ -65,8 +65,10 @@ fn restart_keeps_everything() {
 #[test]
 fn kill9_during_heavy_produce_loses_no_acknowledged_record() {
     bounded(180, || {
-        // Small segments so the kill also lands near segment rolls.
-        let mut b = Broker::start_with(&[("NUM_PARTITIONS", "3"), ("LOG_SEGMENT_BYTES", "262144")]);
+        let mut b = Broker::start();
+        // Small segments (Kafka 4.1's internal.segment.bytes; segment.bytes has a 1 MiB floor) so the kill
+        // also lands near segment rolls.
+        create_topic(&b, "crash", 3, &[("internal.segment.bytes", "262144")]);
         let (p, acks) = producer(
             &b,
             &[
@@ -210,7 +212,10 @@ fn retention_deletes_old_segments() {
             &b,
             "ret",
             1,
-            &[("segment.bytes", "4096"), ("retention.bytes", "20000")],
+            &[
+                ("internal.segment.bytes", "4096"),
+                ("retention.bytes", "20000"),
+            ],
         );
         let a = crate::metadata::admin(&b);
         // Batches must fit a 4 KiB segment (bigger ones get MESSAGE_TOO_LARGE, as in Kafka).
@@ -277,7 +282,7 @@ fn retention_deletes_old_segments() {
         // retention.ms: everything older than 1 s goes, including the active segment's contents.
         let alter =
             rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("ret"))
-                .set("segment.bytes", "4096")
+                .set("internal.segment.bytes", "4096")
                 .set("retention.ms", "1000");
         futures::executor::block_on(
             a.alter_configs(&[alter], &rdkafka::admin::AdminOptions::new()),

@@ -218,8 +218,11 @@ impl BrokerConfig {
         if self.queued_max_requests < 1 {
             return Err(bad("queued_max_requests", "must be >= 1"));
         }
-        if self.log_segment_bytes < 14 {
-            return Err(bad("log_segment_bytes", "must be >= 14"));
+        if i64::from(self.log_segment_bytes) < crate::metadata::topic_config::MIN_SEGMENT_BYTES {
+            return Err(bad(
+                "log_segment_bytes",
+                "must be >= 1048576 (Kafka 4's floor, KIP-1030)",
+            ));
         }
         if self.log_roll_hours < 1 {
             return Err(bad("log_roll_hours", "must be >= 1"));

@@ -70,7 +70,16 @@ fn at_least_one(v: &str) -> Result<(), String> {
         _ => Err("must be >= 1".into()),
     }
 }
+/// Kafka 4's floor for `segment.bytes` (KIP-1030).
+pub const MIN_SEGMENT_BYTES: i64 = 1024 * 1024;
+
 fn segment_bytes(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= MIN_SEGMENT_BYTES => Ok(()),
+        _ => Err(format!("must be >= {MIN_SEGMENT_BYTES}")),
+    }
+}
+fn internal_segment_bytes(v: &str) -> Result<(), String> {
     match v.parse::<i64>() {
         Ok(n) if n >= 14 => Ok(()),
         _ => Err("must be >= 14".into()),
@@ -381,9 +390,23 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
 ];
 
+/// Settable but internal topic configs: not described, like Kafka's. `internal.segment.bytes` (Kafka 4.1,
+/// KAFKA-19080) overrides `segment.bytes` below its 1 MiB floor, for tests that need many small segments.
+pub static INTERNAL_TOPIC_CONFIGS: &[TopicConfigDef] = &[def!(
+    "internal.segment.bytes",
+    Int,
+    None,
+    |_| String::new(),
+    internal_segment_bytes,
+    "Testing only: segment size below the segment.bytes floor."
+)];
+
 /// Finds a definition by Kafka name.
 pub fn lookup(name: &str) -> Option<&'static TopicConfigDef> {
-    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+    TOPIC_CONFIGS
+        .iter()
+        .chain(INTERNAL_TOPIC_CONFIGS)
+        .find(|d| d.name == name)
 }
 
 /// Validates one `name=value` override; the error text goes back to the client.
@@ -427,7 +450,11 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
     let int = |name: &str, fallback: i64| get(name).parse::<i64>().unwrap_or(fallback);
     let defaults = LogConfig::default();
     LogConfig {
-        segment_bytes: int("segment.bytes", defaults.segment_bytes as i64).max(14) as u64,
+        segment_bytes: overrides
+            .get("internal.segment.bytes")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or_else(|| int("segment.bytes", defaults.segment_bytes as i64))
+            .max(14) as u64,
         segment_ms: int("segment.ms", defaults.segment_ms),
         segment_index_bytes: int("segment.index.bytes", defaults.segment_index_bytes as i64).max(8)
             as usize,
@@ -491,6 +518,13 @@ mod tests {
         assert_eq!(c.segment_bytes, 1_073_741_824);
         assert!(validate("retention.ms", "abc").is_err());
         assert!(validate("segment.bytes", "10").is_err());
+        assert!(
+            validate("segment.bytes", "1048575").is_err(),
+            "Kafka 4's 1 MiB floor"
+        );
+        o.insert("internal.segment.bytes".to_string(), "4096".to_string());
+        assert!(validate("internal.segment.bytes", "4096").is_ok());
+        assert_eq!(log_config(&b, &o).segment_bytes, 4096);
         assert!(validate("no.such", "1").is_err());
         assert!(validate("cleanup.policy", "compact").is_err());
     }
