@@ -143,7 +143,7 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Dispatc
 }
 
 macro_rules! requests {
-    ($( $key:ident => $req:ty, $resp:ty, $handler:path; )*) => {
+    ($( $key:ident => $req:ty, $handler:path; )*) => {
         /// A decoded request body.
         pub enum Request {
             $( #[doc = stringify!($key)] $key($req), )*
@@ -172,20 +172,20 @@ macro_rules! requests {
 }
 
 requests! {
-    Produce => ProduceRequest, produce::ProduceReply, produce::handle;
-    Fetch => FetchRequest, fetch::FetchReply, fetch::handle;
-    ListOffsets => ListOffsetsRequest, ListOffsetsResponse, list_offsets::handle;
-    Metadata => MetadataRequest, MetadataResponse, metadata::handle;
-    ApiVersions => ApiVersionsRequest, ApiVersionsResponse, api_versions::handle;
-    CreateTopics => CreateTopicsRequest, CreateTopicsResponse, admin::create_topics;
-    DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse, admin::delete_topics;
-    DeleteRecords => DeleteRecordsRequest, DeleteRecordsResponse, admin::delete_records;
-    DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse, configs::describe_configs;
-    AlterConfigs => AlterConfigsRequest, AlterConfigsResponse, configs::alter_configs;
-    DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse, admin::describe_log_dirs;
-    CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse, admin::create_partitions;
-    IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, configs::incremental_alter_configs;
-    DescribeCluster => DescribeClusterRequest, DescribeClusterResponse, admin::describe_cluster;
+    Produce => ProduceRequest, produce::handle;
+    Fetch => FetchRequest, fetch::handle;
+    ListOffsets => ListOffsetsRequest, list_offsets::handle;
+    Metadata => MetadataRequest, metadata::handle;
+    ApiVersions => ApiVersionsRequest, api_versions::handle;
+    CreateTopics => CreateTopicsRequest, admin::create_topics;
+    DeleteTopics => DeleteTopicsRequest, admin::delete_topics;
+    DeleteRecords => DeleteRecordsRequest, admin::delete_records;
+    DescribeConfigs => DescribeConfigsRequest, configs::describe_configs;
+    AlterConfigs => AlterConfigsRequest, configs::alter_configs;
+    DescribeLogDirs => DescribeLogDirsRequest, admin::describe_log_dirs;
+    CreatePartitions => CreatePartitionsRequest, admin::create_partitions;
+    IncrementalAlterConfigs => IncrementalAlterConfigsRequest, configs::incremental_alter_configs;
+    DescribeCluster => DescribeClusterRequest, admin::describe_cluster;
 }
 
 /// Encodes `size | response header | body` for `api` at `version`.
