@@ -32,6 +32,10 @@ scripts=(
   "python3 $root/compat-tests/python/roundtrip_aiokafka.py"
   "node $root/compat-tests/js/roundtrip_kafkajs.js"
 )
+# The Java client, when its jars are installed (.ci/install-deps).
+if cp="$(bash "$root/compat-tests/java/classpath.sh" 2>/dev/null)"; then
+  scripts+=("java -cp $cp $root/compat-tests/java/RoundTrip.java")
+fi
 passed=0 failed=0
 for s in "${scripts[@]}"; do
   [[ -z "$filter" || "$s" == *"$filter"* ]] || continue
