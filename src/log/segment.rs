@@ -65,18 +65,6 @@ pub struct SegmentConfig {
     pub max_index_bytes: usize,
 }
 
-/// What [`LogSegment::read`] returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentRead {
-    /// Whole batches, exactly as stored.
-    pub data: Vec<u8>,
-    /// Offset following the last returned batch (the start offset if none).
-    pub next_offset: i64,
-    /// True if the read stopped because the segment ended, false if it was
-    /// cut short by `max_bytes` or `max_offset_exclusive`.
-    pub reached_end: bool,
-}
-
 /// A range of a segment file holding whole batches.
 #[derive(Debug, Clone)]
 pub struct FileSlice {
@@ -675,26 +663,6 @@ impl LogSegment {
         }))
     }
 
-    /// Like [`LogSegment::read_slice`], but copies the batches into memory.
-    pub fn read(
-        &self,
-        start_offset: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-        min_one_batch: bool,
-    ) -> Result<Option<SegmentRead>, LogError> {
-        let Some(slice) =
-            self.read_slice(start_offset, max_bytes, max_offset_exclusive, min_one_batch)?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(SegmentRead {
-            data: slice.file.read_all()?,
-            next_offset: slice.next_offset,
-            reached_end: slice.reached_end,
-        }))
-    }
-
     /// First record with timestamp `>= timestamp` and offset
     /// `>= starting_offset`, as `(offset, timestamp, leader_epoch)`. The time
     /// index gives the starting batch; batches are then skipped by header max
@@ -985,34 +953,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = filled(dir.path());
         let batch_len = seg.find_batch_position(52).unwrap().unwrap().1.total_size();
+        let read = |start, max, until, min_one| {
+            let r = seg.read_slice(start, max, until, min_one).unwrap().unwrap();
+            (r.file.read_all().unwrap(), r.next_offset, r.reached_end)
+        };
         // Mid-batch start returns the containing batch.
-        let r = seg.read(53, 10_000, i64::MAX, false).unwrap().unwrap();
-        assert_eq!(BatchHeader::parse(&r.data).unwrap().base_offset, 52);
-        assert!(r.reached_end);
-        assert_eq!(r.next_offset, 90);
+        let (data, next, end) = read(53, 10_000, i64::MAX, false);
+        assert_eq!(BatchHeader::parse(&data).unwrap().base_offset, 52);
+        assert!(end);
+        assert_eq!(next, 90);
         // max_bytes cuts at batch boundaries.
-        let r = seg
-            .read(50, batch_len * 2 + 1, i64::MAX, false)
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.data.len(), batch_len * 2);
-        assert_eq!(r.next_offset, 54);
-        assert!(!r.reached_end);
+        let (data, next, end) = read(50, batch_len * 2 + 1, i64::MAX, false);
+        assert_eq!(data.len(), batch_len * 2);
+        assert_eq!(next, 54);
+        assert!(!end);
         // max_offset_exclusive.
-        let r = seg.read(50, 10_000, 56, false).unwrap().unwrap();
-        assert_eq!(r.next_offset, 56);
+        assert_eq!(read(50, 10_000, 56, false).1, 56);
         // min_one_batch.
-        assert!(seg
-            .read(50, 1, i64::MAX, false)
-            .unwrap()
-            .unwrap()
-            .data
-            .is_empty());
-        assert_eq!(
-            seg.read(50, 1, i64::MAX, true).unwrap().unwrap().data.len(),
-            batch_len
-        );
-        assert!(seg.read(90, 100, i64::MAX, true).unwrap().is_none());
+        assert!(read(50, 1, i64::MAX, false).0.is_empty());
+        assert_eq!(read(50, 1, i64::MAX, true).0.len(), batch_len);
+        assert!(seg.read_slice(90, 100, i64::MAX, true).unwrap().is_none());
     }
 
     #[test]
