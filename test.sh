@@ -7,6 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "vendor/prepare.sh (patched kafka-protocol)"
+bash vendor/prepare.sh
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
