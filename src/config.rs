@@ -218,7 +218,7 @@ impl BrokerConfig {
         if self.queued_max_requests < 1 {
             return Err(bad("queued_max_requests", "must be >= 1"));
         }
-        if i64::from(self.log_segment_bytes) < crate::metadata::topic_config::MIN_SEGMENT_BYTES {
+        if i64::from(self.log_segment_bytes) < crate::log::MIN_SEGMENT_BYTES {
             return Err(bad(
                 "log_segment_bytes",
                 "must be >= 1048576 (Kafka 4's floor, KIP-1030)",

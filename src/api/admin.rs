@@ -21,18 +21,8 @@ use kafka_protocol::messages::*;
 
 use super::{controller_error_code, log_error_code, s};
 use crate::broker::Broker;
-use crate::controller::NewTopic;
-use crate::metadata::topic_config::TOPIC_CONFIGS;
-
-/// Kafka's `ConfigSource` codes.
-pub mod config_source {
-    /// Set on the topic.
-    pub const DYNAMIC_TOPIC: i8 = 1;
-    /// From the broker's static configuration.
-    pub const STATIC_BROKER: i8 = 4;
-    /// Built-in default.
-    pub const DEFAULT: i8 = 5;
-}
+use crate::controller::{NewTopic, MAX_PARTITIONS_PER_REQUEST, TOO_MANY_PARTITIONS};
+use crate::metadata::topic_config::{self, config_source, TOPIC_CONFIGS};
 
 /// Handles CreateTopics.
 pub async fn create_topics(
@@ -49,10 +39,28 @@ pub async fn create_topics(
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
+    // Kafka's cap on partitions per request holds for the whole request (its
+    // `validateTotalNumberOfPartitions`), explicit assignments included, and refuses every topic in it.
+    let total: i64 = req
+        .topics
+        .iter()
+        .map(|t| match (t.assignments.is_empty(), t.num_partitions) {
+            (false, _) => t.assignments.len() as i64,
+            (true, -1) => i64::from(broker.config.num_partitions),
+            (true, n) => i64::from(n.max(0)),
+        })
+        .sum();
+    let over_cap = total > i64::from(MAX_PARTITIONS_PER_REQUEST);
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut r = CreatableTopicResult::default();
         r.name = t.name.clone();
+        if over_cap {
+            r.error_code = ResponseError::PolicyViolation.code();
+            r.error_message = Some(s(TOO_MANY_PARTITIONS));
+            resp.topics.push(r);
+            continue;
+        }
         if duplicates.contains(&name) {
             r.error_code = ResponseError::InvalidRequest.code();
             r.error_message = Some(s(format!(
@@ -106,7 +114,7 @@ pub async fn create_topics(
                                 c.config_source = if set.is_some() {
                                     config_source::DYNAMIC_TOPIC
                                 } else {
-                                    super::configs::default_source(d, &broker.config)
+                                    topic_config::default_source(d, &broker.config)
                                 };
                                 c
                             })
@@ -184,9 +192,29 @@ pub async fn create_partitions(
     _: i16,
 ) -> Option<CreatePartitionsResponse> {
     let mut resp = CreatePartitionsResponse::default();
+    // The partitions this request would add, over all topics (as for CreateTopics).
+    let image = broker.image();
+    let total: i64 = req
+        .topics
+        .iter()
+        .map(|t| {
+            let current = image
+                .topic(&t.name.0)
+                .map_or(0, |x| x.partitions.len() as i64);
+            let by_count = (i64::from(t.count) - current).max(0);
+            by_count.max(t.assignments.as_ref().map_or(0, |a| a.len() as i64))
+        })
+        .sum();
+    let over_cap = total > i64::from(MAX_PARTITIONS_PER_REQUEST);
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
+        if over_cap {
+            r.error_code = ResponseError::PolicyViolation.code();
+            r.error_message = Some(s(TOO_MANY_PARTITIONS));
+            resp.results.push(r);
+            continue;
+        }
         let assignments = t.assignments.map(|a| {
             a.into_iter()
                 .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())

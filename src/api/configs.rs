@@ -4,6 +4,7 @@
 //! its value, its source (set on the topic, from the broker's static config, or Kafka's default) and synonyms.
 //! Broker configs are described read-only; changing them at runtime (dynamic broker configs) is not supported.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -12,16 +13,32 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::*;
 
-use super::admin::config_source;
 use super::{controller_error_code, s};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::controller::ConfigOp;
-use crate::metadata::topic_config::{ConfigType, TopicConfigDef, TOPIC_CONFIGS};
+use crate::metadata::topic_config::{config_source, default_source, ConfigType, TOPIC_CONFIGS};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 const BROKER_LOGGER: i8 = 8;
+
+const DUPLICATE_RESOURCE: &str = "Duplicate resource in request";
+
+/// The (type, name) resources named more than once in a request. Every copy of such a resource is answered
+/// with INVALID_REQUEST, as Kafka does for repeated topics in CreateTopics and partitions in ListOffsets.
+fn duplicate_resources<'a>(
+    resources: impl Iterator<Item = (i8, &'a str)>,
+) -> HashSet<(i8, String)> {
+    let mut seen = HashSet::new();
+    let mut dups = HashSet::new();
+    for (kind, name) in resources {
+        if !seen.insert((kind, name)) {
+            dups.insert((kind, name.to_string()));
+        }
+    }
+    dups
+}
 
 /// Handles DescribeConfigs.
 pub async fn describe_configs(
@@ -32,18 +49,27 @@ pub async fn describe_configs(
 ) -> Option<DescribeConfigsResponse> {
     let image = broker.image();
     let mut resp = DescribeConfigsResponse::default();
+    let duplicates = duplicate_resources(
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     for res in req.resources {
         let mut r = DescribeConfigsResult::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
-        let keys: Option<Vec<String>> = res
+        if duplicates.contains(&(res.resource_type, res.resource_name.to_string())) {
+            // Each copy would repeat the whole config list: a small request must not multiply the response.
+            r.error_code = ResponseError::InvalidRequest.code();
+            r.error_message = Some(s(DUPLICATE_RESOURCE));
+            resp.results.push(r);
+            continue;
+        }
+        // A set, so that a long key list costs one lookup per config rather than a scan.
+        let keys: Option<HashSet<String>> = res
             .configuration_keys
             .map(|k| k.iter().map(|x| x.to_string()).collect());
-        let wanted = |name: &str| {
-            keys.as_ref()
-                .map(|k| k.iter().any(|x| x == name))
-                .unwrap_or(true)
-        };
+        let wanted = |name: &str| keys.as_ref().map(|k| k.contains(name)).unwrap_or(true);
         match res.resource_type {
             TOPIC => match image.topic(&res.resource_name) {
                 None => {
@@ -130,16 +156,6 @@ pub async fn describe_configs(
     Some(resp)
 }
 
-/// Where a topic config's value comes from when the topic does not set it: the broker's own config if that
-/// differs from Kafka's default, else the default.
-pub fn default_source(def: &TopicConfigDef, broker: &BrokerConfig) -> i8 {
-    if (def.default)(broker) != (def.default)(&BrokerConfig::default()) {
-        config_source::STATIC_BROKER
-    } else {
-        config_source::DEFAULT
-    }
-}
-
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
     let mut syn = DescribeConfigsSynonym::default();
     syn.name = s(name);
@@ -190,7 +206,21 @@ pub async fn alter_configs(
     _: i16,
 ) -> Option<AlterConfigsResponse> {
     let mut resp = AlterConfigsResponse::default();
+    let duplicates = duplicate_resources(
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     for res in req.resources {
+        if duplicates.contains(&(res.resource_type, res.resource_name.to_string())) {
+            let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
+            r.resource_type = res.resource_type;
+            r.resource_name = res.resource_name;
+            r.error_code = ResponseError::InvalidRequest.code();
+            r.error_message = Some(s(DUPLICATE_RESOURCE));
+            resp.responses.push(r);
+            continue;
+        }
         let ops = res
             .configs
             .into_iter()
@@ -229,10 +259,22 @@ pub async fn incremental_alter_configs(
     _: i16,
 ) -> Option<IncrementalAlterConfigsResponse> {
     let mut resp = IncrementalAlterConfigsResponse::default();
+    let duplicates = duplicate_resources(
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     for res in req.resources {
         let mut ops = Vec::new();
-        let mut bad = None;
-        for c in res.configs {
+        let mut bad = duplicates
+            .contains(&(res.resource_type, res.resource_name.to_string()))
+            .then(|| DUPLICATE_RESOURCE.to_string());
+        let configs = if bad.is_none() {
+            res.configs
+        } else {
+            Vec::new()
+        };
+        for c in configs {
             let op = match c.config_operation {
                 0 => ConfigOp::Set,
                 1 => ConfigOp::Delete,

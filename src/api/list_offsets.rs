@@ -1,6 +1,8 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), earliest pending upload (-5),
-//! and by timestamp (first offset whose timestamp is at or after the target).
+//! and by timestamp (first offset whose timestamp is at or after the target). A partition named more than once
+//! gets INVALID_REQUEST for every copy, as in Kafka (`ListOffsetsRequest.duplicatePartitions`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -27,17 +29,24 @@ pub async fn handle(
 ) -> Option<ListOffsetsResponse> {
     let image = broker.image();
     let mut resp = ListOffsetsResponse::default();
-    for topic in req.topics {
+    let duplicates = duplicate_partitions(&req);
+    for topic in &req.topics {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = topic.name.clone();
         let t = image.topic(&topic.name.0);
-        for p in topic.partitions {
+        for p in &topic.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
             pr.timestamp = -1;
             pr.offset = -1;
             // leader_epoch exists from v4; kafka-protocol refuses to encode a non-default value below that.
             let part = t.and_then(|t| broker.replicas.get(&t.name, p.partition_index));
+            if duplicates.contains(&(topic.name.0.as_str(), p.partition_index)) {
+                // Kafka answers every copy of a repeated partition with INVALID_REQUEST.
+                pr.error_code = ResponseError::InvalidRequest.code();
+                tr.partitions.push(pr);
+                continue;
+            }
             match (t, part) {
                 (None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
                 (Some(t), None) => {
@@ -89,4 +98,19 @@ pub async fn handle(
         resp.topics.push(tr);
     }
     Some(resp)
+}
+
+/// The (topic, partition) pairs that occur more than once in the request.
+fn duplicate_partitions(req: &ListOffsetsRequest) -> HashSet<(&str, i32)> {
+    let mut seen = HashSet::new();
+    let mut dups = HashSet::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            let key = (t.name.0.as_str(), p.partition_index);
+            if !seen.insert(key) {
+                dups.insert(key);
+            }
+        }
+    }
+    dups
 }

@@ -1,5 +1,6 @@
 //! Metadata: brokers, cluster id, controller, and topics with partitions, leaders and topic IDs. Unknown topics
-//! are auto-created when `auto.create.topics.enable` is on and the request allows it.
+//! are auto-created when `auto.create.topics.enable` is on and the request allows it. Repeated topics are
+//! answered once, as Kafka does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +40,10 @@ pub async fn handle(
                         .filter(|n| !n.is_empty() || t.topic_id.is_nil());
                     (name, t.topic_id)
                 })
+                // Kafka collects the names into a set: a topic named 100,000 times is answered once, so a
+                // small request cannot multiply the response.
+                .collect::<indexmap::IndexSet<_>>()
+                .into_iter()
                 .collect(),
         ),
     };

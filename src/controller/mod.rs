@@ -224,6 +224,9 @@ impl Controller {
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
                 ));
             }
+            if t.assignments.len() > MAX_PARTITIONS_PER_REQUEST as usize {
+                return Err(too_many_partitions());
+            }
             check_assignments(&t.assignments, 0, &brokers)?
         } else {
             let n = if t.num_partitions == -1 {
@@ -478,8 +481,11 @@ impl Controller {
 /// Kafka's `MAX_PARTITIONS_PER_BATCH`: more partitions in one request is refused before any work is done.
 pub const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
 
+/// Kafka's message when [`MAX_PARTITIONS_PER_REQUEST`] is exceeded.
+pub const TOO_MANY_PARTITIONS: &str = "Excessively large number of partitions per request.";
+
 fn too_many_partitions() -> ControllerError {
-    ControllerError::PolicyViolation("Excessively large number of partitions per request.".into())
+    ControllerError::PolicyViolation(TOO_MANY_PARTITIONS.into())
 }
 
 fn new_partition(index: i32, replicas: Vec<i32>) -> PartitionInfo {

@@ -6,6 +6,10 @@
 
 use super::batch::TimestampType;
 
+/// Kafka 4's floor for `segment.bytes` and `log.segment.bytes` (KIP-1030). Lives with the log so that the
+/// broker config and the topic config table both depend on the log, not on each other.
+pub const MIN_SEGMENT_BYTES: i64 = 1024 * 1024;
+
 /// Configuration of one partition's log. `Default` gives Kafka 4's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

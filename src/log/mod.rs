@@ -28,7 +28,7 @@ pub use batch::{
     assign_offsets, validate_follower_records, validate_producer_records, AssignResult,
     BatchHeader, Compression, TimestampType, ValidatedBatch, ValidatedRecords, BATCH_HEADER_LEN,
 };
-pub use config::LogConfig;
+pub use config::{LogConfig, MIN_SEGMENT_BYTES};
 pub use error::LogError;
 pub use log_impl::{
     AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,

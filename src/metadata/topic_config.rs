@@ -7,7 +7,27 @@
 use std::collections::BTreeMap;
 
 use crate::config::BrokerConfig;
-use crate::log::{LogConfig, TimestampType};
+use crate::log::{LogConfig, TimestampType, MIN_SEGMENT_BYTES};
+
+/// Kafka's `ConfigSource` codes.
+pub mod config_source {
+    /// Set on the topic.
+    pub const DYNAMIC_TOPIC: i8 = 1;
+    /// From the broker's static configuration.
+    pub const STATIC_BROKER: i8 = 4;
+    /// Built-in default.
+    pub const DEFAULT: i8 = 5;
+}
+
+/// Where a topic config's value comes from when the topic does not set it: the broker's own config if that
+/// differs from Kafka's default, else the default.
+pub fn default_source(def: &TopicConfigDef, broker: &BrokerConfig) -> i8 {
+    if (def.default)(broker) != (def.default)(&BrokerConfig::default()) {
+        config_source::STATIC_BROKER
+    } else {
+        config_source::DEFAULT
+    }
+}
 
 /// Kafka's `ConfigType` codes used by DescribeConfigs v3+.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +90,6 @@ fn at_least_one(v: &str) -> Result<(), String> {
         _ => Err("must be >= 1".into()),
     }
 }
-/// Kafka 4's floor for `segment.bytes` (KIP-1030).
-pub const MIN_SEGMENT_BYTES: i64 = 1024 * 1024;
 
 fn segment_bytes(v: &str) -> Result<(), String> {
     match v.parse::<i64>() {
