@@ -290,11 +290,16 @@ pub async fn describe_log_dirs(
         dir.usable_bytes = usable;
     }
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    let wanted = |topic: &str, index: i32| match &req.topics {
-        None => true,
-        Some(list) => list
-            .iter()
-            .any(|t| t.topic.0.as_str() == topic && t.partitions.contains(&index)),
+    // A set, so the work is one lookup per hosted partition however long (or repetitive) the request is.
+    let asked: Option<std::collections::HashSet<(&str, i32)>> = req.topics.as_ref().map(|list| {
+        list.iter()
+            .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.as_str(), p)))
+            .collect()
+    });
+    let wanted = |topic: &str, index: i32| {
+        asked
+            .as_ref()
+            .is_none_or(|set| set.contains(&(topic, index)))
     };
     for p in broker.replicas.all() {
         if !wanted(&p.topic, p.index) {
