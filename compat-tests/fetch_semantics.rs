@@ -337,20 +337,21 @@ fn list_offsets_special_timestamps_and_bad_assignments() {
         produce(&mut raw, "lo", 0, ts_batch(now, 2, false));
         produce(&mut raw, "lo", 0, ts_batch(now + 10, 3, true));
         produce(&mut raw, "lo", 0, ts_batch(now + 20, 2, false));
-        let mut req = ListOffsetsRequest::default();
-        let mut t = list_offsets_request::ListOffsetsTopic::default();
-        t.name = TopicName(StrBytes::from_string("lo".to_string()));
-        for ts in [-1i64, -2, -3, -4, now + 10] {
-            let mut p = list_offsets_request::ListOffsetsPartition::default();
-            p.timestamp = ts;
-            t.partitions.push(p);
-        }
-        req.topics.push(t);
-        let r: ListOffsetsResponse = raw.call(ApiKey::ListOffsets, 8, &req);
-        let got: Vec<(i16, i64, i64)> = r.topics[0]
-            .partitions
-            .iter()
-            .map(|p| (p.error_code, p.offset, p.timestamp))
+        // One request per timestamp: a partition named twice in one request is INVALID_REQUEST, as in Kafka.
+        let got: Vec<(i16, i64, i64)> = [-1i64, -2, -3, -4, now + 10]
+            .into_iter()
+            .map(|ts| {
+                let mut req = ListOffsetsRequest::default();
+                let mut t = list_offsets_request::ListOffsetsTopic::default();
+                t.name = TopicName(StrBytes::from_string("lo".to_string()));
+                let mut p = list_offsets_request::ListOffsetsPartition::default();
+                p.timestamp = ts;
+                t.partitions.push(p);
+                req.topics.push(t);
+                let r: ListOffsetsResponse = raw.call(ApiKey::ListOffsets, 8, &req);
+                let p = &r.topics[0].partitions[0];
+                (p.error_code, p.offset, p.timestamp)
+            })
             .collect();
         assert_eq!(got[0], (0, 7, -1), "latest");
         assert_eq!(got[1], (0, 0, -1), "earliest");

@@ -13,6 +13,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestH
 
 use super::log_error_code;
 use crate::broker::Broker;
+use crate::log::{Log, LogError};
+use crate::partition::Partition;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -69,16 +71,22 @@ pub async fn handle(
                         };
                     } else {
                         let hw = part.high_watermark();
-                        let result = part.with_log(|log| match p.timestamp {
+                        let result = match p.timestamp {
                             LATEST => Ok(Some((hw, -1, epoch))),
-                            EARLIEST | EARLIEST_LOCAL => {
-                                Ok(Some((log.log_start_offset(), -1, epoch)))
-                            }
+                            EARLIEST | EARLIEST_LOCAL => Ok(Some((
+                                part.with_log(|log| log.log_start_offset()),
+                                -1,
+                                epoch,
+                            ))),
                             EARLIEST_PENDING_UPLOAD => Ok(None),
-                            MAX_TIMESTAMP => log.max_timestamp_offset(),
-                            ts if ts >= 0 => log.offset_for_timestamp(ts),
+                            // Searches read (and may decompress) batches from disk: blocking work, kept off
+                            // the async workers.
+                            MAX_TIMESTAMP => search(part, |log| log.max_timestamp_offset()).await,
+                            ts if ts >= 0 => {
+                                search(part, move |log| log.offset_for_timestamp(ts)).await
+                            }
                             _ => Ok(None),
-                        });
+                        };
                         match result {
                             Ok(Some((offset, ts, leader_epoch))) if offset <= hw => {
                                 pr.offset = offset;
@@ -113,4 +121,16 @@ fn duplicate_partitions(req: &ListOffsetsRequest) -> HashSet<(&str, i32)> {
         }
     }
     dups
+}
+
+type Found = Option<(i64, i64, i32)>;
+
+/// Runs a record search on the blocking pool.
+async fn search(
+    part: Arc<Partition>,
+    f: impl FnOnce(&Log) -> Result<Found, LogError> + Send + 'static,
+) -> Result<Found, LogError> {
+    tokio::task::spawn_blocking(move || part.with_log(f))
+        .await
+        .unwrap_or_else(|e| Err(LogError::Io(std::io::Error::other(e))))
 }
