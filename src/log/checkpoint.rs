@@ -1,7 +1,7 @@
 //! Small text checkpoint files in a partition directory (`recovery-point`,
 //! `log-start-offset`) and the clean-shutdown marker.
 //!
-//! Owned by `log_impl.rs`, which decides what to persist and when; this file
+//! Owned by `log.rs` and `loader.rs`, which decides what to persist and when; this file
 //! only makes the writes crash-safe (write temp file, fsync, rename, fsync
 //! directory) and the reads tolerant of garbage.
 

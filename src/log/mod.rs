@@ -2,8 +2,9 @@
 //!
 //! Ownership: [`batch`] parses/validates/rewrites v2 record batch headers,
 //! [`index`] owns the sparse offset and time indexes, [`segment`] owns one
-//! segment's files, and [`Log`] (in `log_impl`) owns a partition directory and
-//! all policy (offset assignment, rolling, recovery, retention, flushing).
+//! segment's files, and [`Log`] (in `log`, with opening and recovery in `loader` and retention in
+//! `retention`) owns a partition directory and all policy (offset assignment,
+//! rolling, recovery, retention, flushing).
 //! The broker owns locking, the high watermark, replication and mapping
 //! [`LogError`] to protocol error codes.
 //!
@@ -18,8 +19,11 @@ mod checkpoint;
 mod config;
 mod error;
 pub mod index;
-mod log_impl;
+mod loader;
+#[allow(clippy::module_inception)] // `log::log` holds the `Log` type, like Kafka's UnifiedLog file
+mod log;
 mod record;
+mod retention;
 pub mod segment;
 #[cfg(test)]
 mod testutil;
@@ -30,7 +34,5 @@ pub use batch::{
 };
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log_impl::{
-    AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
-};
+pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
 pub use segment::FileSlice;

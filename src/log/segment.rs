@@ -7,7 +7,7 @@
 //! segment), index maintenance, per-segment recovery (scan, CRC check,
 //! truncate a torn tail, rebuild indexes), and per-segment searches by offset
 //! and timestamp. Does not own: offset assignment, validation of producer
-//! data, rolling decisions or retention (all in `log_impl.rs`).
+//! data, rolling decisions or retention (all in `log.rs`, `retention.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
