@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::checkpoint::{self, TMP_SUFFIX};
 use super::config::LogConfig;
 use super::error::LogError;
+use super::flush::LogHealth;
 use super::log::{
     segment_config, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
 };
@@ -121,6 +122,8 @@ impl Log {
         let log_start_offset = persisted_lso.unwrap_or(first_base).max(first_base).min(leo);
         let recovery_point = if clean { leo } else { persisted_rp.min(leo) };
         checkpoint::remove_marker(dir, CLEAN_SHUTDOWN_FILE)?;
+        // Segment files created or deleted above must survive a power loss like the data in them.
+        checkpoint::sync_dir(dir)?;
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -131,6 +134,10 @@ impl Log {
             durable: Arc::new(AtomicI64::new(recovery_point)),
             last_flush_ms: now_ms,
             last_seen_ms: now_ms,
+            health: Arc::new(LogHealth::default()),
+            generation: 0,
+            dir_changes: 0,
+            dir_synced: 0,
         })
     }
 }

@@ -27,6 +27,8 @@ use super::batch::{
 use super::checkpoint;
 use super::config::LogConfig;
 use super::error::LogError;
+use super::flush::LogHealth;
+use super::segment::SegmentMark;
 use super::segment::{FileSlice, LogSegment, SegmentConfig};
 
 /// Marker written by [`Log::close`]; its presence at open means the files are
@@ -82,6 +84,13 @@ pub struct Log {
     /// Latest `now_ms` passed in by the caller; the clock for operations
     /// whose signature has no time (segment creation time on truncation).
     pub(super) last_seen_ms: i64,
+    /// Offline once an I/O failure left the log unable to vouch for its files (see `flush.rs`).
+    pub(super) health: Arc<LogHealth>,
+    /// Bumped by every truncation, so a flush that raced with one does not move the recovery point.
+    pub(super) generation: u64,
+    /// Segment files created or removed so far, and how many of those changes a directory fsync covers.
+    pub(super) dir_changes: u64,
+    pub(super) dir_synced: u64,
 }
 
 pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
@@ -102,6 +111,7 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
         let validated = validate_producer_records(records, self.config.max_message_bytes)?;
         self.check_set_size(records.len())?;
         if self.config.message_timestamp_type == TimestampType::CreateTime {
@@ -129,14 +139,16 @@ impl Log {
             leader_epoch,
             log_append_time,
         );
-        self.active.append(
+        let mark = self.active.mark();
+        if let Err(e) = self.active.append(
             assigned.first_offset,
             assigned.last_offset,
             assigned.max_timestamp,
             assigned.offset_of_max_timestamp,
             records,
-        )?;
-        self.maybe_flush_after_append(now_ms)?;
+        ) {
+            return Err(self.undo_append(&mark, e));
+        }
         Ok(AppendInfo {
             first_offset: assigned.first_offset,
             last_offset: assigned.last_offset,
@@ -160,6 +172,7 @@ impl Log {
         records: &[u8],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
         let validated = validate_follower_records(records)?;
         let (Some(first), Some(last)) = (validated.batches.first(), validated.batches.last())
         else {
@@ -203,7 +216,6 @@ impl Log {
             self.append_follower_chunk(records, chunk, now_ms)?;
             rest = tail;
         }
-        self.maybe_flush_after_append(now_ms)?;
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -245,8 +257,27 @@ impl Log {
         let end = last.position + last.header.total_size();
         let bytes = records.get(first.position..end).unwrap_or_default();
         self.maybe_roll(bytes.len(), max_ts, first_offset, last_offset, now_ms)?;
+        let mark = self.active.mark();
         self.active
             .append(first_offset, last_offset, max_ts, offset_of_max, bytes)
+            .map_err(|e| self.undo_append(&mark, e))
+    }
+
+    /// After a failed append to the active segment: cuts its files and state back to `mark`, so no byte of the
+    /// failed batch stays where a later append would make it readable (a retrying producer would otherwise
+    /// write it twice). Returns the error to answer; if the rollback fails too, the log goes offline.
+    fn undo_append(&mut self, mark: &SegmentMark, cause: LogError) -> LogError {
+        match self.active.rollback(mark) {
+            Ok(()) => {
+                if matches!(cause, LogError::Io(_)) {
+                    warn!(dir = %self.dir.display(), error = %cause, "append failed; segment rolled back");
+                }
+                cause
+            }
+            Err(e) => self.go_offline(format!(
+                "append failed ({cause}) and rolling the segment back failed too ({e})"
+            )),
+        }
     }
 
     /// A record set larger than a segment could never be appended (Kafka's
@@ -325,6 +356,7 @@ impl Log {
             }
             // An empty segment is useless once a later one exists.
             let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
+            self.dir_changes += 1;
             std::mem::replace(&mut self.active, fresh).delete()?;
             return Ok(());
         }
@@ -332,24 +364,38 @@ impl Log {
         // thread (like Kafka's asynchronous flush after roll) rather than here, where a 1 GiB fsync would
         // stall producers and fetchers. Once it is durable, the next flush check moves the recovery point to
         // `new_base`, which keeps crash recovery to the active segment.
+        // A failed fsync there takes the log offline, like any failed fsync. The directory is synced too so the
+        // new segment file survives a power loss.
         self.active.on_become_inactive()?;
         let mut unsynced: Vec<Arc<std::fs::File>> = self
             .older
             .values()
             .filter(|s| s.next_offset() > self.recovery_point)
-            .map(|s| s.file())
+            .flat_map(|s| s.files())
             .collect();
-        unsynced.push(self.active.file());
+        unsynced.extend(self.active.files());
         let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
+        self.dir_changes += 1;
         let old = std::mem::replace(&mut self.active, fresh);
         info!(dir = %self.dir.display(), old_base = old.base_offset(), new_base, "rolled segment");
         self.older.insert(old.base_offset(), old);
         let durable = self.durable.clone();
+        let health = self.health.clone();
+        let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
             .name("vltava-roll-fsync".into())
             .spawn(move || {
-                if unsynced.iter().all(|f| f.sync_data().is_ok()) {
-                    durable.fetch_max(new_base, Ordering::AcqRel);
+                let synced = unsynced
+                    .iter()
+                    .try_for_each(|f| f.sync_data())
+                    .and_then(|()| std::fs::File::open(&dir)?.sync_all());
+                match synced {
+                    Ok(()) => {
+                        durable.fetch_max(new_base, Ordering::AcqRel);
+                    }
+                    Err(e) => {
+                        health.set_offline(&dir, &format!("fsync after segment roll failed: {e}"))
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -358,26 +404,11 @@ impl Log {
         Ok(())
     }
 
-    pub(super) fn set_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
-        if offset != self.recovery_point {
-            self.recovery_point = offset;
-            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)?;
-        }
-        Ok(())
-    }
-
+    /// Persists a new log start offset; memory follows the file only once it is written.
     pub(super) fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
         if offset != self.log_start_offset {
-            self.log_start_offset = offset;
             checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
-        }
-        Ok(())
-    }
-
-    fn maybe_flush_after_append(&mut self, now_ms: i64) -> Result<(), LogError> {
-        if self.log_end_offset().saturating_sub(self.recovery_point) >= self.config.flush_messages {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
+            self.log_start_offset = offset;
         }
         Ok(())
     }
@@ -440,6 +471,7 @@ impl Log {
         max_offset_exclusive: i64,
         min_one_batch: bool,
     ) -> Result<Vec<FileSlice>, LogError> {
+        self.check_online()?;
         let leo = self.log_end_offset();
         if start_offset < self.log_start_offset || start_offset > leo {
             return Err(self.out_of_range(start_offset));
@@ -487,6 +519,7 @@ impl Log {
         &self,
         timestamp: i64,
     ) -> Result<Option<(i64, i64, i32)>, LogError> {
+        self.check_online()?;
         for seg in self.segments() {
             if seg.max_timestamp() < timestamp || seg.next_offset() <= self.log_start_offset {
                 continue;
@@ -503,6 +536,7 @@ impl Log {
     /// no record has a timestamp. Like Kafka, this is not limited to offsets
     /// above the log start offset.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64, i32)>, LogError> {
+        self.check_online()?;
         let mut best: Option<&LogSegment> = None;
         for seg in self.segments() {
             if seg.max_timestamp() != NO_TIMESTAMP
@@ -517,50 +551,21 @@ impl Log {
         }
     }
 
-    /// fsyncs every segment that may hold unflushed data and advances (and
-    /// persists) the recovery point to the log end offset.
-    pub fn flush(&mut self) -> Result<(), LogError> {
-        for seg in self.older.values() {
-            if seg.next_offset() > self.recovery_point {
-                seg.flush()?;
-            }
-        }
-        self.active.flush()?;
-        self.set_recovery_point(self.log_end_offset())
-    }
-
-    /// Flushes if there is unflushed data and the last flush is at least
-    /// `flush.ms` old. Returns whether it flushed.
-    pub fn maybe_flush_by_time(&mut self, now_ms: i64) -> Result<bool, LogError> {
-        self.last_seen_ms = self.last_seen_ms.max(now_ms);
-        // Segments fsynced in the background after a roll move the recovery point without a flush.
-        let durable = self.durable.load(Ordering::Acquire);
-        if durable > self.recovery_point && durable <= self.log_end_offset() {
-            self.set_recovery_point(durable)?;
-        }
-        if self.log_end_offset() > self.recovery_point
-            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
-        {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
     /// Removes all offsets `>= offset` (follower truncation). A batch is never
     /// split: if `offset` is mid-batch the whole batch goes and the log end
     /// offset becomes that batch's base. Below the first segment the log is
     /// emptied and restarted at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        self.check_online()?;
         if offset < 0 {
             return Err(self.out_of_range(offset));
         }
         if offset >= self.log_end_offset() {
             return Ok(());
         }
-        // A background roll fsync must not later claim offsets that are about to disappear.
+        // A background roll fsync or a flush in flight must not later claim offsets that are about to disappear.
         self.durable.fetch_min(offset, Ordering::AcqRel);
+        self.generation += 1;
         let first_base = self
             .older
             .first_key_value()
@@ -595,9 +600,13 @@ impl Log {
     /// Deletes every segment and restarts the log empty at `offset`, which
     /// becomes the log start offset.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        self.check_online()?;
         if offset < 0 {
             return Err(self.out_of_range(offset));
         }
+        self.durable.fetch_min(offset, Ordering::AcqRel);
+        self.generation += 1;
+        self.dir_changes += 1;
         while let Some((_, seg)) = self.older.pop_first() {
             seg.delete()?;
         }
@@ -629,7 +638,10 @@ impl Log {
 
     /// Flushes everything and writes the clean-shutdown marker so the next
     /// open skips recovery.
+    /// An offline log is not marked clean: its files may disagree with what it acknowledged, so the next open
+    /// must recover them.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.check_online()?;
         self.active.on_become_inactive()?;
         self.flush()?;
         checkpoint::write_marker(&self.dir, CLEAN_SHUTDOWN_FILE)
@@ -639,8 +651,11 @@ impl Log {
     pub fn delete(self) -> Result<(), LogError> {
         let dir = self.dir.clone();
         drop(self);
-        fs::remove_dir_all(dir)?;
-        Ok(())
+        fs::remove_dir_all(&dir)?;
+        match dir.parent() {
+            Some(parent) => checkpoint::sync_dir(parent),
+            None => Ok(()),
+        }
     }
 
     /// First offset that may be read.
@@ -1050,8 +1065,12 @@ mod tests {
         };
         let mut log = Log::open(dir.path(), config, NOW).unwrap();
         produce(&mut log, Codec::None, &[1, 2]);
-        assert_eq!(log.recovery_point(), 0);
+        assert!(!log.flush_due_by_messages());
         produce(&mut log, Codec::None, &[1, 2]);
+        // The partition runs the flush after releasing its lock.
+        assert!(log.flush_due_by_messages());
+        assert_eq!(log.recovery_point(), 0);
+        log.flush().unwrap();
         assert_eq!(log.recovery_point(), 4);
         let rp_file = dir.path().join(RECOVERY_POINT_FILE);
         assert_eq!(fs::read_to_string(&rp_file).unwrap().trim(), "4");
@@ -1144,5 +1163,87 @@ mod tests {
             log.offset_for_timestamp(NOW + 1),
             Err(LogError::CorruptMessage(m)) if m.contains("too large")
         ));
+    }
+
+    /// An append whose write or index update fails leaves neither memory nor the files holding any of it: the
+    /// next append takes the same offsets, and after a crash the failed batch does not come back either.
+    #[test]
+    fn failed_append_is_rolled_back() {
+        use crate::log::fault::{plan, Point};
+        let every_append_indexed = LogConfig {
+            index_interval_bytes: 0,
+            ..cfg()
+        };
+        for (point, skip) in [
+            (Point::SegmentWrite, 0),
+            (Point::IndexWrite, 0),
+            (Point::IndexWrite, 1),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), every_append_indexed.clone(), NOW).unwrap();
+            produce(&mut log, Codec::None, &[1, 2]);
+            produce(&mut log, Codec::Gzip, &[3]);
+            let size = log.size_bytes();
+            plan::fail(point, skip, libc::ENOSPC, 1);
+            let mut failed = testutil::batch(Codec::None, &[4, 5], 50);
+            let err = log.append_as_leader(&mut failed, 5, NOW).unwrap_err();
+            plan::clear();
+            assert!(matches!(err, LogError::Io(_)), "{point:?}: {err}");
+            assert_eq!(log.log_end_offset(), 3, "{point:?}");
+            assert_eq!(log.size_bytes(), size, "{point:?}");
+            assert_eq!(
+                fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
+                size,
+                "{point:?}"
+            );
+            // The next append reuses the offsets; the failed batch is never readable.
+            assert_eq!(produce(&mut log, Codec::Lz4, &[6]).first_offset, 3);
+            let timestamps: Vec<i64> = testutil::decode(&read_all(&log))
+                .iter()
+                .map(|r| r.timestamp)
+                .collect();
+            assert_eq!(timestamps, vec![1, 2, 3, 6], "{point:?}");
+            drop(log); // crash
+            let log = Log::open(dir.path(), every_append_indexed.clone(), NOW).unwrap();
+            assert_eq!(log.log_end_offset(), 4);
+            for offset in 0..4 {
+                let got = log.read(offset, 1, i64::MAX, true).unwrap();
+                let h = BatchHeader::parse(&got).unwrap();
+                assert!(h.base_offset <= offset && offset <= h.last_offset());
+            }
+        }
+    }
+
+    /// If even the rollback fails, the log goes offline instead of serving state its files disagree with.
+    #[test]
+    fn failed_rollback_takes_the_log_offline() {
+        use crate::log::fault::{plan, Point};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        produce(&mut log, Codec::None, &[1, 2]);
+        plan::fail(Point::SegmentWrite, 0, libc::EIO, 1);
+        plan::fail(Point::Truncate, 0, libc::EIO, 1);
+        let mut failed = testutil::batch(Codec::None, &[4, 5], 50);
+        let err = log.append_as_leader(&mut failed, 5, NOW).unwrap_err();
+        plan::clear();
+        assert!(matches!(err, LogError::Offline(_)), "{err}");
+        assert!(log.health().is_offline());
+        let mut next = testutil::batch(Codec::None, &[6], 50);
+        assert!(matches!(
+            log.append_as_leader(&mut next, 5, NOW),
+            Err(LogError::Offline(_))
+        ));
+        assert!(matches!(
+            log.read_slices(0, 100, i64::MAX, true),
+            Err(LogError::Offline(_))
+        ));
+        assert!(matches!(
+            log.apply_retention(NOW),
+            Err(LogError::Offline(_))
+        ));
+        // Recovery at the next open drops the torn half batch.
+        drop(log);
+        let log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        assert_eq!(log.log_end_offset(), 2);
     }
 }

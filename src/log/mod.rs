@@ -18,6 +18,8 @@ pub mod batch;
 mod checkpoint;
 mod config;
 mod error;
+mod fault;
+mod flush;
 pub mod index;
 mod loader;
 #[allow(clippy::module_inception)] // `log::log` holds the `Log` type, like Kafka's UnifiedLog file
@@ -32,7 +34,9 @@ pub use batch::{
     assign_offsets, validate_follower_records, validate_producer_records, AssignResult,
     BatchHeader, Compression, TimestampType, ValidatedBatch, ValidatedRecords, BATCH_HEADER_LEN,
 };
+pub use checkpoint::write_file_durably;
 pub use config::LogConfig;
 pub use error::LogError;
+pub use flush::{FlushJob, LogHealth};
 pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
 pub use segment::FileSlice;

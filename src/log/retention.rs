@@ -17,6 +17,7 @@ impl Log {
     /// ensures it is not above the high watermark), persists it and deletes
     /// segments entirely below it. Returns the new log start offset.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.check_online()?;
         if offset < 0 || offset > self.log_end_offset() {
             return Err(self.out_of_range(offset));
         }
@@ -42,6 +43,7 @@ impl Log {
         now_ms: i64,
         high_watermark: i64,
     ) -> Result<usize, LogError> {
+        self.check_online()?;
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
         let mut deleted = self.delete_retention_ms_breached(now_ms, high_watermark)?;
         deleted += self.delete_retention_bytes_breached(high_watermark)?;
@@ -124,6 +126,7 @@ impl Log {
         for _ in 0..count {
             if let Some((base, seg)) = self.older.pop_first() {
                 info!(dir = %self.dir.display(), base, "deleting segment");
+                self.dir_changes += 1;
                 seg.delete()?;
             }
         }
