@@ -5,8 +5,8 @@
 //! Owns: the three files of one segment, appends at the end of the log file
 //! (positional writes), positional reads (`&self`, so readers share the
 //! segment), index maintenance, per-segment recovery (scan, CRC check,
-//! truncate a torn tail, rebuild indexes), and per-segment searches by offset
-//! and timestamp. Does not own: offset assignment, validation of producer
+//! truncate a torn tail, rebuild indexes), rollback of a failed append to a
+//! [`SegmentMark`], and per-segment searches by offset and timestamp. Does not own: offset assignment, validation of producer
 //! data, rolling decisions or retention (all in `log.rs`, `retention.rs`).
 
 use std::fs::{File, OpenOptions};
