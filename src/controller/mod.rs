@@ -647,6 +647,27 @@ mod tests {
         assert!(c.image().topics.is_empty());
     }
 
+    /// The listener (which opens logs) runs after the controller's mutex is released, and the command returns
+    /// only once it has finished.
+    #[tokio::test]
+    async fn listener_runs_outside_the_mutex_and_is_awaited() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(controller(dir.path()).await);
+        let weak = Arc::downgrade(&c);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        c.set_listener(move |image| {
+            let (weak, log) = (weak.clone(), log.clone());
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                let free = weak.upgrade().is_some_and(|c| c.inner.try_lock().is_ok());
+                log.lock().unwrap().push((image.topics.len(), free));
+            })
+        });
+        c.create_topic(topic("a", 2), false).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![(1, true)]);
+    }
+
     #[tokio::test]
     async fn assignments_checked() {
         let dir = tempfile::tempdir().unwrap();

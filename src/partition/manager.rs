@@ -450,6 +450,76 @@ fn aside_name(topic: &str, partition: &str, id: Uuid, suffix: &str) -> String {
 mod tests {
     use super::*;
 
+    fn image_with(name: &str, id: Uuid, partitions: i32) -> Arc<MetadataImage> {
+        use crate::metadata::PartitionInfo;
+        let mut image = MetadataImage {
+            offset: 1,
+            ..Default::default()
+        };
+        let parts = (0..partitions)
+            .map(|index| PartitionInfo {
+                index,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: vec![1],
+                isr: vec![1],
+            })
+            .collect();
+        image.topics.insert(
+            name.to_string(),
+            TopicInfo {
+                name: name.to_string(),
+                id,
+                partitions: parts,
+                configs: Default::default(),
+            },
+        );
+        image.topic_ids.insert(id, name.to_string());
+        Arc::new(image)
+    }
+
+    /// A log that cannot be opened leaves its partition offline with the reason (not silently missing), the
+    /// others open, and a retry once the cause is gone brings it online.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unopenable_log_is_offline_until_a_retry_opens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(BrokerConfig::default());
+        let rm = Arc::new(ReplicaManager::new(config, dir.path().to_path_buf()));
+        // A plain file where partition 1's directory should be.
+        let blocker = dir.path().join("t-1");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let id = Uuid::new_v4();
+        let image = image_with("t", id, 3);
+        let topic = image.topic("t").unwrap().clone();
+        rm.apply(image.clone()).await;
+        assert!(rm.get("t", 0).is_some() && rm.get("t", 2).is_some());
+        assert!(rm.get("t", 1).is_none());
+        assert!(rm.offline_reason(&topic, 1).is_some());
+        assert_eq!(rm.offline_reason(&topic, 0), None);
+        assert_eq!(rm.failed_opens(id).len(), 1);
+        std::fs::remove_file(&blocker).unwrap();
+        rm.retry_failed().await;
+        assert!(rm.get("t", 1).is_some());
+        assert_eq!(rm.offline_reason(&topic, 1), None);
+        assert!(rm.failed_opens(id).is_empty());
+        // Deleting the topic removes the directories and forgets the topic.
+        rm.apply(Arc::new(MetadataImage {
+            offset: 2,
+            ..Default::default()
+        }))
+        .await;
+        assert!(rm.all().is_empty());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(dir.path()).unwrap().next().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deleted partition directories remain"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn aside_names_fit_a_file_name() {
         let id = Uuid::new_v4();
