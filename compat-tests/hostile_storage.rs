@@ -211,6 +211,7 @@ fn descriptor_exhaustion_reports_partitions_offline() {
             .expect("some partitions open");
         assert_eq!(online.error_code, 0);
         assert!(online.offline_replicas.is_empty());
+        assert_eq!(log_dir_error(&mut raw), KAFKA_STORAGE_ERROR);
         // Raise the limit of the running broker; the retry opens the rest.
         let pid = b.pid().unwrap() as libc::pid_t;
         let mut r = libc::rlimit {
@@ -244,7 +245,15 @@ fn descriptor_exhaustion_reports_partitions_offline() {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+        assert_eq!(log_dir_error(&mut raw), 0);
     });
+}
+
+fn log_dir_error(raw: &mut Raw) -> i16 {
+    let mut req = DescribeLogDirsRequest::default();
+    req.topics = None;
+    let r: DescribeLogDirsResponse = raw.call(ApiKey::DescribeLogDirs, 1, &req);
+    r.results[0].error_code
 }
 
 fn entries_with_prefix(dir: &Path, prefix: &str) -> Vec<String> {

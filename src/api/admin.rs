@@ -291,6 +291,9 @@ pub async fn describe_log_dirs(
         dir.total_bytes = total;
         dir.usable_bytes = usable;
     }
+    if broker.replicas.has_failed_opens() {
+        dir.error_code = ResponseError::KafkaStorageError.code();
+    }
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     let wanted = |topic: &str, index: i32| match &req.topics {
         None => true,

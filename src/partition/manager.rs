@@ -97,6 +97,15 @@ impl ReplicaManager {
         failed.get(&(topic.id, index)).cloned()
     }
 
+    /// True if some partition this broker should host could not be opened.
+    pub fn has_failed_opens(&self) -> bool {
+        !self
+            .failed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// Partitions of the topic whose log could not be opened, with the reasons, by index.
     pub fn failed_opens(&self, topic_id: Uuid) -> Vec<(i32, String)> {
         let failed = self.failed.read().unwrap_or_else(|p| p.into_inner());
@@ -131,11 +140,7 @@ impl ReplicaManager {
 
     /// Tries again to open the logs that could not be opened (say, the broker was out of file descriptors).
     pub async fn retry_failed(self: &Arc<Self>) {
-        let any = !self
-            .failed
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
+        let any = self.has_failed_opens();
         let image = self.applying.lock().await.clone();
         if let (true, Some(image)) = (any, image) {
             self.apply(image).await;
@@ -503,6 +508,15 @@ mod tests {
         assert!(rm.get("t", 1).is_some());
         assert_eq!(rm.offline_reason(&topic, 1), None);
         assert!(rm.failed_opens(id).is_empty());
+        // A log that fails later is reported the same way.
+        let p0 = rm.get("t", 0).unwrap();
+        p0.with_log(|l| l.health())
+            .set_offline(dir.path(), "injected failure");
+        assert_eq!(
+            rm.offline_reason(&topic, 0).as_deref(),
+            Some("injected failure")
+        );
+        drop(p0);
         // Deleting the topic removes the directories and forgets the topic.
         rm.apply(Arc::new(MetadataImage {
             offset: 2,
