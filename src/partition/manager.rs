@@ -39,7 +39,7 @@ pub struct ReplicaManager {
     topics: RwLock<HashMap<String, HashMap<i32, Arc<Partition>>>>,
     /// Partitions this broker should host whose log could not be opened, by (topic id, partition), with the
     /// reason. Written only by the apply in progress.
-    failed: RwLock<HashMap<(Uuid, i32), String>>,
+    failed: RwLock<HashMap<(Uuid, i32), FailedOpen>>,
     /// Serialises applies and remembers the last image applied (a newer one makes older ones moot).
     applying: tokio::sync::Mutex<Option<Arc<MetadataImage>>>,
 }
@@ -50,6 +50,12 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A partition whose log could not be opened.
+struct FailedOpen {
+    topic: String,
+    reason: String,
 }
 
 /// A partition to open: topic, index, settings.
@@ -94,7 +100,7 @@ impl ReplicaManager {
             }
         }
         let failed = self.failed.read().unwrap_or_else(|p| p.into_inner());
-        failed.get(&(topic.id, index)).cloned()
+        failed.get(&(topic.id, index)).map(|f| f.reason.clone())
     }
 
     /// True if some partition this broker should host could not be opened.
@@ -112,7 +118,7 @@ impl ReplicaManager {
         let mut out: Vec<(i32, String)> = failed
             .iter()
             .filter(|((id, _), _)| *id == topic_id)
-            .map(|((_, index), why)| (*index, why.clone()))
+            .map(|((_, index), f)| (*index, f.reason.clone()))
             .collect();
         out.sort();
         out
@@ -170,10 +176,29 @@ impl ReplicaManager {
         for (name, index, p) in removed {
             self.remove_partition(&name, index, &p);
         }
-        self.failed
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(id, _), _| image.topic_by_id(id).is_some());
+        // A deleted topic's partitions that never opened may still have left a directory behind.
+        let forgotten: Vec<((Uuid, i32), FailedOpen)> = {
+            let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<(Uuid, i32)> = failed
+                .keys()
+                .filter(|(id, _)| image.topic_by_id(id).is_none())
+                .copied()
+                .collect();
+            gone.into_iter()
+                .filter_map(|k| failed.remove(&k).map(|f| (k, f)))
+                .collect()
+        };
+        for ((id, index), f) in forgotten {
+            let dir = self.partition_dir(&f.topic, index);
+            if read_topic_id(&dir.join("partition.metadata")) == Some(id) {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => self.sync_data_dir(),
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition")
+                    }
+                }
+            }
+        }
         // Which partitions exist and which need opening, under the read lock; the work happens after it.
         let mut updates = Vec::new();
         let mut to_open = Vec::new();
@@ -241,11 +266,17 @@ impl ReplicaManager {
                 Err(e) => {
                     let reason = format!("cannot open the partition log: {e}");
                     let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
-                    if failed.get(&key) != Some(&reason) {
+                    if failed.get(&key).map(|f| &f.reason) != Some(&reason) {
                         tracing::error!(topic = %o.topic.name, partition = o.index, error = %e,
                             "cannot open partition log; the partition is OFFLINE (retried every few seconds)");
                     }
-                    failed.insert(key, reason);
+                    failed.insert(
+                        key,
+                        FailedOpen {
+                            topic: o.topic.name.clone(),
+                            reason,
+                        },
+                    );
                 }
             }
         }
@@ -503,6 +534,27 @@ mod tests {
         assert!(rm.offline_reason(&topic, 1).is_some());
         assert_eq!(rm.offline_reason(&topic, 0), None);
         assert_eq!(rm.failed_opens(id).len(), 1);
+        // A log whose directory and partition.metadata were made but which failed to open (here: its first
+        // segment's name is taken by a directory) is removed with its topic.
+        let half = dir.path().join("u-0");
+        std::fs::create_dir_all(half.join("00000000000000000000.log")).unwrap();
+        let uid = Uuid::new_v4();
+        let with_u = image_with("u", uid, 1);
+        let mut both = (*image).clone();
+        both.offset = 2;
+        both.topics
+            .insert("u".into(), with_u.topic("u").unwrap().clone());
+        both.topic_ids.insert(uid, "u".into());
+        rm.apply(Arc::new(both)).await;
+        assert_eq!(rm.failed_opens(uid).len(), 1);
+        assert!(half.join("partition.metadata").exists());
+        let mut without_u = (*image).clone();
+        without_u.offset = 3;
+        rm.apply(Arc::new(without_u)).await;
+        assert!(
+            !half.exists(),
+            "a deleted topic's half-opened partition directory remains"
+        );
         std::fs::remove_file(&blocker).unwrap();
         rm.retry_failed().await;
         assert!(rm.get("t", 1).is_some());
@@ -519,7 +571,7 @@ mod tests {
         drop(p0);
         // Deleting the topic removes the directories and forgets the topic.
         rm.apply(Arc::new(MetadataImage {
-            offset: 2,
+            offset: 4,
             ..Default::default()
         }))
         .await;
