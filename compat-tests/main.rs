@@ -9,6 +9,7 @@ mod cli_config;
 mod durability;
 mod fetch_semantics;
 mod hostile_requests;
+mod hostile_storage;
 mod metadata;
 mod other_clients;
 mod produce_consume;

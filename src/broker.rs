@@ -59,10 +59,17 @@ impl Broker {
         let replicas = Arc::new(ReplicaManager::new(config.clone(), dir.clone()));
         {
             let replicas = replicas.clone();
-            controller.set_listener(move |image| replicas.apply(image));
+            controller.set_listener(move |image| {
+                let replicas = replicas.clone();
+                Box::pin(async move { replicas.apply(image).await })
+            });
         }
-        replicas.remove_stray_dirs(&controller.image());
-        controller.republish();
+        // Directory scans, renames and log recovery are blocking: off the async workers.
+        {
+            let (replicas, image) = (replicas.clone(), controller.image());
+            let _ = tokio::task::spawn_blocking(move || replicas.remove_stray_dirs(&image)).await;
+        }
+        controller.republish().await;
         let (host, port) = config.advertised_addr()?;
         controller
             .register_broker(BrokerInfo {
@@ -110,18 +117,27 @@ impl Broker {
         tokio::spawn(async move {
             // Check often enough for the smallest sensible flush.ms; the log decides whether it is due.
             let mut tick = tokio::time::interval(Duration::from_millis(1000));
+            let mut ticks = 0u64;
             loop {
                 tokio::select! {
                     _ = b.shutdown.cancelled() => break,
                     _ = tick.tick() => {
                         let replicas = b.replicas.clone();
                         let _ = tokio::task::spawn_blocking(move || replicas.flush_by_time()).await;
+                        // Logs that could not be opened (say, out of file descriptors) are retried now and then.
+                        ticks += 1;
+                        if ticks.is_multiple_of(OPEN_RETRY_TICKS) {
+                            b.replicas.retry_failed().await;
+                        }
                     }
                 }
             }
         });
     }
 }
+
+/// Seconds between attempts to open partition logs that failed to open.
+const OPEN_RETRY_TICKS: u64 = 5;
 
 /// Reads `meta.properties` (Kafka's format) or writes a new one with a fresh cluster id.
 fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, String> {
@@ -145,13 +161,14 @@ fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let cluster_id = new_cluster_id();
-            let tmp = dir.join("meta.properties.tmp");
-            std::fs::write(
-                &tmp,
-                format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"),
+            // fsynced (file and directory): a power loss must not lose the cluster id the metadata log
+            // and clients were given.
+            crate::log::write_file_durably(
+                dir,
+                "meta.properties",
+                format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n").as_bytes(),
             )
             .map_err(|e| e.to_string())?;
-            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
             Ok(cluster_id)
         }
         Err(e) => Err(e.to_string()),

@@ -22,6 +22,16 @@ pub struct Broker {
     child: Option<Child>,
     env: Vec<(String, String)>,
     pub ready_line: String,
+    limits: Limits,
+}
+
+/// Resource limits for the broker process (set between fork and exec).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// RLIMIT_NOFILE soft limit (open file descriptors).
+    pub nofile: Option<u64>,
+    /// RLIMIT_FSIZE (largest file the broker may write, bytes); SIGXFSZ is ignored so writes fail with EFBIG.
+    pub fsize: Option<u64>,
 }
 
 pub fn free_port() -> u16 {
@@ -53,9 +63,41 @@ impl Broker {
                 .map(|(k, v)| (format!("VLTAVA_{k}"), v.to_string()))
                 .collect(),
             ready_line: String::new(),
+            limits: Limits::default(),
         };
         b.spawn();
         b
+    }
+
+    /// Starts a broker with default settings and resource limits.
+    pub fn start_with_limits(limits: Limits) -> Broker {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut b = Broker::start_in(tmp.path().to_path_buf(), &[], limits);
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// Starts a broker on `dir` (which the caller owns, e.g. a small tmpfs) with resource limits.
+    pub fn start_in(dir: PathBuf, env: &[(&str, &str)], limits: Limits) -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            dir,
+            _tmp: None,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (format!("VLTAVA_{k}"), v.to_string()))
+                .collect(),
+            ready_line: String::new(),
+            limits,
+        };
+        b.spawn();
+        b
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn bootstrap(&self) -> String {
@@ -77,6 +119,40 @@ impl Broker {
             .stderr(Stdio::inherit());
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        let limits = self.limits;
+        if limits.nofile.is_some() || limits.fsize.is_some() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if let Some(n) = limits.nofile {
+                        // Only the soft limit: a test may raise it again on the running broker.
+                        let mut r = libc::rlimit {
+                            rlim_cur: 0,
+                            rlim_max: 0,
+                        };
+                        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        r.rlim_cur = n.min(r.rlim_max);
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if let Some(n) = limits.fsize {
+                        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                        let r = libc::rlimit {
+                            rlim_cur: n,
+                            rlim_max: n,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_FSIZE, &r) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawn vltava");
         let stdout = child.stdout.take().unwrap();
@@ -330,4 +406,50 @@ pub fn encode_timed_batch(
 
 pub fn put_i32(b: &mut BytesMut, v: i32) {
     b.put_i32(v)
+}
+
+/// A tmpfs of a given size mounted on a fresh temporary directory, unmounted on drop. Needs root (or
+/// CAP_SYS_ADMIN); `None` when mounting is not permitted.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` completely with a file `dir/filler` (returns its path).
+pub fn fill_disk(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("create filler");
+    let chunk = vec![0x5au8; 4096];
+    loop {
+        if f.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    // A partial last chunk may have left a partial page; tmpfs allocates whole pages, so it is full now.
+    path
 }

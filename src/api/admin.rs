@@ -123,6 +123,12 @@ pub async fn create_topics(
                 }
                 if !req.validate_only {
                     tracing::info!(topic = %name, partitions = n, "created topic");
+                    // The topic exists now, but partitions whose log could not be opened here are offline:
+                    // saying so beats a success followed by errors on every produce.
+                    if let Some(msg) = offline_after_create(broker, id) {
+                        r.error_code = ResponseError::KafkaStorageError.code();
+                        r.error_message = Some(s(msg));
+                    }
                 }
             }
             Err(e) => {
@@ -133,6 +139,19 @@ pub async fn create_topics(
         resp.topics.push(r);
     }
     Some(resp)
+}
+
+/// Why a just-created topic's partitions are (partly) offline here, if they are.
+fn offline_after_create(broker: &Broker, topic_id: uuid::Uuid) -> Option<String> {
+    let failed = broker.replicas.failed_opens(topic_id);
+    let (_, first) = failed.first()?;
+    let indexes: Vec<String> = failed.iter().map(|(i, _)| i.to_string()).collect();
+    Some(format!(
+        "The topic was created, but the log of partition(s) {} could not be opened on broker {} and is \
+         offline (retried in the background): {first}",
+        indexes.join(", "),
+        broker.config.node_id
+    ))
 }
 
 /// Handles DeleteTopics (by name, or by ID from v6).
@@ -220,13 +239,23 @@ pub async fn create_partitions(
                 .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())
                 .collect()
         });
-        if let Err(e) = broker
+        match broker
             .controller
             .create_partitions(&t.name.0, t.count, assignments, req.validate_only)
             .await
         {
-            r.error_code = controller_error_code(&e);
-            r.error_message = Some(s(e.to_string()));
+            Err(e) => {
+                r.error_code = controller_error_code(&e);
+                r.error_message = Some(s(e.to_string()));
+            }
+            Ok(()) if !req.validate_only => {
+                let id = broker.image().topic(&t.name.0).map(|t| t.id);
+                if let Some(msg) = id.and_then(|id| offline_after_create(broker, id)) {
+                    r.error_code = ResponseError::KafkaStorageError.code();
+                    r.error_message = Some(s(msg));
+                }
+            }
+            Ok(()) => {}
         }
         resp.results.push(r);
     }
@@ -272,7 +301,8 @@ pub async fn delete_records(
     Some(resp)
 }
 
-/// Handles DescribeLogDirs: one log dir (the data dir) with every hosted partition's size.
+/// Handles DescribeLogDirs: one log dir (the data dir) with every hosted partition's size. Partitions whose log
+/// failed are left out and the dir carries KAFKA_STORAGE_ERROR, as Kafka reports an offline log dir.
 pub async fn describe_log_dirs(
     broker: &Arc<Broker>,
     req: DescribeLogDirsRequest,
@@ -289,6 +319,9 @@ pub async fn describe_log_dirs(
         dir.total_bytes = total;
         dir.usable_bytes = usable;
     }
+    if broker.replicas.has_failed_opens() {
+        dir.error_code = ResponseError::KafkaStorageError.code();
+    }
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     // A set, so the work is one lookup per hosted partition however long (or repetitive) the request is.
     let asked: Option<std::collections::HashSet<(&str, i32)>> = req.topics.as_ref().map(|list| {
@@ -303,6 +336,11 @@ pub async fn describe_log_dirs(
     };
     for p in broker.replicas.all() {
         if !wanted(&p.topic, p.index) {
+            continue;
+        }
+        // Kafka lists no partitions of an offline log dir and flags the dir itself.
+        if p.is_offline() {
+            dir.error_code = ResponseError::KafkaStorageError.code();
             continue;
         }
         let mut dp = DescribeLogDirsPartition::default();

@@ -61,6 +61,9 @@ pub async fn handle(
                         ResponseError::UnknownTopicOrPartition.code()
                     };
                 }
+                (Some(_), Some(part)) if part.is_offline() => {
+                    pr.error_code = ResponseError::KafkaStorageError.code();
+                }
                 (Some(_), Some(part)) => {
                     let epoch = part.leader_epoch();
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {

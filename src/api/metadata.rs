@@ -1,6 +1,10 @@
 //! Metadata: brokers, cluster id, controller, and topics with partitions, leaders and topic IDs. Unknown topics
 //! are auto-created when `auto.create.topics.enable` is on and the request allows it. Repeated topics are
 //! answered once, as Kafka does.
+//!
+//! A partition led here whose log is offline (failed or could not be opened) is answered as Kafka answers for a
+//! partition whose only replica's log directory is offline: no leader (-1), LEADER_NOT_AVAILABLE, and this
+//! broker among the offline replicas, so clients stop sending it produce and fetch requests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use super::s;
 use crate::broker::Broker;
 use crate::controller::{ControllerError, NewTopic};
 use crate::metadata::{validate_topic_name, MetadataImage, TopicInfo};
+use crate::partition::manager::ReplicaManager;
 
 /// Answers Metadata.
 pub async fn handle(
@@ -81,15 +86,19 @@ pub async fn handle(
     if version >= 1 {
         resp.controller_id = BrokerId(image.controller_id);
     }
+    let here = Here {
+        node: broker.config.node_id,
+        replicas: &broker.replicas,
+    };
     resp.topics = match wanted {
         None => image
             .topics
             .values()
-            .map(|t| topic_response(t, version))
+            .map(|t| topic_response(t, version, &here))
             .collect(),
         Some(list) => list
             .into_iter()
-            .map(|(name, id)| lookup(&image, name, id, version))
+            .map(|(name, id)| lookup(&image, name, id, version, &here))
             .collect(),
     };
     Some(resp)
@@ -117,18 +126,25 @@ pub async fn auto_create(broker: &Arc<Broker>, name: &str) -> bool {
     }
 }
 
+/// This broker and its partitions, to report the ones it leads but cannot serve.
+struct Here<'a> {
+    node: i32,
+    replicas: &'a ReplicaManager,
+}
+
 fn lookup(
     image: &MetadataImage,
     name: Option<String>,
     id: Uuid,
     version: i16,
+    here: &Here<'_>,
 ) -> MetadataResponseTopic {
     let found = match &name {
         Some(n) => image.topic(n),
         None => image.topic_by_id(&id),
     };
     match found {
-        Some(t) => topic_response(t, version),
+        Some(t) => topic_response(t, version, here),
         None => {
             let mut r = MetadataResponseTopic::default();
             r.error_code = match &name {
@@ -147,7 +163,7 @@ fn lookup(
     }
 }
 
-fn topic_response(t: &TopicInfo, version: i16) -> MetadataResponseTopic {
+fn topic_response(t: &TopicInfo, version: i16, here: &Here<'_>) -> MetadataResponseTopic {
     let mut r = MetadataResponseTopic::default();
     r.name = Some(TopicName(s(t.name.clone())));
     if version >= 10 {
@@ -173,6 +189,13 @@ fn topic_response(t: &TopicInfo, version: i16) -> MetadataResponseTopic {
             mp.isr_nodes = p.isr.iter().map(|&b| BrokerId(b)).collect();
             if p.leader < 0 {
                 mp.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            if p.leader == here.node && here.replicas.offline_reason(t, p.index).is_some() {
+                mp.leader_id = BrokerId(-1);
+                mp.error_code = ResponseError::LeaderNotAvailable.code();
+                if version >= 5 {
+                    mp.offline_replicas = vec![BrokerId(here.node)];
+                }
             }
             mp
         })

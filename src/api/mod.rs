@@ -239,7 +239,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::UnsupportedMagic(_) => ResponseError::InvalidRecord,
         LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        LogError::Io(_) => ResponseError::KafkaStorageError,
+        LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,
     }
     .code()
 }

@@ -6,7 +6,9 @@
 //! state is built, so what was acknowledged is exactly what comes back after a restart.
 //!
 //! Concurrency: one `tokio::sync::Mutex` serialises commands (they are rare and small); readers use the published
-//! `Arc<MetadataImage>` and never take it. In a single-node cluster the controller runs in-process and its log is
+//! `Arc<MetadataImage>` and never take it. A command returns only after the listener (the broker's replica
+//! manager) has applied its image, but the listener runs after the mutex is released: opening and recovering
+//! logs for new partitions never happens under the controller's mutex. In a single-node cluster the controller runs in-process and its log is
 //! a local file; the multi-node cluster will put this same log behind Raft (openraft), which is why commands only
 //! ever produce records instead of mutating state directly.
 
@@ -18,7 +20,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::Mutex;
+use futures::future::BoxFuture;
+use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -97,7 +100,7 @@ pub enum ConfigOp {
     Subtract,
 }
 
-type Listener = Box<dyn Fn(&Arc<MetadataImage>) + Send + Sync>;
+type Listener = Box<dyn Fn(Arc<MetadataImage>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The in-process controller.
 pub struct Controller {
@@ -136,8 +139,12 @@ impl Controller {
         })
     }
 
-    /// Registers the one function called with every new image (the broker's replica manager).
-    pub fn set_listener(&self, f: impl Fn(&Arc<MetadataImage>) + Send + Sync + 'static) {
+    /// Registers the one function called with every new image (the broker's replica manager); commands wait for
+    /// the future it returns, without holding the controller's mutex.
+    pub fn set_listener(
+        &self,
+        f: impl Fn(Arc<MetadataImage>) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) {
         let _ = self.listener.set(Box::new(f));
     }
 
@@ -149,9 +156,10 @@ impl Controller {
         }
     }
 
+    /// Appends `records` durably, applies and publishes them, releases the mutex and then announces the image.
     async fn commit(
         &self,
-        inner: &mut Inner,
+        mut inner: MutexGuard<'_, Inner>,
         records: Vec<MetadataRecord>,
     ) -> Result<(), ControllerError> {
         if records.is_empty() {
@@ -166,26 +174,29 @@ impl Controller {
             Ok(mut g) => *g = image.clone(),
             Err(p) => *p.into_inner() = image.clone(),
         }
-        if let Some(l) = self.listener.get() {
-            l(&image);
-        }
+        drop(inner);
+        self.announce(image).await;
         Ok(())
     }
 
-    /// Re-announces the current image to the listener (used once at start-up).
-    pub fn republish(&self) {
+    async fn announce(&self, image: Arc<MetadataImage>) {
         if let Some(l) = self.listener.get() {
-            l(&self.image());
+            l(image).await;
         }
+    }
+
+    /// Re-announces the current image to the listener (used once at start-up).
+    pub async fn republish(&self) {
+        self.announce(self.image()).await;
     }
 
     /// Registers (or updates) a broker's advertised address.
     pub async fn register_broker(&self, info: BrokerInfo) -> Result<(), ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let inner = self.inner.lock().await;
         if inner.image.brokers.get(&info.id) == Some(&info) {
             return Ok(());
         }
-        self.commit(&mut inner, vec![MetadataRecord::RegisterBroker(info)])
+        self.commit(inner, vec![MetadataRecord::RegisterBroker(info)])
             .await
     }
 
@@ -195,7 +206,7 @@ impl Controller {
         t: NewTopic,
         validate_only: bool,
     ) -> Result<(Uuid, i32, i16), ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let inner = self.inner.lock().await;
         validate_topic_name(&t.name).map_err(ControllerError::InvalidTopic)?;
         if inner.image.topics.contains_key(&t.name) {
             return Err(ControllerError::TopicAlreadyExists(format!(
@@ -284,7 +295,7 @@ impl Controller {
                 partition: new_partition(i as i32, replicas),
             });
         }
-        self.commit(&mut inner, records).await?;
+        self.commit(inner, records).await?;
         Ok((id, count, rf))
     }
 
@@ -297,7 +308,7 @@ impl Controller {
         if !self.config.delete_topic_enable {
             return Err(ControllerError::DeletionDisabled);
         }
-        let mut inner = self.inner.lock().await;
+        let inner = self.inner.lock().await;
         let topic = match (name, id) {
             (Some(n), _) if !n.is_empty() => {
                 inner.image.topic(n).ok_or(ControllerError::UnknownTopic)?
@@ -313,7 +324,7 @@ impl Controller {
             }
         };
         let (name, id) = (topic.name.clone(), topic.id);
-        self.commit(&mut inner, vec![MetadataRecord::RemoveTopic { id }])
+        self.commit(inner, vec![MetadataRecord::RemoveTopic { id }])
             .await?;
         Ok((name, id))
     }
@@ -326,7 +337,7 @@ impl Controller {
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let inner = self.inner.lock().await;
         let topic = inner
             .image
             .topic(name)
@@ -381,7 +392,7 @@ impl Controller {
                 partition: new_partition(current + i as i32, replicas),
             })
             .collect();
-        self.commit(&mut inner, records).await
+        self.commit(inner, records).await
     }
 
     /// Changes topic config overrides. `incremental=false` (AlterConfigs) replaces all overrides with `ops`' Sets.
@@ -392,7 +403,7 @@ impl Controller {
         incremental: bool,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let inner = self.inner.lock().await;
         let topic = inner
             .image
             .topic(name)
@@ -474,7 +485,7 @@ impl Controller {
                 });
             }
         }
-        self.commit(&mut inner, records).await
+        self.commit(inner, records).await
     }
 }
 
@@ -640,6 +651,27 @@ mod tests {
         drop(c);
         let c = controller(dir.path()).await;
         assert!(c.image().topics.is_empty());
+    }
+
+    /// The listener (which opens logs) runs after the controller's mutex is released, and the command returns
+    /// only once it has finished.
+    #[tokio::test]
+    async fn listener_runs_outside_the_mutex_and_is_awaited() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(controller(dir.path()).await);
+        let weak = Arc::downgrade(&c);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        c.set_listener(move |image| {
+            let (weak, log) = (weak.clone(), log.clone());
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                let free = weak.upgrade().is_some_and(|c| c.inner.try_lock().is_ok());
+                log.lock().unwrap().push((image.topics.len(), free));
+            })
+        });
+        c.create_topic(topic("a", 2), false).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![(1, true)]);
     }
 
     #[tokio::test]

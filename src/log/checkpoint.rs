@@ -1,7 +1,7 @@
 //! Small text checkpoint files in a partition directory (`recovery-point`,
 //! `log-start-offset`) and the clean-shutdown marker.
 //!
-//! Owned by `log_impl.rs`, which decides what to persist and when; this file
+//! Owned by `log.rs` and `loader.rs`, which decides what to persist and when; this file
 //! only makes the writes crash-safe (write temp file, fsync, rename, fsync
 //! directory) and the reads tolerant of garbage.
 
@@ -48,14 +48,21 @@ pub(crate) fn read_offset(path: &Path) -> Result<Option<i64>, LogError> {
 
 /// Atomically replaces `dir/name` with `value` in text.
 pub(crate) fn write_offset(dir: &Path, name: &str, value: i64) -> Result<(), LogError> {
+    write_file_durably(dir, name, format!("{value}\n").as_bytes())?;
+    Ok(())
+}
+
+/// Atomically and durably replaces `dir/name` with `contents`: write a temporary file, fsync it, rename it over
+/// the old one, fsync the directory. After a power loss the file holds the old or the new contents, never less.
+pub fn write_file_durably(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     {
         let mut f = File::create(&tmp)?;
-        f.write_all(format!("{value}\n").as_bytes())?;
+        f.write_all(contents)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
+    File::open(dir)?.sync_all()
 }
 
 /// Creates an empty marker file durably.

@@ -53,6 +53,10 @@ pub enum LogError {
         /// `segment.bytes`.
         max: usize,
     },
+    /// The log went offline after an I/O failure it could not undo (a failed fsync, or a failed append whose
+    /// rollback failed too); it stays offline until restart. Kafka `KAFKA_STORAGE_ERROR` (56).
+    #[error("log is offline: {0}")]
+    Offline(String),
     /// Disk I/O failed. Kafka `KAFKA_STORAGE_ERROR` (56).
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

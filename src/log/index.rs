@@ -16,9 +16,11 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::batch::NO_TIMESTAMP;
 use super::error::LogError;
+use super::fault::{self, Point};
 
 /// Bytes per offset index entry.
 pub const OFFSET_ENTRY_SIZE: usize = 8;
@@ -104,7 +106,8 @@ impl Entry for (i64, u32) {
 #[derive(Debug)]
 struct IndexFile<E> {
     path: PathBuf,
-    file: File,
+    /// Shared so a flush can fsync it without holding the partition lock.
+    file: Arc<File>,
     base_offset: i64,
     entries: Vec<E>,
     max_entries: usize,
@@ -142,7 +145,7 @@ impl<E: Entry> IndexFile<E> {
         }
         Ok(IndexFile {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             base_offset,
             entries,
             max_entries: max_bytes / E::SIZE,
@@ -171,8 +174,15 @@ impl<E: Entry> IndexFile<E> {
     fn push(&mut self, entry: E) -> Result<(), LogError> {
         let mut bytes = vec![0u8; E::SIZE];
         entry.encode(&mut bytes);
-        self.file
-            .write_all_at(&bytes, (self.entries.len() * E::SIZE) as u64)?;
+        let at = (self.entries.len() * E::SIZE) as u64;
+        if let Err(e) =
+            fault::check(Point::IndexWrite).and_then(|()| self.file.write_all_at(&bytes, at))
+        {
+            // A torn entry must not stay in the file: the next open would read it. If even the truncation
+            // fails the caller's error handling takes the log offline.
+            fault::check(Point::Truncate).and_then(|()| self.file.set_len(at))?;
+            return Err(e.into());
+        }
         self.entries.push(entry);
         Ok(())
     }
@@ -186,6 +196,7 @@ impl<E: Entry> IndexFile<E> {
     }
 
     fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
+        fault::check(Point::Truncate)?;
         self.file.set_len((keep * E::SIZE) as u64)?;
         self.entries.truncate(keep);
         Ok(())
@@ -197,6 +208,7 @@ impl<E: Entry> IndexFile<E> {
     }
 
     fn flush(&self) -> Result<(), LogError> {
+        fault::check(Point::Fsync)?;
         self.file.sync_data()?;
         Ok(())
     }
@@ -312,6 +324,16 @@ impl OffsetIndex {
     /// fsyncs the index file.
     pub fn flush(&self) -> Result<(), LogError> {
         self.index.flush()
+    }
+
+    /// The index file (shared), for an fsync outside the partition lock.
+    pub fn file(&self) -> Arc<File> {
+        self.index.file.clone()
+    }
+
+    /// Keeps only the first `keep` entries (rollback of a failed append).
+    pub fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
+        self.index.truncate_entries(keep)
     }
 
     /// Removes the file.
@@ -449,6 +471,16 @@ impl TimeIndex {
     /// fsyncs the index file.
     pub fn flush(&self) -> Result<(), LogError> {
         self.index.flush()
+    }
+
+    /// The index file (shared), for an fsync outside the partition lock.
+    pub fn file(&self) -> Arc<File> {
+        self.index.file.clone()
+    }
+
+    /// Keeps only the first `keep` entries (rollback of a failed append).
+    pub fn truncate_entries(&mut self, keep: usize) -> Result<(), LogError> {
+        self.index.truncate_entries(keep)
     }
 
     /// Removes the file.

@@ -2,8 +2,11 @@
 //!
 //! Ownership: [`batch`] parses/validates/rewrites v2 record batch headers,
 //! [`index`] owns the sparse offset and time indexes, [`segment`] owns one
-//! segment's files, and [`Log`] (in `log_impl`) owns a partition directory and
-//! all policy (offset assignment, rolling, recovery, retention, flushing).
+//! segment's files, and [`Log`] (in `log`, with opening and recovery in `loader` and retention in
+//! `retention`) owns a partition directory and all policy (offset assignment,
+//! rolling, recovery, retention, flushing).
+//! `flush` runs fsync in steps so it can happen outside the caller's lock,
+//! and owns [`LogHealth`], the shared online/offline flag of a log.
 //! The broker owns locking, the high watermark, replication and mapping
 //! [`LogError`] to protocol error codes.
 //!
@@ -17,9 +20,14 @@ pub mod batch;
 mod checkpoint;
 mod config;
 mod error;
+mod fault;
+mod flush;
 pub mod index;
-mod log_impl;
+mod loader;
+#[allow(clippy::module_inception)] // `log::log` holds the `Log` type, like Kafka's UnifiedLog file
+mod log;
 mod record;
+mod retention;
 pub mod segment;
 #[cfg(test)]
 mod testutil;
@@ -28,9 +36,9 @@ pub use batch::{
     assign_offsets, validate_follower_records, validate_producer_records, AssignResult,
     BatchHeader, Compression, TimestampType, ValidatedBatch, ValidatedRecords, BATCH_HEADER_LEN,
 };
+pub use checkpoint::write_file_durably;
 pub use config::{LogConfig, MIN_SEGMENT_BYTES};
 pub use error::LogError;
-pub use log_impl::{
-    AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
-};
+pub use flush::{FlushJob, LogHealth};
+pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
 pub use segment::FileSlice;

@@ -5,9 +5,9 @@
 //! Owns: the three files of one segment, appends at the end of the log file
 //! (positional writes), positional reads (`&self`, so readers share the
 //! segment), index maintenance, per-segment recovery (scan, CRC check,
-//! truncate a torn tail, rebuild indexes), and per-segment searches by offset
-//! and timestamp. Does not own: offset assignment, validation of producer
-//! data, rolling decisions or retention (all in `log_impl.rs`).
+//! truncate a torn tail, rebuild indexes), rollback of a failed append to a
+//! [`SegmentMark`], and per-segment searches by offset and timestamp. Does not own: offset assignment, validation of producer
+//! data, rolling decisions or retention (all in `log.rs`, `retention.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -22,6 +22,7 @@ use super::batch::{
     BatchHeader, TimestampType, BATCH_HEADER_LEN, CURRENT_MAGIC, MIN_BATCH_LENGTH, NO_TIMESTAMP,
 };
 use super::error::LogError;
+use super::fault::{self, Point};
 use super::index::{OffsetIndex, TimeIndex};
 use super::record::find_record;
 
@@ -96,6 +97,20 @@ pub struct SegmentSlice {
     /// True if the range stopped because the segment ended, false if it was cut short by `max_bytes` or
     /// `max_offset_exclusive`.
     pub reached_end: bool,
+}
+
+/// The in-memory state of a segment before an append, to roll back to if the append fails half-way (see
+/// [`LogSegment::mark`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentMark {
+    size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    rolling_base_timestamp: Option<i64>,
+    bytes_since_last_index_entry: u64,
+    offset_entries: usize,
+    time_entries: usize,
 }
 
 /// A segment of a partition's log.
@@ -553,11 +568,16 @@ impl LogSegment {
                 max: (u64::from(u32::MAX) - position) as usize,
             });
         }
-        if let Err(e) = self.log.write_all_at(records, position) {
-            // Best effort: drop a partial write so the file matches `size`.
-            let _ = self.log.set_len(position);
+        // On failure nothing in memory has changed yet; the caller rolls the file back to its mark (a partial
+        // write may have extended it) or takes the log offline.
+        if let Err(e) = fault::check(Point::SegmentWrite) {
+            // Like a real ENOSPC, the injected one leaves part of the batch in the file.
+            let _ = self
+                .log
+                .write_all_at(&records[..records.len() / 2], position);
             return Err(e.into());
         }
+        self.log.write_all_at(records, position)?;
         self.size += len;
         self.next_offset = last_offset + 1;
         if position == 0 {
@@ -759,6 +779,46 @@ impl LogSegment {
         self.log.clone()
     }
 
+    /// The log file and both index files (shared), for an fsync outside the partition lock.
+    pub fn files(&self) -> [Arc<File>; 3] {
+        [
+            self.log.clone(),
+            self.offset_index.file(),
+            self.time_index.file(),
+        ]
+    }
+
+    /// Captures the state to return to if the next append fails.
+    pub fn mark(&self) -> SegmentMark {
+        SegmentMark {
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            offset_of_max_timestamp: self.offset_of_max_timestamp,
+            rolling_base_timestamp: self.rolling_base_timestamp,
+            bytes_since_last_index_entry: self.bytes_since_last_index_entry,
+            offset_entries: self.offset_index.len(),
+            time_entries: self.time_index.len(),
+        }
+    }
+
+    /// Undoes everything appended since `mark`: the log and index files are cut back to their sizes then and
+    /// the in-memory state restored, so neither the files nor memory hold a batch whose append failed. An error
+    /// means the files may still hold part of it; the caller must then stop using the segment.
+    pub fn rollback(&mut self, mark: &SegmentMark) -> Result<(), LogError> {
+        fault::check(Point::Truncate)?;
+        self.log.set_len(mark.size)?;
+        self.offset_index.truncate_entries(mark.offset_entries)?;
+        self.time_index.truncate_entries(mark.time_entries)?;
+        self.size = mark.size;
+        self.next_offset = mark.next_offset;
+        self.max_timestamp = mark.max_timestamp;
+        self.offset_of_max_timestamp = mark.offset_of_max_timestamp;
+        self.rolling_base_timestamp = mark.rolling_base_timestamp;
+        self.bytes_since_last_index_entry = mark.bytes_since_last_index_entry;
+        Ok(())
+    }
+
     /// Called when the segment stops being the active one (roll) or the log
     /// closes: records the final max timestamp in the time index (using the
     /// reserved slot). Durability is the caller's business (`flush`).
@@ -770,6 +830,7 @@ impl LogSegment {
 
     /// fsyncs the log file and both indexes.
     pub fn flush(&self) -> Result<(), LogError> {
+        fault::check(Point::Fsync)?;
         self.log.sync_data()?;
         self.offset_index.flush()?;
         self.time_index.flush()

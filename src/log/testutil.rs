@@ -7,7 +7,10 @@ use kafka_protocol::records::{
     RecordEncodeOptions, TimestampType as KpTimestampType,
 };
 
-use super::batch::Compression;
+use std::path::Path;
+
+use super::batch::{BatchHeader, Compression};
+use super::{AppendInfo, Log, LogConfig};
 
 /// Codecs under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,4 +130,65 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+// Log-level helpers shared by the tests of log.rs, loader.rs and retention.rs.
+
+/// The clock the log tests run at.
+pub const NOW: i64 = 10_000_000;
+
+pub fn cfg() -> LogConfig {
+    LogConfig {
+        index_interval_bytes: 200,
+        ..LogConfig::default()
+    }
+}
+
+/// Small segments: a two-record batch with 50-byte values is ~190 bytes
+/// uncompressed, ~100 compressed.
+pub fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 500,
+        ..cfg()
+    }
+}
+
+pub fn produce_at(log: &mut Log, codec: Codec, timestamps: &[i64], now: i64) -> AppendInfo {
+    let mut buf = batch(codec, timestamps, 50);
+    log.append_as_leader(&mut buf, 5, now).unwrap()
+}
+
+pub fn produce(log: &mut Log, codec: Codec, timestamps: &[i64]) -> AppendInfo {
+    produce_at(log, codec, timestamps, NOW)
+}
+
+/// 20 two-record batches, offsets 0..40, timestamps 1000 + offset.
+pub fn filled(dir: &Path, config: LogConfig) -> Log {
+    let mut log = Log::open(dir, config, NOW).unwrap();
+    for i in 0..20i64 {
+        let codec = Codec::ALL[(i % 5) as usize];
+        produce(&mut log, codec, &[1_000 + 2 * i, 1_001 + 2 * i]);
+    }
+    log
+}
+
+pub fn headers(bytes: &[u8]) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let h = BatchHeader::parse(&bytes[pos..]).unwrap();
+        pos += h.total_size();
+        out.push(h);
+    }
+    assert_eq!(pos, bytes.len(), "whole batches only");
+    out
+}
+
+pub fn bases(bytes: &[u8]) -> Vec<i64> {
+    headers(bytes).iter().map(|h| h.base_offset).collect()
+}
+
+pub fn read_all(log: &Log) -> Bytes {
+    log.read(log.log_start_offset(), usize::MAX, i64::MAX, true)
+        .unwrap()
 }

@@ -1,12 +1,22 @@
 //! The replica manager: which partitions this broker hosts, kept in step with the metadata image.
 //!
 //! Ownership: a `RwLock<HashMap>` from topic name to that topic's partitions, taken for reading on every
-//! produce/fetch lookup (a few hundred nanoseconds, never held across I/O) and for writing only when the
-//! metadata image changes (topics created, grown or deleted). Each partition's own state is behind the
-//! partition's lock, not this one.
+//! produce/fetch lookup (a few hundred nanoseconds, never held across I/O) and for writing only to insert or
+//! remove partitions that are already open or closed. Each partition's own state is behind the partition's lock,
+//! not this one. Images are applied one at a time (an async mutex, [`ReplicaManager::apply`]) on a blocking
+//! thread: opening and recovering logs, creating directories and fsyncs never run on an async worker, under the
+//! controller's mutex or under the map lock, so creating many partitions never stalls produce and fetch on the
+//! others.
+//!
+//! Offline partitions (this manager answers for them): a partition whose log failed (its `LogHealth` is offline)
+//! or whose log could not be opened (kept in `failed`, retried by [`ReplicaManager::retry_failed`]) is reported by
+//! [`ReplicaManager::offline_reason`], which Metadata turns into "no leader, this broker offline" like Kafka
+//! does for a replica whose log directory is offline.
 //!
 //! On disk every partition lives in `<data_dir>/<topic>-<partition>/`, with a `partition.metadata` file naming the
-//! topic ID like Kafka's, so a directory left by a deleted topic of the same name is recognised and removed.
+//! topic ID like Kafka's, so a directory left by a deleted topic of the same name is recognised and removed. Both
+//! are created durably (file and directory fsynced). A deleted partition's directory is renamed to
+//! `<topic>-<partition>.<id>-delete` (the topic part shortened so the name fits 255 bytes, like Kafka) and removed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,14 +26,22 @@ use uuid::Uuid;
 
 use super::Partition;
 use crate::config::BrokerConfig;
-use crate::log::Log;
+use crate::log::{write_file_durably, Log, LogConfig};
 use crate::metadata::{topic_config, MetadataImage, TopicInfo};
+
+/// Longest file name Linux file systems accept.
+const MAX_FILE_NAME: usize = 255;
 
 /// Hosts this broker's partitions.
 pub struct ReplicaManager {
     config: Arc<BrokerConfig>,
     data_dir: PathBuf,
     topics: RwLock<HashMap<String, HashMap<i32, Arc<Partition>>>>,
+    /// Partitions this broker should host whose log could not be opened, by (topic id, partition), with the
+    /// reason. Written only by the apply in progress.
+    failed: RwLock<HashMap<(Uuid, i32), FailedOpen>>,
+    /// Serialises applies and remembers the last image applied (a newer one makes older ones moot).
+    applying: tokio::sync::Mutex<Option<Arc<MetadataImage>>>,
 }
 
 /// Current time in ms since the epoch.
@@ -34,6 +52,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A partition whose log could not be opened.
+struct FailedOpen {
+    topic: String,
+    reason: String,
+}
+
+/// A partition to open: topic, index, settings.
+struct ToOpen {
+    topic: TopicInfo,
+    index: i32,
+    config: LogConfig,
+    min_insync: i32,
+    leader_epoch: i32,
+}
+
 impl ReplicaManager {
     /// An empty manager; partitions appear through [`ReplicaManager::apply`].
     pub fn new(config: Arc<BrokerConfig>, data_dir: PathBuf) -> ReplicaManager {
@@ -41,6 +74,8 @@ impl ReplicaManager {
             config,
             data_dir,
             topics: RwLock::new(HashMap::new()),
+            failed: RwLock::new(HashMap::new()),
+            applying: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -56,13 +91,69 @@ impl ReplicaManager {
         topics.values().flat_map(|t| t.values().cloned()).collect()
     }
 
+    /// Why this broker cannot serve a partition it should host (its log failed or could not be opened), or
+    /// `None` if it can (or does not host it).
+    pub fn offline_reason(&self, topic: &TopicInfo, index: i32) -> Option<String> {
+        if let Some(p) = self.get(&topic.name, index) {
+            if p.topic_id == topic.id {
+                return p.offline_reason();
+            }
+        }
+        let failed = self.failed.read().unwrap_or_else(|p| p.into_inner());
+        failed.get(&(topic.id, index)).map(|f| f.reason.clone())
+    }
+
+    /// True if some partition this broker should host could not be opened.
+    pub fn has_failed_opens(&self) -> bool {
+        !self
+            .failed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Partitions of the topic whose log could not be opened, with the reasons, by index.
+    pub fn failed_opens(&self, topic_id: Uuid) -> Vec<(i32, String)> {
+        let failed = self.failed.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(i32, String)> = failed
+            .iter()
+            .filter(|((id, _), _)| *id == topic_id)
+            .map(|((_, index), f)| (*index, f.reason.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.data_dir.join(format!("{topic}-{index}"))
     }
 
-    /// Brings hosted partitions in line with `image`: opens logs for new partitions led here, applies config
-    /// changes, and closes and deletes the logs of deleted topics.
-    pub fn apply(&self, image: &MetadataImage) {
+    /// Brings hosted partitions in line with `image` (opens logs for new partitions hosted here, applies config
+    /// changes, closes and deletes the logs of deleted topics) and returns once that is done. The work runs on
+    /// a blocking thread; applies are serialised, and an image older than one already applied is skipped (the
+    /// newer one already contains its changes).
+    pub async fn apply(self: &Arc<Self>, image: Arc<MetadataImage>) {
+        let mut last = self.applying.lock().await;
+        if last.as_ref().is_some_and(|l| l.offset > image.offset) {
+            return;
+        }
+        *last = Some(image.clone());
+        let this = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || this.apply_blocking(&image)).await {
+            tracing::error!(error = %e, "applying metadata to the hosted partitions failed");
+        }
+    }
+
+    /// Tries again to open the logs that could not be opened (say, the broker was out of file descriptors).
+    pub async fn retry_failed(self: &Arc<Self>) {
+        let any = self.has_failed_opens();
+        let image = self.applying.lock().await.clone();
+        if let (true, Some(image)) = (any, image) {
+            self.apply(image).await;
+        }
+    }
+
+    fn apply_blocking(&self, image: &MetadataImage) {
         let node = self.config.node_id;
         // Deleted (or deleted and re-created) topics leave the map first, under the lock...
         let removed: Vec<(String, i32, Arc<Partition>)> = {
@@ -80,64 +171,134 @@ impl ReplicaManager {
                 .flat_map(|(name, parts)| parts.into_iter().map(move |(i, p)| (name.clone(), i, p)))
                 .collect()
         };
-        // ...then, without holding it (fencing waits for the partition's own lock, which a flush may hold),
-        // each is fenced and its directory moved aside before any re-created topic of the same name opens.
+        // ...then, without holding it (fencing waits for the partition's own lock), each is fenced and its
+        // directory moved aside before any re-created topic of the same name opens.
         for (name, index, p) in removed {
             self.remove_partition(&name, index, &p);
         }
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        for topic in image.topics.values() {
-            let log_config = topic_config::log_config(&self.config, &topic.configs);
-            let min_insync =
-                topic_config::effective(&self.config, &topic.configs, "min.insync.replicas")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-            let entry = topics.entry(topic.name.clone()).or_default();
-            for p in &topic.partitions {
-                if p.leader != node && !p.replicas.contains(&node) {
-                    continue;
-                }
-                if let Some(existing) = entry.get(&p.index) {
-                    existing.update_config(log_config.clone(), min_insync, p.leader_epoch);
-                    continue;
-                }
-                match self.open_partition(topic, p.index, log_config.clone()) {
-                    Ok(log) => {
-                        let part = Partition::new(
-                            topic.name.clone(),
-                            p.index,
-                            topic.id,
-                            log,
-                            p.leader_epoch,
-                            min_insync,
-                        );
-                        entry.insert(p.index, Arc::new(part));
-                    }
+        // A deleted topic's partitions that never opened may still have left a directory behind.
+        let forgotten: Vec<((Uuid, i32), FailedOpen)> = {
+            let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<(Uuid, i32)> = failed
+                .keys()
+                .filter(|(id, _)| image.topic_by_id(id).is_none())
+                .copied()
+                .collect();
+            gone.into_iter()
+                .filter_map(|k| failed.remove(&k).map(|f| (k, f)))
+                .collect()
+        };
+        for ((id, index), f) in forgotten {
+            let dir = self.partition_dir(&f.topic, index);
+            if read_topic_id(&dir.join("partition.metadata")) == Some(id) {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => self.sync_data_dir(),
                     Err(e) => {
-                        tracing::error!(topic = %topic.name, partition = p.index, error = %e, "cannot open partition log")
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition")
                     }
                 }
             }
-            if entry.is_empty() {
-                topics.remove(&topic.name);
+        }
+        // Which partitions exist and which need opening, under the read lock; the work happens after it.
+        let mut updates = Vec::new();
+        let mut to_open = Vec::new();
+        {
+            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            for topic in image.topics.values() {
+                let log_config = topic_config::log_config(&self.config, &topic.configs);
+                let min_insync =
+                    topic_config::effective(&self.config, &topic.configs, "min.insync.replicas")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1);
+                for p in &topic.partitions {
+                    if p.leader != node && !p.replicas.contains(&node) {
+                        continue;
+                    }
+                    match topics.get(&topic.name).and_then(|t| t.get(&p.index)) {
+                        Some(existing) => updates.push((
+                            existing.clone(),
+                            log_config.clone(),
+                            min_insync,
+                            p.leader_epoch,
+                        )),
+                        None => to_open.push(ToOpen {
+                            topic: topic.clone(),
+                            index: p.index,
+                            config: log_config.clone(),
+                            min_insync,
+                            leader_epoch: p.leader_epoch,
+                        }),
+                    }
+                }
+            }
+        }
+        for (p, config, min_insync, epoch) in updates {
+            p.update_config(config, min_insync, epoch);
+        }
+        for o in to_open {
+            let key = (o.topic.id, o.index);
+            match self.open_partition(&o.topic, o.index, o.config) {
+                Ok(log) => {
+                    let part = Arc::new(Partition::new(
+                        o.topic.name.clone(),
+                        o.index,
+                        o.topic.id,
+                        log,
+                        o.leader_epoch,
+                        o.min_insync,
+                    ));
+                    self.topics
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(o.topic.name.clone())
+                        .or_default()
+                        .insert(o.index, part);
+                    if self
+                        .failed
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key)
+                        .is_some()
+                    {
+                        tracing::info!(topic = %o.topic.name, partition = o.index, "partition log opened on retry; partition online");
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("cannot open the partition log: {e}");
+                    let mut failed = self.failed.write().unwrap_or_else(|p| p.into_inner());
+                    if failed.get(&key).map(|f| &f.reason) != Some(&reason) {
+                        tracing::error!(topic = %o.topic.name, partition = o.index, error = %e,
+                            "cannot open partition log; the partition is OFFLINE (retried every few seconds)");
+                    }
+                    failed.insert(
+                        key,
+                        FailedOpen {
+                            topic: o.topic.name.clone(),
+                            reason,
+                        },
+                    );
+                }
             }
         }
     }
 
-    /// Fences a deleted partition and removes its directory: renamed now (like Kafka's `-delete`), so the
-    /// name is free at once; the files (maybe gigabytes) are removed on a thread, off every lock.
+    /// Fences a deleted partition and removes its directory: renamed now (like Kafka's `-delete`), so the name is
+    /// free at once; the files (maybe gigabytes) are removed on a thread, off every lock. If the rename fails the
+    /// directory is removed in place, so a deleted topic's files never stay behind.
     fn remove_partition(&self, name: &str, index: i32, p: &Partition) {
         p.mark_deleted();
         let dir = self.partition_dir(name, index);
-        let doomed = self
-            .data_dir
-            .join(format!("{name}-{index}.{}-delete", p.topic_id.simple()));
+        let doomed =
+            self.data_dir
+                .join(aside_name(name, &index.to_string(), p.topic_id, "-delete"));
         match std::fs::rename(&dir, &doomed) {
             Ok(()) => {
+                self.sync_data_dir();
+                let data_dir = self.data_dir.clone();
                 let spawned = std::thread::Builder::new().name("vltava-delete".into()).spawn(move || {
-                    match std::fs::remove_dir_all(&doomed) {
+                    match std::fs::remove_dir_all(&doomed).and_then(|()| sync_dir(&data_dir)) {
                         Ok(()) => tracing::info!(dir = %doomed.display(), "deleted partition log"),
-                        Err(e) => tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition"),
+                        Err(e) => tracing::warn!(dir = %doomed.display(), error = %e, "could not remove deleted partition; retried at next start"),
                     }
                 });
                 if let Err(e) = spawned {
@@ -145,16 +306,31 @@ impl ReplicaManager {
                 }
             }
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside")
+                tracing::warn!(dir = %dir.display(), error = %e, "could not move deleted partition aside; removing it in place");
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => self.sync_data_dir(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "could not remove deleted partition")
+                    }
+                }
             }
         }
     }
 
+    fn sync_data_dir(&self) {
+        if let Err(e) = sync_dir(&self.data_dir) {
+            tracing::warn!(dir = %self.data_dir.display(), error = %e, "cannot fsync the data directory");
+        }
+    }
+
+    /// Opens (creating if needed) a partition's log. The directory and `partition.metadata` are made durable
+    /// before the log is used, so a power loss cannot leave a log without its topic ID or lose the directory.
     fn open_partition(
         &self,
         topic: &TopicInfo,
         index: i32,
-        config: crate::log::LogConfig,
+        config: LogConfig,
     ) -> std::io::Result<Log> {
         let dir = self.partition_dir(&topic.name, index);
         let meta = dir.join("partition.metadata");
@@ -165,29 +341,38 @@ impl ReplicaManager {
             }
             _ => {}
         }
-        std::fs::create_dir_all(&dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            sync_dir(&self.data_dir)?;
+        }
         if !meta.exists() {
-            let tmp = dir.join("partition.metadata.tmp");
-            std::fs::write(&tmp, format!("version: 0\ntopic_id: {}\n", topic.id))?;
-            std::fs::rename(&tmp, &meta)?;
+            write_file_durably(
+                &dir,
+                "partition.metadata",
+                format!("version: 0\ntopic_id: {}\n", topic.id).as_bytes(),
+            )?;
         }
         Log::open(&dir, config, now_ms()).map_err(std::io::Error::other)
     }
 
     /// Moves aside partition directories whose topic no longer exists (left by a crash between a delete and
     /// the directory removal). Renamed to `<dir>.<topic id>-stray` rather than deleted, like Kafka, so a damaged
-    /// metadata log can never make the broker destroy data.
+    /// metadata log can never make the broker destroy data. Blocking: call it off the async workers.
     pub fn remove_stray_dirs(&self, image: &MetadataImage) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
         };
+        let mut changed = false;
         for e in entries.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().to_string();
             if name.ends_with("-delete") {
                 // Renamed by an acknowledged delete that crashed before the removal finished.
-                if let Err(err) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(dir = %path.display(), error = %err, "could not remove deleted partition");
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => changed = true,
+                    Err(err) => {
+                        tracing::warn!(dir = %path.display(), error = %err, "could not remove deleted partition")
+                    }
                 }
                 continue;
             }
@@ -198,12 +383,19 @@ impl ReplicaManager {
                 continue;
             };
             if image.topic_by_id(&id).is_none() {
-                let aside = self.data_dir.join(format!("{name}.{}-stray", id.simple()));
+                let (topic, index) = name.rsplit_once('-').unwrap_or((name.as_str(), ""));
+                let aside = self.data_dir.join(aside_name(topic, index, id, "-stray"));
                 tracing::warn!(dir = %path.display(), to = %aside.display(), "moving aside log of an unknown topic");
-                if let Err(err) = std::fs::rename(&path, &aside) {
-                    tracing::warn!(dir = %path.display(), error = %err, "could not move aside");
+                match std::fs::rename(&path, &aside) {
+                    Ok(()) => changed = true,
+                    Err(err) => {
+                        tracing::warn!(dir = %path.display(), error = %err, "could not move aside")
+                    }
                 }
             }
+        }
+        if changed {
+            self.sync_data_dir();
         }
     }
 
@@ -211,7 +403,8 @@ impl ReplicaManager {
     pub fn apply_retention(&self) -> usize {
         let now = super::manager::now_ms();
         let mut deleted = 0;
-        for p in self.all() {
+        // An offline partition already said why, loudly, once.
+        for p in self.all().into_iter().filter(|p| !p.is_offline()) {
             match p
                 .with_log_mut(|log| log.apply_retention(now))
                 .unwrap_or(Ok(0))
@@ -228,17 +421,24 @@ impl ReplicaManager {
     /// Flushes logs whose `flush.ms` has elapsed.
     pub fn flush_by_time(&self) {
         let now = now_ms();
-        for p in self.all() {
-            if let Some(Err(e)) = p.with_log_mut(|log| log.maybe_flush_by_time(now)) {
+        for p in self.all().into_iter().filter(|p| !p.is_offline()) {
+            if let Err(e) = p.flush_if_due(now) {
                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
             }
         }
     }
 
-    /// Flushes and closes every log cleanly (writes the clean-shutdown marker).
+    /// Flushes and closes every log cleanly (writes the clean-shutdown marker; an offline log is left for
+    /// recovery at the next start).
     pub fn shutdown(&self) {
-        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        for (_, parts) in topics.drain() {
+        // Closing flushes: the map lock is released first.
+        let drained: Vec<_> = self
+            .topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (_, parts) in drained {
             for (_, p) in parts {
                 let (topic, index) = (p.topic.clone(), p.index);
                 match Arc::try_unwrap(p) {
@@ -264,4 +464,140 @@ fn read_topic_id(path: &Path) -> Option<Uuid> {
     text.lines()
         .find_map(|l| l.strip_prefix("topic_id: "))
         .and_then(|v| Uuid::parse_str(v.trim()).ok())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `<topic>-<partition>.<id><suffix>` with the topic part shortened so the whole name fits in 255 bytes (Kafka's
+/// `LocalLog.logDirNameWithSuffixCappedLength`): a 249-character topic plus a partition, a 32-digit ID and
+/// `-delete` would not fit.
+fn aside_name(topic: &str, partition: &str, id: Uuid, suffix: &str) -> String {
+    let tail = format!("-{partition}.{}{suffix}", id.simple());
+    let mut keep = topic.len().min(MAX_FILE_NAME.saturating_sub(tail.len()));
+    while !topic.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{tail}", &topic[..keep])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with(name: &str, id: Uuid, partitions: i32) -> Arc<MetadataImage> {
+        use crate::metadata::PartitionInfo;
+        let mut image = MetadataImage {
+            offset: 1,
+            ..Default::default()
+        };
+        let parts = (0..partitions)
+            .map(|index| PartitionInfo {
+                index,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: vec![1],
+                isr: vec![1],
+            })
+            .collect();
+        image.topics.insert(
+            name.to_string(),
+            TopicInfo {
+                name: name.to_string(),
+                id,
+                partitions: parts,
+                configs: Default::default(),
+            },
+        );
+        image.topic_ids.insert(id, name.to_string());
+        Arc::new(image)
+    }
+
+    /// A log that cannot be opened leaves its partition offline with the reason (not silently missing), the
+    /// others open, and a retry once the cause is gone brings it online.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unopenable_log_is_offline_until_a_retry_opens_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(BrokerConfig::default());
+        let rm = Arc::new(ReplicaManager::new(config, dir.path().to_path_buf()));
+        // A plain file where partition 1's directory should be.
+        let blocker = dir.path().join("t-1");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let id = Uuid::new_v4();
+        let image = image_with("t", id, 3);
+        let topic = image.topic("t").unwrap().clone();
+        rm.apply(image.clone()).await;
+        assert!(rm.get("t", 0).is_some() && rm.get("t", 2).is_some());
+        assert!(rm.get("t", 1).is_none());
+        assert!(rm.offline_reason(&topic, 1).is_some());
+        assert_eq!(rm.offline_reason(&topic, 0), None);
+        assert_eq!(rm.failed_opens(id).len(), 1);
+        // A log whose directory and partition.metadata were made but which failed to open (here: its first
+        // segment's name is taken by a directory) is removed with its topic.
+        let half = dir.path().join("u-0");
+        std::fs::create_dir_all(half.join("00000000000000000000.log")).unwrap();
+        let uid = Uuid::new_v4();
+        let with_u = image_with("u", uid, 1);
+        let mut both = (*image).clone();
+        both.offset = 2;
+        both.topics
+            .insert("u".into(), with_u.topic("u").unwrap().clone());
+        both.topic_ids.insert(uid, "u".into());
+        rm.apply(Arc::new(both)).await;
+        assert_eq!(rm.failed_opens(uid).len(), 1);
+        assert!(half.join("partition.metadata").exists());
+        let mut without_u = (*image).clone();
+        without_u.offset = 3;
+        rm.apply(Arc::new(without_u)).await;
+        assert!(
+            !half.exists(),
+            "a deleted topic's half-opened partition directory remains"
+        );
+        std::fs::remove_file(&blocker).unwrap();
+        rm.retry_failed().await;
+        assert!(rm.get("t", 1).is_some());
+        assert_eq!(rm.offline_reason(&topic, 1), None);
+        assert!(rm.failed_opens(id).is_empty());
+        // A log that fails later is reported the same way.
+        let p0 = rm.get("t", 0).unwrap();
+        p0.with_log(|l| l.health())
+            .set_offline(dir.path(), "injected failure");
+        assert_eq!(
+            rm.offline_reason(&topic, 0).as_deref(),
+            Some("injected failure")
+        );
+        drop(p0);
+        // Deleting the topic removes the directories and forgets the topic.
+        rm.apply(Arc::new(MetadataImage {
+            offset: 4,
+            ..Default::default()
+        }))
+        .await;
+        assert!(rm.all().is_empty());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(dir.path()).unwrap().next().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deleted partition directories remain"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn aside_names_fit_a_file_name() {
+        let id = Uuid::new_v4();
+        let long = "t".repeat(249);
+        for suffix in ["-delete", "-stray"] {
+            let name = aside_name(&long, "2147483647", id, suffix);
+            assert_eq!(name.len(), MAX_FILE_NAME, "{name}");
+            assert!(name.ends_with(&format!("-2147483647.{}{suffix}", id.simple())));
+        }
+        assert_eq!(
+            aside_name("short", "3", id, "-delete"),
+            format!("short-3.{}-delete", id.simple())
+        );
+    }
 }

@@ -6,17 +6,25 @@
 //! an atomic published through a `watch` channel that long-poll fetches and `acks=all` produces await. The
 //! high watermark is kept apart from the log end offset: with one replica it follows the log end offset right
 //! after each append; with followers it will be the minimum over the ISR.
+//!
+//! Storage failures: the log's shared [`LogHealth`] is read here without the log lock; once it is offline every
+//! append, read and DeleteRecords answers [`LogError::Offline`] (KAFKA_STORAGE_ERROR), and the replica manager
+//! reports the partition offline in Metadata. fsync never runs under the log lock: an append that reaches
+//! `flush.messages` and the periodic `flush.ms` check take a [`FlushJob`] under the lock, run it after releasing
+//! it, and re-take the lock only to record the result.
 
 pub mod manager;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::log::{AppendInfo, BatchHeader, FileSlice, Log, LogConfig, LogError};
+use crate::log::{
+    AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig, LogError, LogHealth,
+};
 
 /// Why an append was refused.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +68,8 @@ pub struct Partition {
     high_watermark: AtomicI64,
     hw_tx: watch::Sender<i64>,
     deleted: AtomicBool,
+    /// The log's health flag, shared with the log (readable without its lock).
+    health: Arc<LogHealth>,
 }
 
 impl Partition {
@@ -73,6 +83,7 @@ impl Partition {
         min_insync: i32,
     ) -> Partition {
         let hw = log.log_end_offset();
+        let health = log.health();
         let (hw_tx, _) = watch::channel(hw);
         Partition {
             topic,
@@ -85,6 +96,39 @@ impl Partition {
             high_watermark: AtomicI64::new(hw),
             hw_tx,
             deleted: AtomicBool::new(false),
+            health,
+        }
+    }
+
+    /// True once the log failed and the partition answers KAFKA_STORAGE_ERROR.
+    pub fn is_offline(&self) -> bool {
+        self.health.is_offline()
+    }
+
+    /// Why the partition is offline, if it is.
+    pub fn offline_reason(&self) -> Option<String> {
+        self.is_offline().then(|| self.health.reason()).flatten()
+    }
+
+    /// Runs a flush job with the log lock released, then records its outcome under the lock.
+    fn run_flush(&self, job: FlushJob, now_ms: i64) -> Result<(), LogError> {
+        let result = job.run();
+        match self.write() {
+            Some(mut log) => log.complete_flush(&job, result, now_ms),
+            // Deleted meanwhile: nothing left to record.
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes if `flush.ms` has passed since the last flush (the background flush loop).
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
+        let job = match self.write() {
+            Some(mut log) => log.flush_job_if_due(now_ms)?,
+            None => None,
+        };
+        match job {
+            Some(job) => self.run_flush(job, now_ms),
+            None => Ok(()),
         }
     }
 
@@ -130,9 +174,10 @@ impl Partition {
                 )));
             }
         }
+        self.health.check()?;
         // The request frame is shared; offsets and epochs are stamped into our own copy.
         let mut buf = BytesMut::from(&records[..]);
-        let info = {
+        let (info, flush) = {
             let Some(mut log) = self.write() else {
                 return Err(AppendError::Deleted);
             };
@@ -141,9 +186,18 @@ impl Partition {
             // Single in-sync replica: everything appended is replicated to the whole ISR.
             self.high_watermark
                 .store(log.log_end_offset(), Ordering::Release);
-            info
+            let flush = log
+                .flush_due_by_messages()
+                .then(|| log.flush_job())
+                .flatten();
+            (info, flush)
         };
         self.hw_tx.send_replace(self.high_watermark());
+        // flush.messages: the produce is answered once the fsync is done; a failed fsync answers
+        // KAFKA_STORAGE_ERROR and leaves the partition offline.
+        if let Some(job) = flush {
+            self.run_flush(job, now_ms)?;
+        }
         Ok(info)
     }
 
@@ -154,6 +208,7 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadResult, LogError> {
+        self.health.check()?;
         let log = self.read_log();
         let hw = self.high_watermark();
         let records = log.read_slices(offset, max_bytes, hw, min_one_batch)?;
@@ -202,6 +257,7 @@ impl Partition {
 
     /// Raises the log start offset (DeleteRecords). The offset must not exceed the high watermark.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        self.health.check()?;
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
         let Some(mut log) = self.write() else {

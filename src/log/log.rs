@@ -3,12 +3,13 @@
 //!
 //! Owns: the partition directory and everything in it except files other
 //! components put there (only segment files, our checkpoints and Kafka-style
-//! stray files are touched); segment lifecycle (load, recover, roll, delete);
+//! stray files are touched); segment lifecycle (roll, truncate, delete);
 //! offset assignment for leader appends; the log start offset, recovery point
-//! and clean-shutdown marker; reads, timestamp searches, retention and flush
-//! policy. Callers own synchronisation (`&mut self` for writes, `&self` for
-//! reads), the high watermark, and mapping [`LogError`] to protocol errors.
-
+//! and clean-shutdown marker; reads, timestamp searches and flush policy.
+//! Opening and crash recovery live in `loader.rs`, retention and DeleteRecords
+//! in `retention.rs` (both `impl Log` blocks over the fields declared here).
+//! Callers own synchronisation (`&mut self` for writes, `&self` for reads),
+//! the high watermark, and mapping [`LogError`] to protocol errors.
 use std::collections::BTreeMap;
 use std::fs;
 use std::iter;
@@ -23,12 +24,12 @@ use super::batch::{
     assign_offsets, validate_follower_records, validate_producer_records, TimestampType,
     ValidatedBatch, ValidatedRecords, NO_TIMESTAMP,
 };
-use super::checkpoint::{self, TMP_SUFFIX};
+use super::checkpoint;
 use super::config::LogConfig;
 use super::error::LogError;
-use super::segment::{
-    FileSlice, LogSegment, SegmentConfig, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
-};
+use super::flush::LogHealth;
+use super::segment::SegmentMark;
+use super::segment::{FileSlice, LogSegment, SegmentConfig};
 
 /// Marker written by [`Log::close`]; its presence at open means the files are
 /// consistent and need no recovery.
@@ -37,9 +38,6 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".vltava_cleanshutdown";
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// Text file holding the log start offset (raised by DeleteRecords/retention).
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
-/// Suffixes of files left by interrupted deletes/cleaning/swaps (Kafka's
-/// conventions); removed at open.
-const STRAY_SUFFIXES: [&str; 3] = [".deleted", ".cleaned", ".swap"];
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,140 +67,40 @@ pub struct AppendInfo {
 /// One partition's log.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
-    config: LogConfig,
+    pub(super) dir: PathBuf,
+    pub(super) config: LogConfig,
     /// Inactive segments by base offset, all below `active`'s base.
-    older: BTreeMap<i64, LogSegment>,
+    pub(super) older: BTreeMap<i64, LogSegment>,
     /// The segment appends go to. Kept outside the map so there is always one
     /// without an `Option`.
-    active: LogSegment,
-    log_start_offset: i64,
+    pub(super) active: LogSegment,
+    pub(super) log_start_offset: i64,
     /// Offsets below this are known to be fsynced.
-    recovery_point: i64,
+    pub(super) recovery_point: i64,
     /// Raised by the background fsync that follows a segment roll; folded into `recovery_point` (and its
     /// checkpoint file) on the next flush check, under the caller's lock.
-    durable: Arc<AtomicI64>,
-    last_flush_ms: i64,
+    pub(super) durable: Arc<AtomicI64>,
+    pub(super) last_flush_ms: i64,
     /// Latest `now_ms` passed in by the caller; the clock for operations
     /// whose signature has no time (segment creation time on truncation).
-    last_seen_ms: i64,
+    pub(super) last_seen_ms: i64,
+    /// Offline once an I/O failure left the log unable to vouch for its files (see `flush.rs`).
+    pub(super) health: Arc<LogHealth>,
+    /// Bumped by every truncation, so a flush that raced with one does not move the recovery point.
+    pub(super) generation: u64,
+    /// Segment files created or removed so far, and how many of those changes a directory fsync covers.
+    pub(super) dir_changes: u64,
+    pub(super) dir_synced: u64,
 }
 
-fn segment_config(config: &LogConfig) -> SegmentConfig {
+pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
     SegmentConfig {
         index_interval_bytes: config.index_interval_bytes,
         max_index_bytes: config.segment_index_bytes,
     }
 }
 
-/// Base offset encoded in a segment file name such as
-/// `00000000000000000042.log`.
-fn parse_base(name: &str, suffix: &str) -> Option<i64> {
-    let stem = name.strip_suffix(suffix)?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
-}
-
-/// Lists segment base offsets in `dir` (sorted), deleting stray files and
-/// index files that have no log file.
-fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    let our_tmp_files = [
-        format!("{RECOVERY_POINT_FILE}{TMP_SUFFIX}"),
-        format!("{LOG_START_OFFSET_FILE}{TMP_SUFFIX}"),
-    ];
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if !entry.file_type()?.is_file() {
-            continue;
-        }
-        let path = entry.path();
-        if STRAY_SUFFIXES.iter().any(|s| name.ends_with(s)) || our_tmp_files.contains(&name) {
-            info!(path = %path.display(), "deleting stray file");
-            fs::remove_file(&path)?;
-        } else if let Some(base) = parse_base(&name, LOG_SUFFIX) {
-            logs.push(base);
-        } else if let Some(base) =
-            parse_base(&name, INDEX_SUFFIX).or_else(|| parse_base(&name, TIME_INDEX_SUFFIX))
-        {
-            indexes.push((base, path));
-        }
-    }
-    logs.sort_unstable();
-    for (base, path) in indexes {
-        if logs.binary_search(&base).is_err() {
-            info!(path = %path.display(), "deleting index without a log file");
-            fs::remove_file(&path)?;
-        }
-    }
-    Ok(logs)
-}
-
 impl Log {
-    /// Opens (or creates) the log in `dir`.
-    ///
-    /// With the clean-shutdown marker present, segments are trusted (indexes
-    /// are still sanity-checked and rebuilt if needed) and the marker is
-    /// removed. Otherwise every segment from the one containing the persisted
-    /// recovery point onward is recovered; the first one that had to be
-    /// truncated ends the log (later segments are deleted).
-    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
-        fs::create_dir_all(dir)?;
-        let clean = dir.join(CLEAN_SHUTDOWN_FILE).exists();
-        let bases = scan_dir(dir)?;
-        let persisted_rp = checkpoint::read_offset(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(0);
-        let seg_cfg = segment_config(&config);
-
-        let mut older = BTreeMap::new();
-        for (i, &base) in bases.iter().enumerate() {
-            let next_base = bases.get(i + 1).copied();
-            // A segment is trusted if the log was shut down cleanly, or if all
-            // of it lies below the recovery point.
-            let trusted = clean || next_base.is_some_and(|n| n <= persisted_rp);
-            let (segment, truncated) = LogSegment::open(dir, base, seg_cfg, !trusted, now_ms)?;
-            older.insert(base, segment);
-            if !trusted && truncated > 0 {
-                // Kafka's rule: data after a corrupt batch is not trusted.
-                for &later in bases.get(i + 1..).unwrap_or_default() {
-                    warn!(dir = %dir.display(), base = later,
-                        "deleting segment after a corrupted one");
-                    LogSegment::delete_files(dir, later)?;
-                }
-                break;
-            }
-        }
-
-        let persisted_lso = checkpoint::read_offset(&dir.join(LOG_START_OFFSET_FILE))?;
-        let active = match older.pop_last() {
-            Some((_, segment)) => segment,
-            None => LogSegment::create(dir, persisted_lso.unwrap_or(0).max(0), seg_cfg, now_ms)?,
-        };
-        let first_base = older
-            .first_key_value()
-            .map_or(active.base_offset(), |(base, _)| *base);
-        let leo = active.next_offset();
-        let log_start_offset = persisted_lso.unwrap_or(first_base).max(first_base).min(leo);
-        let recovery_point = if clean { leo } else { persisted_rp.min(leo) };
-        checkpoint::remove_marker(dir, CLEAN_SHUTDOWN_FILE)?;
-        Ok(Log {
-            dir: dir.to_path_buf(),
-            config,
-            older,
-            active,
-            log_start_offset,
-            recovery_point,
-            durable: Arc::new(AtomicI64::new(recovery_point)),
-            last_flush_ms: now_ms,
-            last_seen_ms: now_ms,
-        })
-    }
-
     /// Validates a Produce request's records for this partition, assigns
     /// offsets from the log end offset, stamps `leader_epoch` (and the append
     /// time under LogAppendTime) and appends them. `records` is rewritten in
@@ -213,6 +111,7 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
         let validated = validate_producer_records(records, self.config.max_message_bytes)?;
         self.check_set_size(records.len())?;
         if self.config.message_timestamp_type == TimestampType::CreateTime {
@@ -240,14 +139,16 @@ impl Log {
             leader_epoch,
             log_append_time,
         );
-        self.active.append(
+        let mark = self.active.mark();
+        if let Err(e) = self.active.append(
             assigned.first_offset,
             assigned.last_offset,
             assigned.max_timestamp,
             assigned.offset_of_max_timestamp,
             records,
-        )?;
-        self.maybe_flush_after_append(now_ms)?;
+        ) {
+            return Err(self.undo_append(&mark, e));
+        }
         Ok(AppendInfo {
             first_offset: assigned.first_offset,
             last_offset: assigned.last_offset,
@@ -271,6 +172,7 @@ impl Log {
         records: &[u8],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
         let validated = validate_follower_records(records)?;
         let (Some(first), Some(last)) = (validated.batches.first(), validated.batches.last())
         else {
@@ -314,7 +216,6 @@ impl Log {
             self.append_follower_chunk(records, chunk, now_ms)?;
             rest = tail;
         }
-        self.maybe_flush_after_append(now_ms)?;
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -356,8 +257,27 @@ impl Log {
         let end = last.position + last.header.total_size();
         let bytes = records.get(first.position..end).unwrap_or_default();
         self.maybe_roll(bytes.len(), max_ts, first_offset, last_offset, now_ms)?;
+        let mark = self.active.mark();
         self.active
             .append(first_offset, last_offset, max_ts, offset_of_max, bytes)
+            .map_err(|e| self.undo_append(&mark, e))
+    }
+
+    /// After a failed append to the active segment: cuts its files and state back to `mark`, so no byte of the
+    /// failed batch stays where a later append would make it readable (a retrying producer would otherwise
+    /// write it twice). Returns the error to answer; if the rollback fails too, the log goes offline.
+    fn undo_append(&mut self, mark: &SegmentMark, cause: LogError) -> LogError {
+        match self.active.rollback(mark) {
+            Ok(()) => {
+                if matches!(cause, LogError::Io(_)) {
+                    warn!(dir = %self.dir.display(), error = %cause, "append failed; segment rolled back");
+                }
+                cause
+            }
+            Err(e) => self.go_offline(format!(
+                "append failed ({cause}) and rolling the segment back failed too ({e})"
+            )),
+        }
     }
 
     /// A record set larger than a segment could never be appended (Kafka's
@@ -428,7 +348,7 @@ impl Log {
     }
 
     /// Makes a new active segment at `new_base` (>= the log end offset).
-    fn roll(&mut self, new_base: i64, now_ms: i64) -> Result<(), LogError> {
+    pub(super) fn roll(&mut self, new_base: i64, now_ms: i64) -> Result<(), LogError> {
         let seg_cfg = segment_config(&self.config);
         if self.active.is_empty() {
             if self.active.base_offset() == new_base {
@@ -436,6 +356,7 @@ impl Log {
             }
             // An empty segment is useless once a later one exists.
             let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
+            self.dir_changes += 1;
             std::mem::replace(&mut self.active, fresh).delete()?;
             return Ok(());
         }
@@ -443,24 +364,38 @@ impl Log {
         // thread (like Kafka's asynchronous flush after roll) rather than here, where a 1 GiB fsync would
         // stall producers and fetchers. Once it is durable, the next flush check moves the recovery point to
         // `new_base`, which keeps crash recovery to the active segment.
+        // A failed fsync there takes the log offline, like any failed fsync. The directory is synced too so the
+        // new segment file survives a power loss.
         self.active.on_become_inactive()?;
         let mut unsynced: Vec<Arc<std::fs::File>> = self
             .older
             .values()
             .filter(|s| s.next_offset() > self.recovery_point)
-            .map(|s| s.file())
+            .flat_map(|s| s.files())
             .collect();
-        unsynced.push(self.active.file());
+        unsynced.extend(self.active.files());
         let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
+        self.dir_changes += 1;
         let old = std::mem::replace(&mut self.active, fresh);
         info!(dir = %self.dir.display(), old_base = old.base_offset(), new_base, "rolled segment");
         self.older.insert(old.base_offset(), old);
         let durable = self.durable.clone();
+        let health = self.health.clone();
+        let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
             .name("vltava-roll-fsync".into())
             .spawn(move || {
-                if unsynced.iter().all(|f| f.sync_data().is_ok()) {
-                    durable.fetch_max(new_base, Ordering::AcqRel);
+                let synced = unsynced
+                    .iter()
+                    .try_for_each(|f| f.sync_data())
+                    .and_then(|()| std::fs::File::open(&dir)?.sync_all());
+                match synced {
+                    Ok(()) => {
+                        durable.fetch_max(new_base, Ordering::AcqRel);
+                    }
+                    Err(e) => {
+                        health.set_offline(&dir, &format!("fsync after segment roll failed: {e}"))
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -469,26 +404,11 @@ impl Log {
         Ok(())
     }
 
-    fn set_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
-        if offset != self.recovery_point {
-            self.recovery_point = offset;
-            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)?;
-        }
-        Ok(())
-    }
-
-    fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
+    /// Persists a new log start offset; memory follows the file only once it is written.
+    pub(super) fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
         if offset != self.log_start_offset {
-            self.log_start_offset = offset;
             checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
-        }
-        Ok(())
-    }
-
-    fn maybe_flush_after_append(&mut self, now_ms: i64) -> Result<(), LogError> {
-        if self.log_end_offset().saturating_sub(self.recovery_point) >= self.config.flush_messages {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
+            self.log_start_offset = offset;
         }
         Ok(())
     }
@@ -551,6 +471,7 @@ impl Log {
         max_offset_exclusive: i64,
         min_one_batch: bool,
     ) -> Result<Vec<FileSlice>, LogError> {
+        self.check_online()?;
         let leo = self.log_end_offset();
         if start_offset < self.log_start_offset || start_offset > leo {
             return Err(self.out_of_range(start_offset));
@@ -583,7 +504,7 @@ impl Log {
         Ok(parts)
     }
 
-    fn out_of_range(&self, offset: i64) -> LogError {
+    pub(super) fn out_of_range(&self, offset: i64) -> LogError {
         LogError::OffsetOutOfRange {
             offset,
             log_start: self.log_start_offset,
@@ -598,6 +519,7 @@ impl Log {
         &self,
         timestamp: i64,
     ) -> Result<Option<(i64, i64, i32)>, LogError> {
+        self.check_online()?;
         for seg in self.segments() {
             if seg.max_timestamp() < timestamp || seg.next_offset() <= self.log_start_offset {
                 continue;
@@ -614,6 +536,7 @@ impl Log {
     /// no record has a timestamp. Like Kafka, this is not limited to offsets
     /// above the log start offset.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64, i32)>, LogError> {
+        self.check_online()?;
         let mut best: Option<&LogSegment> = None;
         for seg in self.segments() {
             if seg.max_timestamp() != NO_TIMESTAMP
@@ -628,176 +551,21 @@ impl Log {
         }
     }
 
-    /// DeleteRecords: raises the log start offset to `offset` (the caller
-    /// ensures it is not above the high watermark), persists it and deletes
-    /// segments entirely below it. Returns the new log start offset.
-    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
-        if offset < 0 || offset > self.log_end_offset() {
-            return Err(self.out_of_range(offset));
-        }
-        if offset > self.log_start_offset {
-            self.set_log_start_offset(offset)?;
-        }
-        self.delete_segments_below_log_start()?;
-        Ok(self.log_start_offset)
-    }
-
-    /// [`Log::apply_retention_below`] with the log end offset as the high
-    /// watermark (a single-replica partition).
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
-        self.apply_retention_below(now_ms, self.log_end_offset())
-    }
-
-    /// Applies `retention.ms`, then `retention.bytes`, then deletes segments
-    /// wholly below the log start offset, never deleting data at or above
-    /// `high_watermark`. Returns the number of segments deleted and raises
-    /// (and persists) the log start offset to the new first segment.
-    pub fn apply_retention_below(
-        &mut self,
-        now_ms: i64,
-        high_watermark: i64,
-    ) -> Result<usize, LogError> {
-        self.last_seen_ms = self.last_seen_ms.max(now_ms);
-        let mut deleted = self.delete_retention_ms_breached(now_ms, high_watermark)?;
-        deleted += self.delete_retention_bytes_breached(high_watermark)?;
-        deleted += self.delete_segments_below_log_start()?;
-        Ok(deleted)
-    }
-
-    /// Number of leading older segments for which `pred(segment, next_base)`
-    /// holds, stopping at the first that fails or reaches `high_watermark`.
-    fn deletable_prefix(
-        &self,
-        high_watermark: i64,
-        mut pred: impl FnMut(&LogSegment, i64) -> Result<bool, LogError>,
-    ) -> Result<usize, LogError> {
-        let mut count = 0;
-        let mut iter = self.older.values().peekable();
-        while let Some(seg) = iter.next() {
-            let next_base = iter
-                .peek()
-                .map_or(self.active.base_offset(), |s| s.base_offset());
-            if next_base > high_watermark || !pred(seg, next_base)? {
-                break;
-            }
-            count += 1;
-        }
-        Ok(count)
-    }
-
-    fn delete_retention_ms_breached(
-        &mut self,
-        now_ms: i64,
-        high_watermark: i64,
-    ) -> Result<usize, LogError> {
-        let retention_ms = self.config.retention_ms;
-        if retention_ms < 0 {
-            return Ok(0);
-        }
-        let expired = |seg: &LogSegment| -> Result<bool, LogError> {
-            Ok(now_ms.saturating_sub(seg.largest_timestamp()?) > retention_ms)
-        };
-        let mut count = self.deletable_prefix(high_watermark, |seg, _| expired(seg))?;
-        // Like Kafka, an expired non-empty active segment goes too: roll a new
-        // empty one first so the log always has an active segment.
-        if count == self.older.len()
-            && !self.active.is_empty()
-            && self.log_end_offset() <= high_watermark
-            && expired(&self.active)?
-        {
-            self.roll(self.log_end_offset(), now_ms)?;
-            count += 1;
-        }
-        self.delete_oldest(count)
-    }
-
-    fn delete_retention_bytes_breached(&mut self, high_watermark: i64) -> Result<usize, LogError> {
-        let Ok(retention) = u64::try_from(self.config.retention_bytes) else {
-            return Ok(0);
-        };
-        let mut excess = self.size_bytes().saturating_sub(retention);
-        let count = self.deletable_prefix(high_watermark, |seg, _| {
-            if seg.size() <= excess {
-                excess -= seg.size();
-                Ok(true)
-            } else {
-                Ok(false)
-            }
-        })?;
-        self.delete_oldest(count)
-    }
-
-    fn delete_segments_below_log_start(&mut self) -> Result<usize, LogError> {
-        let lso = self.log_start_offset;
-        let count = self.deletable_prefix(i64::MAX, |_, next_base| Ok(next_base <= lso))?;
-        self.delete_oldest(count)
-    }
-
-    /// Deletes the `count` oldest (inactive) segments and raises the log
-    /// start offset to the new first segment's base.
-    fn delete_oldest(&mut self, count: usize) -> Result<usize, LogError> {
-        for _ in 0..count {
-            if let Some((base, seg)) = self.older.pop_first() {
-                info!(dir = %self.dir.display(), base, "deleting segment");
-                seg.delete()?;
-            }
-        }
-        if count > 0 {
-            let first_base = self
-                .older
-                .first_key_value()
-                .map_or(self.active.base_offset(), |(b, _)| *b);
-            if first_base > self.log_start_offset {
-                self.set_log_start_offset(first_base)?;
-            }
-        }
-        Ok(count)
-    }
-
-    /// fsyncs every segment that may hold unflushed data and advances (and
-    /// persists) the recovery point to the log end offset.
-    pub fn flush(&mut self) -> Result<(), LogError> {
-        for seg in self.older.values() {
-            if seg.next_offset() > self.recovery_point {
-                seg.flush()?;
-            }
-        }
-        self.active.flush()?;
-        self.set_recovery_point(self.log_end_offset())
-    }
-
-    /// Flushes if there is unflushed data and the last flush is at least
-    /// `flush.ms` old. Returns whether it flushed.
-    pub fn maybe_flush_by_time(&mut self, now_ms: i64) -> Result<bool, LogError> {
-        self.last_seen_ms = self.last_seen_ms.max(now_ms);
-        // Segments fsynced in the background after a roll move the recovery point without a flush.
-        let durable = self.durable.load(Ordering::Acquire);
-        if durable > self.recovery_point && durable <= self.log_end_offset() {
-            self.set_recovery_point(durable)?;
-        }
-        if self.log_end_offset() > self.recovery_point
-            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
-        {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
     /// Removes all offsets `>= offset` (follower truncation). A batch is never
     /// split: if `offset` is mid-batch the whole batch goes and the log end
     /// offset becomes that batch's base. Below the first segment the log is
     /// emptied and restarted at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        self.check_online()?;
         if offset < 0 {
             return Err(self.out_of_range(offset));
         }
         if offset >= self.log_end_offset() {
             return Ok(());
         }
-        // A background roll fsync must not later claim offsets that are about to disappear.
+        // A background roll fsync or a flush in flight must not later claim offsets that are about to disappear.
         self.durable.fetch_min(offset, Ordering::AcqRel);
+        self.generation += 1;
         let first_base = self
             .older
             .first_key_value()
@@ -832,9 +600,13 @@ impl Log {
     /// Deletes every segment and restarts the log empty at `offset`, which
     /// becomes the log start offset.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        self.check_online()?;
         if offset < 0 {
             return Err(self.out_of_range(offset));
         }
+        self.durable.fetch_min(offset, Ordering::AcqRel);
+        self.generation += 1;
+        self.dir_changes += 1;
         while let Some((_, seg)) = self.older.pop_first() {
             seg.delete()?;
         }
@@ -866,7 +638,10 @@ impl Log {
 
     /// Flushes everything and writes the clean-shutdown marker so the next
     /// open skips recovery.
+    /// An offline log is not marked clean: its files may disagree with what it acknowledged, so the next open
+    /// must recover them.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.check_online()?;
         self.active.on_become_inactive()?;
         self.flush()?;
         checkpoint::write_marker(&self.dir, CLEAN_SHUTDOWN_FILE)
@@ -876,8 +651,11 @@ impl Log {
     pub fn delete(self) -> Result<(), LogError> {
         let dir = self.dir.clone();
         drop(self);
-        fs::remove_dir_all(dir)?;
-        Ok(())
+        fs::remove_dir_all(&dir)?;
+        match dir.parent() {
+            Some(parent) => checkpoint::sync_dir(parent),
+            None => Ok(()),
+        }
     }
 
     /// First offset that may be read.
@@ -925,66 +703,11 @@ impl Log {
 mod tests {
     use super::*;
     use crate::log::batch::BatchHeader;
-    use crate::log::segment::{index_path, log_path, time_index_path};
-    use crate::log::testutil::{self, fix_crc, Codec};
-
-    const NOW: i64 = 10_000_000;
-
-    fn cfg() -> LogConfig {
-        LogConfig {
-            index_interval_bytes: 200,
-            ..LogConfig::default()
-        }
-    }
-
-    /// Small segments: a two-record batch with 50-byte values is ~190 bytes
-    /// uncompressed, ~100 compressed.
-    fn small_segments() -> LogConfig {
-        LogConfig {
-            segment_bytes: 500,
-            ..cfg()
-        }
-    }
-
-    fn produce_at(log: &mut Log, codec: Codec, timestamps: &[i64], now: i64) -> AppendInfo {
-        let mut buf = testutil::batch(codec, timestamps, 50);
-        log.append_as_leader(&mut buf, 5, now).unwrap()
-    }
-
-    fn produce(log: &mut Log, codec: Codec, timestamps: &[i64]) -> AppendInfo {
-        produce_at(log, codec, timestamps, NOW)
-    }
-
-    /// 20 two-record batches, offsets 0..40, timestamps 1000 + offset.
-    fn filled(dir: &Path, config: LogConfig) -> Log {
-        let mut log = Log::open(dir, config, NOW).unwrap();
-        for i in 0..20i64 {
-            let codec = Codec::ALL[(i % 5) as usize];
-            produce(&mut log, codec, &[1_000 + 2 * i, 1_001 + 2 * i]);
-        }
-        log
-    }
-
-    fn headers(bytes: &[u8]) -> Vec<BatchHeader> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let h = BatchHeader::parse(&bytes[pos..]).unwrap();
-            pos += h.total_size();
-            out.push(h);
-        }
-        assert_eq!(pos, bytes.len(), "whole batches only");
-        out
-    }
-
-    fn bases(bytes: &[u8]) -> Vec<i64> {
-        headers(bytes).iter().map(|h| h.base_offset).collect()
-    }
-
-    fn read_all(log: &Log) -> Bytes {
-        log.read(log.log_start_offset(), usize::MAX, i64::MAX, true)
-            .unwrap()
-    }
+    use crate::log::segment::log_path;
+    use crate::log::testutil::{
+        self, bases, cfg, filled, fix_crc, headers, produce, produce_at, read_all, small_segments,
+        Codec, NOW,
+    };
 
     #[test]
     fn assigns_offsets_across_appends() {
@@ -1161,242 +884,6 @@ mod tests {
         });
         produce(&mut log, Codec::None, &[1]);
         assert_eq!(log.num_segments(), 2);
-    }
-
-    #[test]
-    fn reopens_after_clean_close() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = filled(dir.path(), small_segments());
-        let before = read_all(&log);
-        let segments = log.num_segments();
-        log.close().unwrap();
-        assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
-
-        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-        assert!(!dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
-        assert_eq!(log.num_segments(), segments);
-        assert_eq!(log.log_end_offset(), 40);
-        assert_eq!(log.recovery_point(), 40);
-        assert_eq!(read_all(&log), before);
-        assert_eq!(
-            log.offset_for_timestamp(1_011).unwrap(),
-            Some((11, 1_011, 5))
-        );
-        assert_eq!(log.max_timestamp_offset().unwrap(), Some((39, 1_039, 5)));
-        assert_eq!(produce(&mut log, Codec::Zstd, &[5]).first_offset, 40);
-    }
-
-    /// Appends `extra` to the active segment's log file behind the log's back.
-    fn damage_tail(dir: &Path, base: i64, extra: &[u8]) {
-        let path = log_path(dir, base);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes.extend_from_slice(extra);
-        fs::write(&path, bytes).unwrap();
-    }
-
-    #[test]
-    fn recovers_from_torn_tail() {
-        let mut half = testutil::batch(Codec::None, &[1, 2], 50);
-        half.truncate(half.len() / 2);
-        let mut rng = testutil::Rng(99);
-        let garbage: Vec<u8> = (0..300).map(|_| rng.next() as u8).collect();
-        for tail in [half, garbage, vec![0u8; 5]] {
-            let dir = tempfile::tempdir().unwrap();
-            let log = filled(dir.path(), small_segments());
-            let expected = read_all(&log);
-            let active = log.active.base_offset();
-            drop(log); // crash: no close, no marker
-            damage_tail(dir.path(), active, &tail);
-
-            let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-            assert_eq!(log.log_end_offset(), 40);
-            assert_eq!(read_all(&log), expected);
-            assert_eq!(produce(&mut log, Codec::Lz4, &[7, 8]).first_offset, 40);
-            assert_eq!(testutil::decode(&read_all(&log)).len(), 42);
-        }
-    }
-
-    #[test]
-    fn recovery_drops_everything_after_a_bad_crc() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = filled(dir.path(), small_segments());
-        let bases = log.segment_base_offsets();
-        assert!(bases.len() >= 4);
-        drop(log);
-        // Crash before anything was flushed: recover everything.
-        let _ = fs::remove_file(dir.path().join(RECOVERY_POINT_FILE));
-        // Flip a payload byte of the second batch of the second segment.
-        let path = log_path(dir.path(), bases[1]);
-        let mut bytes = fs::read(&path).unwrap();
-        let first_len = BatchHeader::parse(&bytes).unwrap().total_size();
-        bytes[first_len + 70] ^= 0x55;
-        fs::write(&path, bytes).unwrap();
-
-        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-        assert_eq!(log.segment_base_offsets(), vec![bases[0], bases[1]]);
-        assert_eq!(log.log_end_offset(), bases[1] + 2);
-        for later in &bases[2..] {
-            assert!(!log_path(dir.path(), *later).exists());
-            assert!(!index_path(dir.path(), *later).exists());
-        }
-        assert_eq!(
-            produce(&mut log, Codec::None, &[1]).first_offset,
-            bases[1] + 2
-        );
-    }
-
-    #[test]
-    fn trusts_segments_below_recovery_point() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = filled(dir.path(), small_segments());
-        log.flush().unwrap();
-        let leo = log.log_end_offset();
-        let active = log.active.base_offset();
-        drop(log);
-        // Torn tail in the active segment is still found: it contains the
-        // recovery point, so it is recovered.
-        damage_tail(dir.path(), active, &[1, 2, 3]);
-        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-        assert_eq!(log.log_end_offset(), leo);
-        assert_eq!(
-            fs::metadata(log_path(dir.path(), active)).unwrap().len(),
-            log.active.size()
-        );
-    }
-
-    #[test]
-    fn rebuilds_missing_or_corrupt_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = filled(dir.path(), small_segments());
-        let bases = log.segment_base_offsets();
-        let expected = read_all(&log);
-        log.close().unwrap();
-        fs::remove_file(index_path(dir.path(), bases[0])).unwrap();
-        fs::write(time_index_path(dir.path(), bases[1]), [0xabu8; 17]).unwrap();
-        fs::write(index_path(dir.path(), bases[2]), [0xffu8; 16]).unwrap();
-
-        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-        assert_eq!(read_all(&log), expected);
-        assert!(
-            fs::metadata(index_path(dir.path(), bases[0]))
-                .unwrap()
-                .len()
-                > 0
-        );
-        assert_eq!(
-            fs::metadata(time_index_path(dir.path(), bases[1]))
-                .unwrap()
-                .len()
-                % 12,
-            0
-        );
-        for offset in 0..40 {
-            let got = log.read(offset, 1, i64::MAX, true).unwrap();
-            let h = BatchHeader::parse(&got).unwrap();
-            assert!(h.base_offset <= offset && offset <= h.last_offset());
-            assert_eq!(
-                log.offset_for_timestamp(1_000 + offset).unwrap(),
-                Some((offset, 1_000 + offset, 5))
-            );
-        }
-    }
-
-    #[test]
-    fn retention_by_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            retention_ms: 1_000,
-            ..small_segments()
-        };
-        let mut log = Log::open(dir.path(), config, NOW).unwrap();
-        for _ in 0..10 {
-            produce(&mut log, Codec::None, &[NOW - 5_000, NOW - 5_000]);
-        }
-        let old_segments = log.num_segments();
-        log.roll(log.log_end_offset(), NOW).unwrap();
-        for _ in 0..6 {
-            produce(&mut log, Codec::None, &[NOW, NOW]);
-        }
-        let before = log.num_segments();
-        assert_eq!(log.apply_retention(NOW).unwrap(), old_segments);
-        assert_eq!(log.num_segments(), before - old_segments);
-        assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
-        assert!(log.log_start_offset() > 0);
-        let lso_after_first_pass = log.log_start_offset();
-        assert!(matches!(
-            log.read(0, 100, i64::MAX, true),
-            Err(LogError::OffsetOutOfRange { .. })
-        ));
-
-        // Everything expired, including the active segment: it is rolled away.
-        assert!(log.apply_retention(NOW + 10_000).unwrap() >= 1);
-        assert_eq!(log.num_segments(), 1);
-        assert_eq!(log.size_bytes(), 0);
-        assert_eq!(log.log_start_offset(), 32);
-        assert_eq!(log.log_end_offset(), 32);
-        assert!(log.read(32, 100, i64::MAX, true).unwrap().is_empty());
-        assert!(lso_after_first_pass < 32);
-        assert_eq!(produce(&mut log, Codec::None, &[NOW]).first_offset, 32);
-    }
-
-    #[test]
-    fn retention_by_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            retention_bytes: 1_500,
-            retention_ms: -1,
-            ..small_segments()
-        };
-        let mut log = filled(dir.path(), config);
-        let before = log.num_segments();
-        let deleted = log.apply_retention(NOW).unwrap();
-        assert!(deleted > 0);
-        assert_eq!(log.num_segments(), before - deleted);
-        assert!(log.size_bytes() >= 1_500);
-        let first = log.older.values().next().unwrap().size();
-        assert!(log.size_bytes() - first < 1_500);
-        assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
-        // Never the active segment.
-        log.update_config(LogConfig {
-            retention_bytes: 0,
-            ..log.config().clone()
-        });
-        log.apply_retention(NOW).unwrap();
-        assert_eq!(log.num_segments(), 1);
-        assert_eq!(log.log_end_offset(), 40);
-    }
-
-    #[test]
-    fn delete_records_before_persists_log_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = filled(dir.path(), small_segments());
-        let second = log.segment_base_offsets()[1];
-        assert_eq!(log.delete_records_before(second + 1).unwrap(), second + 1);
-        assert_eq!(log.segment_base_offsets()[0], second);
-        assert!(matches!(
-            log.read(second, 100, i64::MAX, true),
-            Err(LogError::OffsetOutOfRange { .. })
-        ));
-        // Reading at the new start returns the batch containing it.
-        assert_eq!(
-            bases(&log.read(second + 1, 1, i64::MAX, true).unwrap()),
-            vec![second]
-        );
-        assert_eq!(log.delete_records_before(1).unwrap(), second + 1);
-        assert!(matches!(
-            log.delete_records_before(41),
-            Err(LogError::OffsetOutOfRange { .. })
-        ));
-        drop(log); // unclean
-        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-        assert_eq!(log.log_start_offset(), second + 1);
-        log.close().unwrap();
-        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-        assert_eq!(log.log_start_offset(), second + 1);
-        // Up to the log end offset: the active segment stays.
-        assert_eq!(log.delete_records_before(40).unwrap(), 40);
-        assert_eq!(log.num_segments(), 1);
-        assert!(log.read(40, 100, i64::MAX, true).unwrap().is_empty());
     }
 
     #[test]
@@ -1578,8 +1065,12 @@ mod tests {
         };
         let mut log = Log::open(dir.path(), config, NOW).unwrap();
         produce(&mut log, Codec::None, &[1, 2]);
-        assert_eq!(log.recovery_point(), 0);
+        assert!(!log.flush_due_by_messages());
         produce(&mut log, Codec::None, &[1, 2]);
+        // The partition runs the flush after releasing its lock.
+        assert!(log.flush_due_by_messages());
+        assert_eq!(log.recovery_point(), 0);
+        log.flush().unwrap();
         assert_eq!(log.recovery_point(), 4);
         let rp_file = dir.path().join(RECOVERY_POINT_FILE);
         assert_eq!(fs::read_to_string(&rp_file).unwrap().trim(), "4");
@@ -1630,46 +1121,6 @@ mod tests {
     }
 
     #[test]
-    fn open_cleans_stray_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = filled(dir.path(), small_segments());
-        log.close().unwrap();
-        let p = |n: &str| dir.path().join(n);
-        fs::write(p("00000000000000000000.log.deleted"), b"x").unwrap();
-        fs::write(p("00000000000000000999.index"), b"x").unwrap();
-        fs::write(p("00000000000000000999.timeindex"), b"x").unwrap();
-        fs::write(p("00000000000000000999.log.swap"), b"x").unwrap();
-        fs::write(p("recovery-point.tmp"), b"x").unwrap();
-        fs::write(p("leader-epoch-checkpoint"), b"keep").unwrap();
-        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
-        for gone in [
-            "00000000000000000000.log.deleted",
-            "00000000000000000999.index",
-            "00000000000000000999.timeindex",
-            "00000000000000000999.log.swap",
-            "recovery-point.tmp",
-        ] {
-            assert!(!p(gone).exists(), "{gone}");
-        }
-        assert!(p("leader-epoch-checkpoint").exists());
-        assert_eq!(log.log_end_offset(), 40);
-    }
-
-    #[test]
-    fn open_empty_dir_uses_persisted_log_start_and_delete_removes_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("topic-0");
-        fs::create_dir_all(&part).unwrap();
-        checkpoint::write_offset(&part, LOG_START_OFFSET_FILE, 77).unwrap();
-        let mut log = Log::open(&part, cfg(), NOW).unwrap();
-        assert_eq!((log.log_start_offset(), log.log_end_offset()), (77, 77));
-        assert_eq!(produce(&mut log, Codec::None, &[1]).first_offset, 77);
-        assert_eq!(log.dir(), part.as_path());
-        log.delete().unwrap();
-        assert!(!part.exists());
-    }
-
-    #[test]
     fn log_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Log>();
@@ -1712,5 +1163,87 @@ mod tests {
             log.offset_for_timestamp(NOW + 1),
             Err(LogError::CorruptMessage(m)) if m.contains("too large")
         ));
+    }
+
+    /// An append whose write or index update fails leaves neither memory nor the files holding any of it: the
+    /// next append takes the same offsets, and after a crash the failed batch does not come back either.
+    #[test]
+    fn failed_append_is_rolled_back() {
+        use crate::log::fault::{plan, Point};
+        let every_append_indexed = LogConfig {
+            index_interval_bytes: 0,
+            ..cfg()
+        };
+        for (point, skip) in [
+            (Point::SegmentWrite, 0),
+            (Point::IndexWrite, 0),
+            (Point::IndexWrite, 1),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = Log::open(dir.path(), every_append_indexed.clone(), NOW).unwrap();
+            produce(&mut log, Codec::None, &[1, 2]);
+            produce(&mut log, Codec::Gzip, &[3]);
+            let size = log.size_bytes();
+            plan::fail(point, skip, libc::ENOSPC, 1);
+            let mut failed = testutil::batch(Codec::None, &[4, 5], 50);
+            let err = log.append_as_leader(&mut failed, 5, NOW).unwrap_err();
+            plan::clear();
+            assert!(matches!(err, LogError::Io(_)), "{point:?}: {err}");
+            assert_eq!(log.log_end_offset(), 3, "{point:?}");
+            assert_eq!(log.size_bytes(), size, "{point:?}");
+            assert_eq!(
+                fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
+                size,
+                "{point:?}"
+            );
+            // The next append reuses the offsets; the failed batch is never readable.
+            assert_eq!(produce(&mut log, Codec::Lz4, &[6]).first_offset, 3);
+            let timestamps: Vec<i64> = testutil::decode(&read_all(&log))
+                .iter()
+                .map(|r| r.timestamp)
+                .collect();
+            assert_eq!(timestamps, vec![1, 2, 3, 6], "{point:?}");
+            drop(log); // crash
+            let log = Log::open(dir.path(), every_append_indexed.clone(), NOW).unwrap();
+            assert_eq!(log.log_end_offset(), 4);
+            for offset in 0..4 {
+                let got = log.read(offset, 1, i64::MAX, true).unwrap();
+                let h = BatchHeader::parse(&got).unwrap();
+                assert!(h.base_offset <= offset && offset <= h.last_offset());
+            }
+        }
+    }
+
+    /// If even the rollback fails, the log goes offline instead of serving state its files disagree with.
+    #[test]
+    fn failed_rollback_takes_the_log_offline() {
+        use crate::log::fault::{plan, Point};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        produce(&mut log, Codec::None, &[1, 2]);
+        plan::fail(Point::SegmentWrite, 0, libc::EIO, 1);
+        plan::fail(Point::Truncate, 0, libc::EIO, 1);
+        let mut failed = testutil::batch(Codec::None, &[4, 5], 50);
+        let err = log.append_as_leader(&mut failed, 5, NOW).unwrap_err();
+        plan::clear();
+        assert!(matches!(err, LogError::Offline(_)), "{err}");
+        assert!(log.health().is_offline());
+        let mut next = testutil::batch(Codec::None, &[6], 50);
+        assert!(matches!(
+            log.append_as_leader(&mut next, 5, NOW),
+            Err(LogError::Offline(_))
+        ));
+        assert!(matches!(
+            log.read_slices(0, 100, i64::MAX, true),
+            Err(LogError::Offline(_))
+        ));
+        assert!(matches!(
+            log.apply_retention(NOW),
+            Err(LogError::Offline(_))
+        ));
+        // Recovery at the next open drops the torn half batch.
+        drop(log);
+        let log = Log::open(dir.path(), cfg(), NOW).unwrap();
+        assert_eq!(log.log_end_offset(), 2);
     }
 }
