@@ -19,7 +19,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::*;
 
-use super::{controller_error_code, log_error_code, s};
+use super::{controller_error_code, hosted_partition, log_error_code, s, TopicRef};
 use crate::broker::Broker;
 use crate::controller::{NewTopic, MAX_PARTITIONS_PER_REQUEST, TOO_MANY_PARTITIONS};
 use crate::metadata::topic_config::{self, config_source, TOPIC_CONFIGS};
@@ -278,21 +278,16 @@ pub async fn delete_records(
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
-            match (
-                image.topic(&t.name.0),
-                broker.replicas.get(&t.name.0, p.partition_index),
-            ) {
-                (Some(_), Some(part)) => match part.delete_records_before(p.offset) {
+            let part = match image.topic(&t.name.0) {
+                None => Err(ResponseError::UnknownTopicOrPartition.code()),
+                Some(topic) => hosted_partition(broker, topic, p.partition_index, TopicRef::Name),
+            };
+            match part {
+                Ok(part) => match part.delete_records_before(p.offset) {
                     Ok(low) => pr.low_watermark = low,
                     Err(e) => pr.error_code = log_error_code(&e),
                 },
-                (Some(topic), None)
-                    if (p.partition_index as usize) < topic.partitions.len()
-                        && p.partition_index >= 0 =>
-                {
-                    pr.error_code = ResponseError::NotLeaderOrFollower.code()
-                }
-                _ => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Err(code) => pr.error_code = code,
             }
             tr.partitions.push(pr);
         }

@@ -11,7 +11,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 
-use super::log_error_code;
+use super::{hosted_partition, log_error_code, TopicRef};
 use crate::broker::Broker;
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
@@ -42,29 +42,22 @@ pub async fn handle(
             pr.timestamp = -1;
             pr.offset = -1;
             // leader_epoch exists from v4; kafka-protocol refuses to encode a non-default value below that.
-            let part = t.and_then(|t| broker.replicas.get(&t.name, p.partition_index));
             if duplicates.contains(&(topic.name.0.as_str(), p.partition_index)) {
                 // Kafka answers every copy of a repeated partition with INVALID_REQUEST.
                 pr.error_code = ResponseError::InvalidRequest.code();
                 tr.partitions.push(pr);
                 continue;
             }
-            match (t, part) {
-                (None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                (Some(t), None) => {
-                    let exists = usize::try_from(p.partition_index)
-                        .map(|i| i < t.partitions.len())
-                        .unwrap_or(false);
-                    pr.error_code = if exists {
-                        ResponseError::NotLeaderOrFollower.code()
-                    } else {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    };
-                }
-                (Some(_), Some(part)) if part.is_offline() => {
+            let part = match t {
+                None => Err(ResponseError::UnknownTopicOrPartition.code()),
+                Some(t) => hosted_partition(broker, t, p.partition_index, TopicRef::Name),
+            };
+            match part {
+                Err(code) => pr.error_code = code,
+                Ok(part) if part.is_offline() => {
                     pr.error_code = ResponseError::KafkaStorageError.code();
                 }
-                (Some(_), Some(part)) => {
+                Ok(part) => {
                     let epoch = part.leader_epoch();
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {
                         pr.error_code = if p.current_leader_epoch < epoch {

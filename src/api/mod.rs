@@ -228,6 +228,45 @@ pub fn s(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
 }
 
+/// How a request names a topic: by name (older versions) or by topic ID (Fetch v13+, Produce v13+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicRef {
+    /// By name.
+    Name,
+    /// By this topic ID.
+    Id(uuid::Uuid),
+}
+
+/// The hosted partition a produce/fetch/list-offsets/delete-records request reaches, or the Kafka error for it.
+///
+/// The one place that decides: an index outside the topic is UNKNOWN_TOPIC_OR_PARTITION; a partition this
+/// broker should host whose log could not be opened is KAFKA_STORAGE_ERROR; one that is not hosted here is
+/// NOT_LEADER_OR_FOLLOWER. A hosted partition that belongs to another incarnation of the topic (deleted and
+/// re-created under the same name between the metadata lookup and this one) is UNKNOWN_TOPIC_ID for requests
+/// by ID and NOT_LEADER_OR_FOLLOWER (refresh metadata) by name, so a request never lands in the wrong topic.
+pub fn hosted_partition(
+    broker: &Broker,
+    topic: &crate::metadata::TopicInfo,
+    index: i32,
+    by: TopicRef,
+) -> Result<Arc<crate::partition::Partition>, i16> {
+    let in_range = usize::try_from(index).is_ok_and(|i| i < topic.partitions.len());
+    if !in_range {
+        return Err(ResponseError::UnknownTopicOrPartition.code());
+    }
+    match broker.replicas.get(&topic.name, index) {
+        Some(p) if p.topic_id == topic.id => Ok(p),
+        Some(_) => Err(match by {
+            TopicRef::Id(_) => ResponseError::UnknownTopicId.code(),
+            TopicRef::Name => ResponseError::NotLeaderOrFollower.code(),
+        }),
+        None if broker.replicas.offline_reason(topic, index).is_some() => {
+            Err(ResponseError::KafkaStorageError.code())
+        }
+        None => Err(ResponseError::NotLeaderOrFollower.code()),
+    }
+}
+
 /// Kafka error code for a log engine error.
 pub fn log_error_code(e: &LogError) -> i16 {
     match e {
