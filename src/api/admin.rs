@@ -2,7 +2,6 @@
 //! DescribeLogDirs, DescribeCluster. Each decodes, asks the controller or the replica manager, and encodes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -19,6 +18,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::*;
 
+use super::RequestContext;
 use super::{controller_error_code, hosted_partition, log_error_code, s, TopicRef};
 use crate::broker::Broker;
 use crate::controller::{NewTopic, MAX_PARTITIONS_PER_REQUEST, TOO_MANY_PARTITIONS};
@@ -26,11 +26,11 @@ use crate::metadata::topic_config::{self, config_source, TOPIC_CONFIGS};
 
 /// Handles CreateTopics.
 pub async fn create_topics(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: CreateTopicsRequest,
-    _: &RequestHeader,
-    version: i16,
 ) -> Option<CreateTopicsResponse> {
+    let broker = &ctx.broker;
+    let version = ctx.version;
     let mut resp = CreateTopicsResponse::default();
     let mut seen = std::collections::HashSet::new();
     let duplicates: std::collections::HashSet<String> = req
@@ -156,11 +156,11 @@ fn offline_after_create(broker: &Broker, topic_id: uuid::Uuid) -> Option<String>
 
 /// Handles DeleteTopics (by name, or by ID from v6).
 pub async fn delete_topics(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DeleteTopicsRequest,
-    _: &RequestHeader,
-    version: i16,
 ) -> Option<DeleteTopicsResponse> {
+    let broker = &ctx.broker;
+    let version = ctx.version;
     let mut resp = DeleteTopicsResponse::default();
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         req.topics
@@ -205,11 +205,10 @@ pub async fn delete_topics(
 
 /// Handles CreatePartitions (partition counts only grow).
 pub async fn create_partitions(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: CreatePartitionsRequest,
-    _: &RequestHeader,
-    _: i16,
 ) -> Option<CreatePartitionsResponse> {
+    let broker = &ctx.broker;
     let mut resp = CreatePartitionsResponse::default();
     // The partitions this request would add, over all topics (as for CreateTopics).
     let image = broker.image();
@@ -264,11 +263,10 @@ pub async fn create_partitions(
 
 /// Handles DeleteRecords: raises each partition's log start offset (-1 means up to the high watermark).
 pub async fn delete_records(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DeleteRecordsRequest,
-    _: &RequestHeader,
-    _: i16,
 ) -> Option<DeleteRecordsResponse> {
+    let broker = &ctx.broker;
     let image = broker.image();
     let mut resp = DeleteRecordsResponse::default();
     for t in req.topics {
@@ -299,11 +297,11 @@ pub async fn delete_records(
 /// Handles DescribeLogDirs: one log dir (the data dir) with every hosted partition's size. Partitions whose log
 /// failed are left out and the dir carries KAFKA_STORAGE_ERROR, as Kafka reports an offline log dir.
 pub async fn describe_log_dirs(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DescribeLogDirsRequest,
-    _: &RequestHeader,
-    version: i16,
 ) -> Option<DescribeLogDirsResponse> {
+    let broker = &ctx.broker;
+    let version = ctx.version;
     let mut dir = DescribeLogDirsResult::default();
     dir.log_dir = s(std::fs::canonicalize(&broker.config.data_dir)
         .unwrap_or(broker.config.data_dir.clone())
@@ -375,11 +373,10 @@ fn disk_space(path: &std::path::Path) -> (i64, i64) {
 
 /// Handles DescribeCluster.
 pub async fn describe_cluster(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DescribeClusterRequest,
-    _: &RequestHeader,
-    _: i16,
 ) -> Option<DescribeClusterResponse> {
+    let broker = &ctx.broker;
     let image = broker.image();
     let mut resp = DescribeClusterResponse::default();
     // Endpoint type 1 = brokers (the only one served on this listener); 2 = controllers.

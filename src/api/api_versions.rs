@@ -1,14 +1,12 @@
 //! ApiVersions: the advertised ranges from [`crate::protocol::versions::SUPPORTED`].
 
-use std::sync::Arc;
-
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::Encodable;
 
-use crate::broker::Broker;
+use super::RequestContext;
 use crate::protocol::versions::SUPPORTED;
 
 fn response() -> ApiVersionsResponse {
@@ -27,12 +25,7 @@ fn response() -> ApiVersionsResponse {
 }
 
 /// Answers ApiVersions.
-pub async fn handle(
-    _: &Arc<Broker>,
-    _: ApiVersionsRequest,
-    _: &RequestHeader,
-    _: i16,
-) -> Option<ApiVersionsResponse> {
+pub async fn handle(_: &RequestContext, _: ApiVersionsRequest) -> Option<ApiVersionsResponse> {
     Some(response())
 }
 

@@ -13,6 +13,7 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::*;
 
+use super::RequestContext;
 use super::{controller_error_code, s};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -42,11 +43,11 @@ fn duplicate_resources<'a>(
 
 /// Handles DescribeConfigs.
 pub async fn describe_configs(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: DescribeConfigsRequest,
-    _: &RequestHeader,
-    version: i16,
 ) -> Option<DescribeConfigsResponse> {
+    let broker = &ctx.broker;
+    let version = ctx.version;
     let image = broker.image();
     let mut resp = DescribeConfigsResponse::default();
     let duplicates = duplicate_resources(
@@ -200,11 +201,10 @@ fn broker_entries(config: &BrokerConfig) -> Vec<(String, Option<String>, bool, C
 
 /// Handles AlterConfigs (replaces all of a topic's overrides).
 pub async fn alter_configs(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: AlterConfigsRequest,
-    _: &RequestHeader,
-    _: i16,
 ) -> Option<AlterConfigsResponse> {
+    let broker = &ctx.broker;
     let mut resp = AlterConfigsResponse::default();
     let duplicates = duplicate_resources(
         req.resources
@@ -253,11 +253,10 @@ pub async fn alter_configs(
 
 /// Handles IncrementalAlterConfigs (SET=0, DELETE=1, APPEND=2, SUBTRACT=3).
 pub async fn incremental_alter_configs(
-    broker: &Arc<Broker>,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
-    _: &RequestHeader,
-    _: i16,
 ) -> Option<IncrementalAlterConfigsResponse> {
+    let broker = &ctx.broker;
     let mut resp = IncrementalAlterConfigsResponse::default();
     let duplicates = duplicate_resources(
         req.resources

@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use tokio::sync::watch;
 
 use super::log_error_code;
 use super::splice::{encode_spliced, Frame, Placeholders};
-use crate::broker::Broker;
+use super::RequestContext;
 use crate::partition::Partition;
 
 /// One requested partition, resolved.
@@ -32,12 +32,9 @@ struct Wanted {
 }
 
 /// Handles Fetch.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: FetchRequest,
-    _: &RequestHeader,
-    version: i16,
-) -> Option<FetchReply> {
+pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Option<FetchReply> {
+    let broker = &ctx.broker;
+    let version = ctx.version;
     let mut resp = FetchResponse::default();
     resp.session_id = 0;
     if req.session_id != 0 || req.session_epoch > 0 {

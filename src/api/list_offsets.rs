@@ -9,10 +9,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::RequestContext;
 use super::{hosted_partition, log_error_code, TopicRef};
-use crate::broker::Broker;
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 
@@ -23,12 +23,9 @@ const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
 /// Handles ListOffsets.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: ListOffsetsRequest,
-    _: &RequestHeader,
-    version: i16,
-) -> Option<ListOffsetsResponse> {
+pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> Option<ListOffsetsResponse> {
+    let broker = &ctx.broker;
+    let version = ctx.version;
     let image = broker.image();
     let mut resp = ListOffsetsResponse::default();
     let duplicates = duplicate_partitions(&req);

@@ -13,24 +13,20 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use uuid::Uuid;
 
 use super::s;
+use super::RequestContext;
 use crate::broker::Broker;
 use crate::controller::{ControllerError, NewTopic};
 use crate::metadata::{validate_topic_name, MetadataImage, TopicInfo};
 use crate::partition::manager::ReplicaManager;
 
 /// Answers Metadata.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: MetadataRequest,
-    _: &RequestHeader,
-    version: i16,
-) -> Option<MetadataResponse> {
+pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Option<MetadataResponse> {
+    let broker = &ctx.broker;
+    let version = ctx.version;
     // v0 has no null topics: an empty list means all topics. From v1 an empty list means none.
     let wanted: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
         None => None,

@@ -45,6 +45,32 @@ impl<R: Encodable + HeaderVersion> IntoFrame for R {
     }
 }
 
+/// Everything a handler knows about a request besides its body: who sent it, on which listener, in which
+/// version. Built once per request by [`dispatch`]; handlers take it instead of loose arguments so that
+/// member ids, ACLs, quotas and logging all see the same facts.
+pub struct RequestContext {
+    /// The broker (state owners: controller, replica manager, config).
+    pub broker: Arc<Broker>,
+    /// The decoded request header (API key, version, correlation id, client id).
+    pub header: RequestHeader,
+    /// The negotiated API version of this request.
+    pub version: i16,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Name of the listener the request arrived on (Kafka's `ListenerName`).
+    pub listener: &'static str,
+}
+
+impl RequestContext {
+    /// The client id from the header, or "" when absent (Kafka's `RequestContext.clientId`).
+    pub fn client_id(&self) -> &str {
+        self.header.client_id.as_deref().unwrap_or("")
+    }
+}
+
+/// The one listener's name, as Kafka names a plaintext listener.
+pub const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
+
 /// What the connection should do with one request frame.
 pub enum Dispatch {
     /// Run this future concurrently with later requests; its output is the response, written in request
@@ -130,9 +156,15 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Dispatc
             version,
             body,
         }) => {
-            let broker = broker.clone();
+            let ctx = RequestContext {
+                broker: broker.clone(),
+                header,
+                version,
+                peer,
+                listener: PLAINTEXT_LISTENER,
+            };
             let ordered = matches!(*body, Request::Produce(_));
-            let fut = Box::pin(async move { body.handle(&broker, &header, version).await });
+            let fut = Box::pin(async move { body.handle(&ctx).await });
             if ordered {
                 Dispatch::Inline(fut)
             } else {
@@ -157,11 +189,11 @@ macro_rules! requests {
                 }
             }
 
-            async fn handle(self, broker: &Arc<Broker>, header: &RequestHeader, version: i16) -> Reply {
+            async fn handle(self, ctx: &RequestContext) -> Reply {
                 match self {
                     $( Request::$key(req) => {
-                        match $handler(broker, req, header, version).await {
-                            Some(resp) => resp.into_frame(ApiKey::$key, version, header.correlation_id).map(Some),
+                        match $handler(ctx, req).await {
+                            Some(resp) => resp.into_frame(ApiKey::$key, ctx.version, ctx.header.correlation_id).map(Some),
                             None => Ok(None),
                         }
                     } )*

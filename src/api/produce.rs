@@ -3,24 +3,20 @@
 //! are answered once the batches are in the log (and, for `-1`, replicated to the in-sync replicas: with one
 //! replica that is the same moment).
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
+use super::RequestContext;
 use super::{append_error_code, s};
-use crate::broker::Broker;
 use crate::partition::manager::now_ms;
 use crate::partition::AppendError;
 
 /// Handles Produce.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: ProduceRequest,
-    header: &RequestHeader,
-    version: i16,
-) -> Option<ProduceReply> {
+pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceReply> {
+    let broker = &ctx.broker;
+    let header = &ctx.header;
+    let version = ctx.version;
     let acks = req.acks;
     let image = broker.image();
     let mut resp = ProduceResponse::default();
