@@ -10,11 +10,11 @@ use libfuzzer_sys::fuzz_target;
 use vltava::log::batch;
 
 fn check(data: &[u8]) {
-    if let Ok(v) = batch::validate_producer_records(data, 1 << 20) {
+    if let Ok(v) = batch::validate_producer_records(data, 1 << 20, false) {
         // Offsets and epoch are outside the CRC: the batch stays a valid producer batch.
         let mut copy = data.to_vec();
         batch::assign_offsets(&mut copy, &v, 1000, 3, None);
-        assert!(batch::validate_producer_records(&copy, 1 << 20).is_ok(), "assigned batch must stay valid");
+        assert!(batch::validate_producer_records(&copy, 1 << 20, false).is_ok(), "assigned batch must stay valid");
         // LogAppendTime rewrites attributes and max timestamp and recomputes the CRC: what is stored must
         // pass the checks a replica (or recovery) applies. (A producer may not send the LogAppendTime bit,
         // so producer validation would rightly refuse it.)

@@ -16,6 +16,7 @@
 pub mod batch;
 mod checkpoint;
 mod config;
+mod decompress;
 mod error;
 pub mod index;
 mod log_impl;
@@ -29,7 +30,7 @@ pub use batch::{
     BatchHeader, Compression, TimestampType, ValidatedBatch, ValidatedRecords, BATCH_HEADER_LEN,
 };
 pub use config::LogConfig;
-pub use error::LogError;
+pub use error::{BadRecord, LogError, MAX_RECORD_ERRORS};
 pub use log_impl::{
     AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
 };
