@@ -23,7 +23,7 @@ mod log_impl;
 mod record;
 pub mod segment;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use batch::{
     assign_offsets, validate_follower_records, validate_producer_records, AssignResult,
