@@ -148,6 +148,21 @@ impl Broker {
     pub fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
         self.dir.join(format!("{topic}-{p}"))
     }
+
+    /// A memory figure of the broker process in KiB from `/proc/<pid>/status`: `VmRSS` (now) or `VmHWM`
+    /// (peak resident set since start). 0 if unavailable.
+    pub fn memory_kb(&self, field: &str) -> u64 {
+        let Some(c) = &self.child else { return 0 };
+        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Broker {
