@@ -228,6 +228,8 @@ pub(crate) fn find_record(
         codec => {
             let mut stream = StreamSource::open(codec, payload).map_err(|e| corrupt(&e))?;
             let found = walk(&mut || read_record(&mut stream));
+            // A decoder failure explains a record error it caused. The walk stops at a match, before reading
+            // further, so a record found ahead of damage is still answered.
             match stream.failure() {
                 Some(f) => Err(corrupt(&f)),
                 None => found,
@@ -299,5 +301,31 @@ mod tests {
         padded.extend(&rec[1..]);
         padded.push(0);
         assert!(read_record(&mut Reader::new(&padded)).is_err());
+    }
+
+    #[test]
+    fn search_answers_with_a_record_found_before_a_stream_failure() {
+        use crate::log::testutil::{self, Codec};
+        // Three records of poorly compressible values; the gzip stream is cut after the first one.
+        let mut rng = testutil::Rng(11);
+        let values: Vec<Vec<u8>> = (0..3)
+            .map(|_| (0..4000).map(|_| rng.next() as u8).collect())
+            .collect();
+        let section: Vec<u8> = values
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| testutil::record_bytes(i as i32, i as i64, Some(b"k"), v))
+            .collect();
+        let payload = testutil::compress(Codec::Gzip, &section);
+        let buf = testutil::assemble(Codec::Gzip, &payload[..payload.len() / 2], 3, 2, 100, 102);
+        let header = BatchHeader::parse(&buf).unwrap();
+        assert_eq!(
+            find_record(&buf, &header, |_, ts| ts >= 100).unwrap(),
+            Some((0, 100))
+        );
+        assert!(matches!(
+            find_record(&buf, &header, |_, ts| ts >= 102),
+            Err(LogError::CorruptMessage(_))
+        ));
     }
 }
