@@ -1,7 +1,9 @@
 //! Vltava's storage engine: Kafka-compatible partition logs on local disk.
 //!
-//! Ownership: [`batch`] parses/validates/rewrites v2 record batch headers,
-//! [`index`] owns the sparse offset and time indexes, [`segment`] owns one
+//! Ownership: [`batch`] parses/validates/rewrites v2 record batch headers and
+//! checks every record of a producer's batch (`record` parses records,
+//! `decompress` streams compressed batches through their codec with bounded
+//! memory), [`index`] owns the sparse offset and time indexes, [`segment`] owns one
 //! segment's files, and [`Log`] (in `log_impl`) owns a partition directory and
 //! all policy (offset assignment, rolling, recovery, retention, flushing).
 //! The broker owns locking, the high watermark, replication and mapping
