@@ -147,6 +147,13 @@ fn main() {
     let _ = broker.wait();
 }
 
+/// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
+/// overwrite each other's `target/release/vltava`; `BROKER_BIN` pins a copy. (Not `VLTAVA_*`: the broker
+/// reads those as its settings.)
+fn broker_binary() -> String {
+    std::env::var("BROKER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
+}
+
 fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -154,7 +161,7 @@ fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
         .unwrap()
         .port();
     let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
+    let mut child = Command::new(broker_binary())
         .args([
             "serve",
             "--listen",
@@ -363,7 +370,7 @@ fn disk_write_mb_s() -> f64 {
 }
 
 fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+    let out = Command::new(broker_binary())
         .args([
             "topic",
             "-b",

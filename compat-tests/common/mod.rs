@@ -29,8 +29,11 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vltava")
+/// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
+/// overwrite each other's `target/release/vltava`; `BROKER_BIN` pins a copy. (Not `VLTAVA_*`: the broker
+/// reads those as its settings.)
+pub fn binary() -> String {
+    std::env::var("BROKER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
 }
 
 impl Broker {
