@@ -10,6 +10,7 @@ mod durability;
 mod fetch_semantics;
 mod hostile_requests;
 mod hostile_storage;
+mod hostile_validation;
 mod metadata;
 mod other_clients;
 mod produce_consume;

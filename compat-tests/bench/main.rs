@@ -3,6 +3,9 @@
 //! Measures in one run, against the real release binary on loopback:
 //! - this machine's limits: raw loopback TCP throughput and sequential disk write throughput (fsync at the end);
 //! - produce throughput, 1 KiB records, acks=1 and acks=all, linger 5 ms, 1 and 8 partitions (rdkafka);
+//! - produce throughput with each codec (gzip, snappy, lz4, zstd) against uncompressed, 1 KiB records of
+//!   compressible JSON-like text, acks=1, 1 partition: the broker decompresses and checks every record of every
+//!   compressed batch, and this shows what that costs (goal: lz4 and zstd at least 0.7 of uncompressed rec/s);
 //! - consume throughput of data already on disk (rdkafka consumer from the beginning, and a raw Fetch client that
 //!   only walks batch headers, to separate the broker's serving rate from client-side record decoding);
 //! - produce-to-consume latency p50/p99 at a fixed 10 MB/s;
@@ -52,13 +55,67 @@ fn main() {
     );
 
     let mut peak_rss = idle_rss;
+    let filler = vec![vec![b'v'; RECORD]];
     for (acks, partitions) in [("1", 1), ("all", 1), ("1", 8), ("all", 8)] {
         let topic = format!("bench-{acks}-{partitions}");
         create_topic(&bootstrap, &topic, partitions);
-        let (mb_s, rec_s) = produce(&bootstrap, &topic, acks, volume, &mut peak_rss, broker.id());
+        let run = Run {
+            acks,
+            compression: "none",
+            payloads: &filler,
+        };
+        let (mb_s, rec_s) = produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
         println!(
             "produce acks={acks:<3} partitions={partitions}: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
             mb_s / limit
+        );
+    }
+    // Compressed produce. rdkafka measures client and broker together (librdkafka compresses on the same two
+    // cores, and turns lz4 off against a broker without FindCoordinator, so its lz4 run sends uncompressed
+    // batches); the raw client sends pre-compressed batches, so it measures the broker's cost alone:
+    // decompressing and checking every record.
+    let json = json_records(4096);
+    let mut uncompressed_rec_s = 0.0;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("bench-codec-{codec}");
+        create_topic(&bootstrap, &topic, 1);
+        let run = Run {
+            acks: "1",
+            compression: codec,
+            payloads: &json,
+        };
+        let cpu0 = cpu_secs(broker.id());
+        let (mb_s, rec_s) = produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
+        let cpu = cpu_secs(broker.id()) - cpu0;
+        if codec == "none" {
+            uncompressed_rec_s = rec_s;
+        }
+        println!(
+            "produce JSON-like records, rdkafka compression={codec:<6} acks=1 partitions=1: {mb_s:7.1} MB/s \
+             {rec_s:9.0} rec/s  ({:.2} of uncompressed rec/s; {:.1} MB on disk; broker CPU {cpu:.2} s)",
+            rec_s / uncompressed_rec_s,
+            dir_mb(&dir.path().join(format!("{topic}-0")))
+        );
+    }
+    // The raw client is cheap, so it sends 4x the records for a run long enough to time.
+    let raw_volume = volume * 4;
+    let mut uncompressed_rec_s = 0.0;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("bench-raw-{codec}");
+        create_topic(&bootstrap, &topic, 1);
+        let cpu0 = cpu_secs(broker.id());
+        let rec_s = raw_produce(&bootstrap, &topic, codec, &json, raw_volume);
+        let cpu = cpu_secs(broker.id()) - cpu0;
+        peak_rss = peak_rss.max(rss_kb(broker.id()));
+        if codec == "none" {
+            uncompressed_rec_s = rec_s;
+        }
+        println!(
+            "produce pre-compressed JSON-like batches, raw client, compression={codec:<6}: {:7.1} MB/s {rec_s:9.0} rec/s  \
+             ({:.2} of uncompressed rec/s; broker CPU {cpu:.2} s, {:.1} us per record)",
+            rec_s * RECORD as f64 / MB,
+            rec_s / uncompressed_rec_s,
+            cpu * 1e6 / raw_volume as f64
         );
     }
     let (mb_s, rec_s) = consume(
@@ -90,6 +147,13 @@ fn main() {
     let _ = broker.wait();
 }
 
+/// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
+/// overwrite each other's `target/release/vltava`; `BROKER_BIN` pins a copy. (Not `VLTAVA_*`: the broker
+/// reads those as its settings.)
+fn broker_binary() -> String {
+    std::env::var("BROKER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
+}
+
 fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -97,7 +161,7 @@ fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
         .unwrap()
         .port();
     let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vltava"))
+    let mut child = Command::new(broker_binary())
         .args([
             "serve",
             "--listen",
@@ -128,6 +192,126 @@ fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
     println!("startup: {}", line.trim());
     println!("startup: spawn to ready line, seen from outside: {outside:.1} ms");
     (child, inside, port)
+}
+
+/// User + system CPU seconds a process has used (from `/proc/<pid>/stat`, 100 ticks per second).
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Sends `n` records as pre-built batches of 200 (compressed with `codec` by kafka-protocol, as the Java client
+/// would: snappy in xerial framing) over one connection with 8 Produce requests in flight; returns records/s.
+fn raw_produce(bootstrap: &str, topic: &str, codec: &str, payloads: &[Vec<u8>], n: usize) -> f64 {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::{
+        produce_request, ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    const PER_BATCH: usize = 200;
+    const IN_FLIGHT: usize = 8;
+    let compression = match codec {
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => Compression::None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // 16 distinct batches, sent in turn.
+    let frames: Vec<Vec<u8>> = (0..16)
+        .map(|b| {
+            let records: Vec<Record> = (0..PER_BATCH)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: i as i32 - 1,
+                    timestamp: now,
+                    key: Some(Bytes::from((i % 1000).to_string())),
+                    value: Some(Bytes::copy_from_slice(
+                        &payloads[(b * PER_BATCH + i) % payloads.len()],
+                    )),
+                    headers: Default::default(),
+                    delete_horizon: false,
+                })
+                .collect();
+            let mut batch = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut batch,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .unwrap();
+            let mut pd = produce_request::PartitionProduceData::default();
+            pd.records = Some(batch.freeze());
+            let mut td = produce_request::TopicProduceData::default();
+            td.name = TopicName(StrBytes::from_string(topic.to_string()));
+            td.partition_data.push(pd);
+            let mut req = ProduceRequest::default();
+            req.acks = 1;
+            req.timeout_ms = 30_000;
+            req.topic_data.push(td);
+            let mut body = BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(ApiKey::Produce as i16)
+                .with_request_api_version(9)
+                .with_correlation_id(b as i32)
+                .encode(&mut body, 2)
+                .unwrap();
+            req.encode(&mut body, 9).unwrap();
+            let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            frame
+        })
+        .collect();
+    let mut s = TcpStream::connect(bootstrap).unwrap();
+    s.set_nodelay(true).unwrap();
+    let requests = n / PER_BATCH;
+    let read_response = |s: &mut TcpStream| {
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size).unwrap();
+        let mut buf = vec![0u8; i32::from_be_bytes(size) as usize];
+        s.read_exact(&mut buf).unwrap();
+        let mut buf = Bytes::from(buf);
+        ResponseHeader::decode(&mut buf, 1).unwrap();
+        let r = ProduceResponse::decode(&mut buf, 9).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "{codec}: {:?}", p.error_message);
+    };
+    let t0 = Instant::now();
+    let (mut sent, mut answered) = (0, 0);
+    while answered < requests {
+        while sent < requests && sent - answered < IN_FLIGHT {
+            s.write_all(&frames[sent % frames.len()]).unwrap();
+            sent += 1;
+        }
+        read_response(&mut s);
+        answered += 1;
+    }
+    (requests * PER_BATCH) as f64 / t0.elapsed().as_secs_f64()
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -186,7 +370,7 @@ fn disk_write_mb_s() -> f64 {
 }
 
 fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vltava"))
+    let out = Command::new(broker_binary())
         .args([
             "topic",
             "-b",
@@ -218,10 +402,74 @@ impl ProducerContext for Count {
     }
 }
 
+/// One produce run's settings: acks, librdkafka `compression.type`, and the record values sent in turn.
+struct Run<'a> {
+    acks: &'a str,
+    compression: &'a str,
+    payloads: &'a [Vec<u8>],
+}
+
+/// `n` distinct 1 KiB JSON-like event records: varying ids, numbers and words from a small vocabulary, so they
+/// compress like real application data (about 3-5x), not like a run of one byte.
+fn json_records(n: usize) -> Vec<Vec<u8>> {
+    const WORDS: [&str; 24] = [
+        "order", "created", "shipped", "cart", "checkout", "payment", "accepted", "declined",
+        "user", "guest", "mobile", "desktop", "berlin", "prague", "vienna", "express", "standard",
+        "coupon", "refund", "review", "stars", "session", "search", "banner",
+    ];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    (0..n)
+        .map(|i| {
+            let mut s = format!(
+                "{{\"event_id\":\"{:016x}\",\"ts\":{},\"user\":\"user-{}\",\"type\":\"{}\",\"amount\":{}.{:02},\
+                 \"path\":\"/shop/{}/{}?page={}\",\"tags\":[\"{}\",\"{}\"],\"note\":\"",
+                next(),
+                1_700_000_000_000u64 + i as u64 * 37,
+                next() % 50_000,
+                WORDS[(next() % 24) as usize],
+                next() % 1000,
+                next() % 100,
+                WORDS[(next() % 24) as usize],
+                next() % 10_000,
+                next() % 20,
+                WORDS[(next() % 24) as usize],
+                WORDS[(next() % 24) as usize],
+            );
+            while s.len() < RECORD - 2 {
+                s.push_str(WORDS[(next() % 24) as usize]);
+                s.push(' ');
+            }
+            s.truncate(RECORD - 2);
+            s.push_str("\"}");
+            s.into_bytes()
+        })
+        .collect()
+}
+
+/// Size of a directory's files in MB.
+fn dir_mb(dir: &std::path::Path) -> f64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum::<u64>()
+        })
+        .unwrap_or(0) as f64
+        / MB
+}
+
 fn produce(
     bootstrap: &str,
     topic: &str,
-    acks: &str,
+    run: &Run<'_>,
     n: usize,
     peak: &mut u64,
     pid: u32,
@@ -229,19 +477,20 @@ fn produce(
     let count = Count::default();
     let p: ThreadedProducer<Count> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("acks", acks)
+        .set("acks", run.acks)
+        .set("compression.type", run.compression)
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(count.clone())
         .unwrap();
-    let payload = vec![b'v'; RECORD];
     let t0 = Instant::now();
     for i in 0..n {
         let key = (i % 1000).to_string();
+        let payload = &run.payloads[i % run.payloads.len()];
         loop {
-            match p.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
+            match p.send(BaseRecord::to(topic).key(&key).payload(payload)) {
                 Ok(()) => break,
                 Err(_) => std::thread::sleep(Duration::from_micros(200)),
             }

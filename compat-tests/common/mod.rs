@@ -39,8 +39,11 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vltava")
+/// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
+/// overwrite each other's `target/release/vltava`; `BROKER_BIN` pins a copy. (Not `VLTAVA_*`: the broker
+/// reads those as its settings.)
+pub fn binary() -> String {
+    std::env::var("BROKER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
 }
 
 impl Broker {
@@ -223,6 +226,21 @@ impl Broker {
 
     pub fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
         self.dir.join(format!("{topic}-{p}"))
+    }
+
+    /// A memory figure of the broker process in KiB from `/proc/<pid>/status`: `VmRSS` (now) or `VmHWM`
+    /// (peak resident set since start). 0 if unavailable.
+    pub fn memory_kb(&self, field: &str) -> u64 {
+        let Some(c) = &self.child else { return 0 };
+        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
     }
 }
 

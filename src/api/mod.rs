@@ -303,7 +303,9 @@ pub fn hosted_partition(
 pub fn log_error_code(e: &LogError) -> i16 {
     match e {
         LogError::CorruptMessage(_) => ResponseError::CorruptMessage,
-        LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        LogError::InvalidRecord(_) | LogError::InvalidRecords { .. } => {
+            ResponseError::InvalidRecord
+        }
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
         // Kafka: "Produce requests with version 3+ are only allowed to contain record batches with magic v2".

@@ -1,22 +1,60 @@
 //! Produce: route each partition's record batches to the hosting [`crate::partition::Partition`], which validates
-//! them without decompressing, assigns offsets and appends. `acks=0` gets no response; `acks=1` and `acks=-1`
-//! are answered once the batches are in the log (and, for `-1`, replicated to the in-sync replicas: with one
-//! replica that is the same moment).
+//! every record (decompressing compressed batches, never recompressing), assigns offsets and appends. `acks=0`
+//! gets no response; `acks=1` and `acks=-1` are answered once the batches are in the log (and, for `-1`,
+//! replicated to the in-sync replicas: with one replica that is the same moment).
+//!
+//! Validation (decompression) and the append (maybe an fsync) are blocking CPU and I/O work, so a request's
+//! appends run on tokio's blocking pool, at most [`append_slots`] requests at a time, never on an async worker:
+//! a heavy compressed produce cannot delay other connections' requests. The connection awaits the handler
+//! before reading the next Produce, so appends keep request order.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
-use super::RequestContext;
-use super::{append_error_code, s};
+use super::{append_error_code, s, RequestContext};
+use crate::broker::Broker;
+use crate::log::LogError;
 use crate::partition::manager::now_ms;
 use crate::partition::AppendError;
 
-/// Handles Produce.
+/// Limits how many Produce requests append at once: one per core, since validation is CPU-bound. Process-wide
+/// (one broker per process), so it needs no place in the broker's state.
+fn append_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+/// Handles Produce: the appends run on the blocking pool (see the module doc).
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceReply> {
-    let broker = &ctx.broker;
-    let header = &ctx.header;
     let version = ctx.version;
+    // The semaphore is never closed, so acquiring only waits.
+    let permit = append_slots().acquire().await.ok();
+    let broker = ctx.broker.clone();
+    let client_id = ctx.header.client_id.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        append_all(&broker, req, client_id, version)
+    })
+    .await;
+    // Only a panic in the append fails the join; closing the connection is all that is left to do.
+    done.unwrap_or_else(|e| Some(ProduceReply::Close(format!("produce failed: {e}"))))
+}
+
+/// Appends every partition's records of one request and builds the response. Blocking.
+fn append_all(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    client_id: Option<kafka_protocol::protocol::StrBytes>,
+    version: i16,
+) -> Option<ProduceReply> {
     let acks = req.acks;
     let image = broker.image();
     let mut resp = ProduceResponse::default();
@@ -40,28 +78,32 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             pr.base_offset = -1;
             pr.log_append_time_ms = -1;
             let result = if !(-1..=1).contains(&acks) {
-                Err((ResponseError::InvalidRequiredAcks.code(), None))
+                Err((ResponseError::InvalidRequiredAcks.code(), None, Vec::new()))
             } else if let Some(t) = found {
                 match broker.replicas.get(&t.name, pd.index) {
                     Some(p) => match pd.records {
                         Some(records) if !records.is_empty() => p.append(records, acks == -1, now_ms()).map_err(|e| {
                             let msg = e.to_string();
                             if !matches!(e, AppendError::NotEnoughReplicas) {
-                                tracing::debug!(client = ?header.client_id, topic = %t.name, partition = pd.index, "produce refused: {msg}");
+                                tracing::debug!(client = ?client_id, topic = %t.name, partition = pd.index, "produce refused: {msg}");
                             }
-                            (append_error_code(&e), Some(msg))
+                            (append_error_code(&e), Some(msg), record_errors(&e))
                         }),
-                        _ => Err((ResponseError::InvalidRecord.code(), Some("Produce request has no records".into()))),
+                        _ => Err((ResponseError::InvalidRecord.code(), Some("Produce request has no records".into()), Vec::new())),
                     },
                     None if usize::try_from(pd.index).map(|i| i < t.partitions.len()).unwrap_or(false) => {
-                        Err((ResponseError::NotLeaderOrFollower.code(), None))
+                        Err((ResponseError::NotLeaderOrFollower.code(), None, Vec::new()))
                     }
-                    None => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
+                    None => Err((ResponseError::UnknownTopicOrPartition.code(), None, Vec::new())),
                 }
             } else if version >= 13 {
-                Err((ResponseError::UnknownTopicId.code(), None))
+                Err((ResponseError::UnknownTopicId.code(), None, Vec::new()))
             } else {
-                Err((ResponseError::UnknownTopicOrPartition.code(), None))
+                Err((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    None,
+                    Vec::new(),
+                ))
             };
             match result {
                 Ok(info) => {
@@ -71,10 +113,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         pr.log_start_offset = info.log_start_offset;
                     }
                 }
-                Err((code, msg)) => {
+                Err((code, msg, errors)) => {
                     pr.error_code = code;
                     if version >= 8 {
                         pr.error_message = msg.map(s);
+                        pr.record_errors = errors;
                     }
                 }
             }
@@ -98,6 +141,22 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         });
     }
     Some(ProduceReply::Respond(resp))
+}
+
+/// Produce v8+ `record_errors`: the index in its batch of each record that made the batch fail (KIP-467).
+fn record_errors(e: &AppendError) -> Vec<BatchIndexAndErrorMessage> {
+    let AppendError::Log(LogError::InvalidRecords { records, .. }) = e else {
+        return Vec::new();
+    };
+    records
+        .iter()
+        .map(|r| {
+            let mut out = BatchIndexAndErrorMessage::default();
+            out.batch_index = r.batch_index;
+            out.batch_index_error_message = Some(s(r.message.clone()));
+            out
+        })
+        .collect()
 }
 
 /// What a Produce request gets back.

@@ -2,11 +2,14 @@
 //! in-place rewrites the broker performs.
 //!
 //! Owns: the 61-byte header layout, [`validate_producer_records`] (what a
-//! Produce request may contain), [`validate_follower_records`] (what a replica
-//! fetch may contain) and [`assign_offsets`] (stamping offsets, leader epoch and
-//! LogAppendTime). Never decompresses anything: compressed batches are stored
-//! exactly as the producer sent them apart from broker-owned header fields.
-//! Does not own: file I/O (`segment.rs`) or timestamp policy (`log_impl.rs`).
+//! Produce request may contain: every record is walked, compressed batches
+//! streamed through their codec by `decompress.rs`, like Kafka's
+//! `LogValidator`), [`validate_follower_records`] (what a replica fetch may
+//! contain) and [`assign_offsets`] (stamping offsets, leader epoch, LogAppendTime
+//! and the true max timestamp). Compressed batches are never recompressed: they
+//! are stored as the producer sent them apart from broker-owned header fields.
+//! Does not own: file I/O (`segment.rs`), decompression (`decompress.rs`) or the
+//! timestamp window (`log.rs`).
 //!
 //! Layout (all big-endian): baseOffset i64 @0, batchLength i32 @8,
 //! partitionLeaderEpoch i32 @12, magic i8 @16, crc u32 @17 (CRC-32C over
@@ -14,8 +17,9 @@
 //! @27, maxTimestamp i64 @35, producerId i64 @43, producerEpoch i16 @51,
 //! baseSequence i32 @53, recordsCount i32 @57, then the records.
 
-use super::error::LogError;
-use super::record::Records;
+use super::decompress::StreamSource;
+use super::error::{BadRecord, LogError, MAX_RECORD_ERRORS};
+use super::record::{read_record, Reader, RecordMeta, Source};
 
 /// Size of the fixed v2 batch header.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -214,22 +218,21 @@ pub struct ValidatedBatch {
     pub position: usize,
     /// Its header as received.
     pub header: BatchHeader,
-    /// Uncompressed batches only: the largest record timestamp and the offset
-    /// delta of the first record carrying it, found by walking the records.
-    /// `None` for compressed batches (never decompressed on produce).
+    /// Producer batches: the largest record timestamp, found by walking the
+    /// records, and the offset delta to index it under: the first record
+    /// carrying it for uncompressed batches, the last offset for compressed
+    /// ones (Kafka's shallow offset). `None` for follower batches (not walked).
     pub record_max_timestamp: Option<(i64, i32)>,
-    /// Smallest and largest timestamps to range-check against
-    /// `message.timestamp.{before,after}.max.ms`, ignoring `NO_TIMESTAMP`:
-    /// exact for uncompressed batches, base/max header timestamps for
-    /// compressed ones. `None` if no record has a timestamp.
+    /// Smallest and largest record timestamps to range-check against
+    /// `message.timestamp.{before,after}.max.ms`, ignoring `NO_TIMESTAMP`.
+    /// `None` if no record has a timestamp (or for follower batches).
     pub timestamp_bounds: Option<(i64, i64)>,
 }
 
 impl ValidatedBatch {
     /// The max timestamp the stored batch will carry under CreateTime (the
-    /// walked one for uncompressed batches, the header's otherwise), and the
-    /// offset delta (within this batch) of the record that has it; compressed
-    /// batches report their last offset, like Kafka's shallow offset.
+    /// walked one for producer batches, the header's for follower batches), and
+    /// the offset delta (within this batch) to index it under.
     pub fn effective_max_timestamp(&self) -> (i64, i32) {
         self.record_max_timestamp
             .unwrap_or((self.header.max_timestamp, self.header.last_offset_delta))
@@ -254,8 +257,8 @@ pub struct ValidatedRecords {
     pub offset_delta_of_max_timestamp: i64,
 }
 
-/// Validates the records of one partition in a Produce request without
-/// decompressing anything.
+/// Validates the records of one partition in a Produce request, walking every
+/// record (compressed batches through their codec, with bounded memory).
 ///
 /// Per batch: header present; `batchLength >= 49` and the batch fits in the
 /// buffer (else `CorruptMessage`); magic 2 (`UnsupportedMagic`); size
@@ -263,28 +266,35 @@ pub struct ValidatedRecords {
 /// known codec; `recordsCount > 0` and `lastOffsetDelta == recordsCount - 1`,
 /// not a control batch, a valid sequence when a producer id is set
 /// (`InvalidRecord`); LogAppendTime not set by the producer
-/// (`InvalidTimestamp`). Uncompressed batches additionally have every record
-/// walked: offset deltas must be 0, 1, 2, ... and the records must exactly
-/// fill the batch (`InvalidRecord`). Trailing partial batches are
-/// `CorruptMessage`; an empty buffer is `InvalidRecord`.
+/// (`InvalidTimestamp`). Then the records: a compressed payload that its codec
+/// cannot decode, or that decompresses to more than
+/// `decompress::MAX_DECOMPRESSED_BATCH_BYTES`, is `CorruptMessage`; fewer or
+/// more records than `recordsCount`, or bytes after the last one, are
+/// `InvalidRecord`; a malformed record, offset deltas other than 0, 1, 2, ...,
+/// and (with `compacted`) a record without a key are `InvalidRecords` naming
+/// the records by index. Trailing partial batches are `CorruptMessage`; an
+/// empty buffer is `InvalidRecord`.
 pub fn validate_producer_records(
     buf: &[u8],
     max_batch_bytes: usize,
+    compacted: bool,
 ) -> Result<ValidatedRecords, LogError> {
-    validate(buf, max_batch_bytes, true)
+    validate(buf, max_batch_bytes, Some(compacted))
 }
 
 /// Validates batches fetched from a leader for a follower append: framing,
 /// magic, CRC, codec and offsets strictly increasing across batches. Records
 /// are not walked and control batches are allowed; offsets are kept as sent.
 pub fn validate_follower_records(buf: &[u8]) -> Result<ValidatedRecords, LogError> {
-    validate(buf, usize::MAX, false)
+    validate(buf, usize::MAX, None)
 }
 
+/// `producer`: `Some(compacted)` for a producer's records, `None` for a
+/// follower's.
 fn validate(
     buf: &[u8],
     max_batch_bytes: usize,
-    from_producer: bool,
+    producer: Option<bool>,
 ) -> Result<ValidatedRecords, LogError> {
     let mut out = ValidatedRecords {
         batches: Vec::new(),
@@ -300,10 +310,9 @@ fn validate(
         let rest = buf.get(position..).unwrap_or_default();
         let header = check_framing(rest, position, max_batch_bytes)?;
         let batch = rest.get(..header.total_size()).unwrap_or_default();
-        let validated = if from_producer {
-            check_producer_batch(batch, &header, position)?
-        } else {
-            check_follower_batch(&header, position, prev_last_offset)?
+        let validated = match producer {
+            Some(compacted) => check_producer_batch(batch, &header, position, compacted)?,
+            None => check_follower_batch(&header, position, prev_last_offset)?,
         };
         prev_last_offset = Some(header.last_offset());
 
@@ -383,6 +392,7 @@ fn check_producer_batch(
     batch: &[u8],
     header: &BatchHeader,
     position: usize,
+    compacted: bool,
 ) -> Result<ValidatedBatch, LogError> {
     let invalid =
         |msg: String| LogError::InvalidRecord(format!("batch at position {position}: {msg}"));
@@ -410,65 +420,149 @@ fn check_producer_batch(
         )));
     }
 
-    if header.compression()? != Compression::None {
-        let bounds = [header.base_timestamp, header.max_timestamp]
-            .into_iter()
-            .filter(|ts| *ts != NO_TIMESTAMP)
-            .fold(None, |acc: Option<(i64, i64)>, ts| match acc {
-                None => Some((ts, ts)),
-                Some((lo, hi)) => Some((lo.min(ts), hi.max(ts))),
-            });
-        return Ok(ValidatedBatch {
+    let payload = batch.get(BATCH_HEADER_LEN..).unwrap_or_default();
+    let mut checks = RecordChecks::new(header, position, compacted);
+    let codec = header.compression()?;
+    if codec == Compression::None {
+        // The fast path: walked in place, nothing copied.
+        walk_records(&mut Reader::new(payload), &mut checks)?;
+    } else {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            LogError::CorruptMessage(format!(
+                "batch at position {position}: {codec:?} payload: {e}"
+            ))
+        };
+        let mut stream = StreamSource::open(codec, payload).map_err(|e| corrupt(&e))?;
+        let walked = walk_records(&mut stream, &mut checks);
+        // A decoder failure explains whatever record error it caused.
+        if let Some(f) = stream.failure() {
+            return Err(corrupt(&f));
+        }
+        walked?;
+        if !stream.finish().map_err(|e| corrupt(&e))? {
+            return Err(checks.invalid("bytes follow its last record".into()));
+        }
+    }
+    checks.finish()
+}
+
+/// Walks exactly `recordsCount` records from `src` through `checks`, then
+/// requires the source to be exhausted.
+fn walk_records(src: &mut impl Source, checks: &mut RecordChecks<'_>) -> Result<(), LogError> {
+    let count = checks.header.records_count;
+    for index in 0..count {
+        if src.at_end() {
+            return Err(checks.invalid(format!("holds {index} records, its header says {count}")));
+        }
+        let rec = read_record(src).map_err(|e| checks.bad_record(index, e.0.into()))?;
+        checks.record(index, rec)?;
+    }
+    if !src.at_end() {
+        return Err(checks.invalid(format!("bytes follow its last record (record {count})")));
+    }
+    Ok(())
+}
+
+/// Per-record checks of a producer batch and what they learn about it
+/// (Kafka's `LogValidator.validateRecord`).
+struct RecordChecks<'h> {
+    header: &'h BatchHeader,
+    position: usize,
+    compacted: bool,
+    /// Largest timestamp and the offset delta of its first record.
+    max: Option<(i64, i32)>,
+    bounds: Option<(i64, i64)>,
+    /// Keyless records of a compacted topic: reported together, like Kafka.
+    keyless: Vec<BadRecord>,
+    keyless_count: usize,
+}
+
+impl<'h> RecordChecks<'h> {
+    fn new(header: &'h BatchHeader, position: usize, compacted: bool) -> Self {
+        RecordChecks {
+            header,
             position,
-            header: *header,
-            record_max_timestamp: None,
-            timestamp_bounds: bounds,
-        });
+            compacted,
+            max: None,
+            bounds: None,
+            keyless: Vec::new(),
+            keyless_count: 0,
+        }
     }
 
-    let payload = batch.get(BATCH_HEADER_LEN..).unwrap_or_default();
-    let mut records = Records::new(payload, header.records_count);
-    let mut max: Option<(i64, i32)> = None;
-    let mut bounds: Option<(i64, i64)> = None;
-    let mut walked: i64 = 0;
-    for (index, rec) in (&mut records).enumerate() {
-        let rec = rec.map_err(|e| invalid(format!("record {index}: {}", e.0)))?;
-        if i64::from(rec.offset_delta) != index as i64 {
-            return Err(invalid(format!(
-                "record {index} has offset delta {}",
-                rec.offset_delta
-            )));
+    fn invalid(&self, msg: String) -> LogError {
+        LogError::InvalidRecord(format!("batch at position {}: {msg}", self.position))
+    }
+
+    /// One bad record: `InvalidRecords` naming it.
+    fn bad_record(&self, index: i32, msg: String) -> LogError {
+        LogError::InvalidRecords {
+            message: format!("batch at position {}: record {index}: {msg}", self.position),
+            records: vec![BadRecord {
+                batch_index: index,
+                message: msg,
+            }],
         }
-        let ts = header.base_timestamp.saturating_add(rec.timestamp_delta);
-        if max.is_none_or(|(m, _)| ts > m) {
-            max = Some((ts, rec.offset_delta));
+    }
+
+    fn record(&mut self, index: i32, rec: RecordMeta) -> Result<(), LogError> {
+        if rec.offset_delta != index {
+            return Err(self.bad_record(index, format!("offset delta {}", rec.offset_delta)));
+        }
+        let ts = self
+            .header
+            .base_timestamp
+            .saturating_add(rec.timestamp_delta);
+        if self.max.is_none_or(|(m, _)| ts > m) {
+            self.max = Some((ts, rec.offset_delta));
         }
         if ts != NO_TIMESTAMP {
-            bounds = Some(match bounds {
+            self.bounds = Some(match self.bounds {
                 None => (ts, ts),
                 Some((lo, hi)) => (lo.min(ts), hi.max(ts)),
             });
         }
-        walked += 1;
+        if self.compacted && !rec.has_key {
+            self.keyless_count += 1;
+            if self.keyless.len() < MAX_RECORD_ERRORS {
+                self.keyless.push(BadRecord {
+                    batch_index: index,
+                    message: "Compacted topic cannot accept message without key".into(),
+                });
+            }
+        }
+        Ok(())
     }
-    if walked != i64::from(header.records_count) {
-        return Err(invalid(format!(
-            "found {walked} records, header says {}",
-            header.records_count
-        )));
+
+    fn finish(self) -> Result<ValidatedBatch, LogError> {
+        if !self.keyless.is_empty() {
+            return Err(LogError::InvalidRecords {
+                message: format!(
+                    "batch at position {}: {} records without a key on a compacted topic",
+                    self.position, self.keyless_count
+                ),
+                records: self.keyless,
+            });
+        }
+        let compressed = self.header.compression().ok() != Some(Compression::None);
+        let max = self.max.map(|(ts, delta)| {
+            // Compressed batches are indexed by their last offset, like Kafka's shallow offset.
+            (
+                ts,
+                if compressed {
+                    self.header.last_offset_delta
+                } else {
+                    delta
+                },
+            )
+        });
+        Ok(ValidatedBatch {
+            position: self.position,
+            header: *self.header,
+            record_max_timestamp: max,
+            timestamp_bounds: self.bounds,
+        })
     }
-    if records.remaining_bytes() != 0 {
-        return Err(invalid(format!(
-            "{} bytes after the last record",
-            records.remaining_bytes()
-        )));
-    }
-    Ok(ValidatedBatch {
-        position,
-        header: *header,
-        record_max_timestamp: max,
-        timestamp_bounds: bounds,
-    })
 }
 
 fn check_follower_batch(
@@ -624,7 +718,7 @@ mod tests {
     fn validates_every_codec() {
         for codec in Codec::ALL {
             let buf = single(codec, 5);
-            let v = validate_producer_records(&buf, 1 << 20).unwrap();
+            let v = validate_producer_records(&buf, 1 << 20, false).unwrap();
             assert_eq!(v.batches.len(), 1, "{codec:?}");
             assert_eq!(v.record_count, 5);
             assert_eq!(v.offset_count, 5);
@@ -632,17 +726,17 @@ mod tests {
             assert_eq!(v.max_timestamp, 1_000);
             let h = &v.batches[0].header;
             assert_eq!(h.compression().unwrap(), codec.ours());
-            assert_eq!(
-                v.batches[0].record_max_timestamp.is_some(),
-                codec == Codec::None
-            );
+            // Every producer batch is walked, compressed ones through their codec.
+            let indexed_at = if codec == Codec::None { 0 } else { 4 };
+            assert_eq!(v.batches[0].record_max_timestamp, Some((1_000, indexed_at)));
+            assert_eq!(v.batches[0].timestamp_bounds, Some((1_000, 1_000)));
         }
     }
 
     #[test]
     fn uncompressed_max_timestamp_found_by_walk() {
         let buf = testutil::batch(Codec::None, &[10, 50, 20, 50], 3);
-        let v = validate_producer_records(&buf, 1 << 20).unwrap();
+        let v = validate_producer_records(&buf, 1 << 20, false).unwrap();
         assert_eq!(v.batches[0].record_max_timestamp, Some((50, 1)));
         assert_eq!(v.batches[0].timestamp_bounds, Some((10, 50)));
         assert_eq!(v.offset_delta_of_max_timestamp, 1);
@@ -655,7 +749,7 @@ mod tests {
             let last = buf.len() - 1;
             buf[last] ^= 0xff;
             assert!(matches!(
-                validate_producer_records(&buf, 1 << 20),
+                validate_producer_records(&buf, 1 << 20, false),
                 Err(LogError::CorruptMessage(_))
             ));
         }
@@ -667,7 +761,7 @@ mod tests {
         for cut in [1, 12, 60, 61, buf.len() - 1] {
             assert!(
                 matches!(
-                    validate_producer_records(&buf[..cut], 1 << 20),
+                    validate_producer_records(&buf[..cut], 1 << 20, false),
                     Err(LogError::CorruptMessage(_))
                 ),
                 "cut {cut}"
@@ -676,19 +770,19 @@ mod tests {
         let mut big = buf.clone();
         big[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
         assert!(matches!(
-            validate_producer_records(&big, 1 << 20),
+            validate_producer_records(&big, 1 << 20, false),
             Err(LogError::CorruptMessage(_))
         ));
         let mut small = buf.clone();
         small[8..12].copy_from_slice(&48i32.to_be_bytes());
         assert!(matches!(
-            validate_producer_records(&small, 1 << 20),
+            validate_producer_records(&small, 1 << 20, false),
             Err(LogError::CorruptMessage(_))
         ));
         let mut negative = buf;
         negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert!(matches!(
-            validate_producer_records(&negative, 1 << 20),
+            validate_producer_records(&negative, 1 << 20, false),
             Err(LogError::CorruptMessage(_))
         ));
     }
@@ -697,10 +791,10 @@ mod tests {
     fn too_large_batch() {
         let buf = single(Codec::None, 3);
         assert!(matches!(
-            validate_producer_records(&buf, buf.len() - 1),
+            validate_producer_records(&buf, buf.len() - 1, false),
             Err(LogError::MessageTooLarge { size, max }) if size == buf.len() && max == buf.len() - 1
         ));
-        assert!(validate_producer_records(&buf, buf.len()).is_ok());
+        assert!(validate_producer_records(&buf, buf.len(), false).is_ok());
     }
 
     #[test]
@@ -708,7 +802,7 @@ mod tests {
         let mut buf = single(Codec::None, 3);
         buf[16] = 1;
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::UnsupportedMagic(1))
         ));
     }
@@ -719,7 +813,7 @@ mod tests {
         buf[57..61].copy_from_slice(&4i32.to_be_bytes());
         fix_crc(&mut buf);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::InvalidRecord(_))
         ));
         // Header consistent (count 2, delta 1) but three records in the body.
@@ -728,7 +822,7 @@ mod tests {
         buf[23..27].copy_from_slice(&1i32.to_be_bytes());
         fix_crc(&mut buf);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::InvalidRecord(_))
         ));
         // Zero records.
@@ -737,7 +831,7 @@ mod tests {
         buf[23..27].copy_from_slice(&(-1i32).to_be_bytes());
         fix_crc(&mut buf);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::InvalidRecord(_))
         ));
     }
@@ -747,8 +841,9 @@ mod tests {
         // Records with offsets [1, 0]: header is consistent, records are not.
         let buf = testutil::batch_with_offsets(&[1, 0]);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
-            Err(LogError::InvalidRecord(m)) if m.contains("offset delta")
+            validate_producer_records(&buf, 1 << 20, false),
+            Err(LogError::InvalidRecords { message, records })
+                if message.contains("offset delta") && records[0].batch_index == 0
         ));
     }
 
@@ -759,7 +854,7 @@ mod tests {
         buf[21..23].copy_from_slice(&attrs.to_be_bytes());
         fix_crc(&mut buf);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::InvalidRecord(_))
         ));
         // But followers replicate control batches.
@@ -772,14 +867,14 @@ mod tests {
         buf[22] |= 0x08;
         fix_crc(&mut buf);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::InvalidTimestamp(_))
         ));
         let mut buf = single(Codec::None, 1);
         buf[22] |= 0x07;
         fix_crc(&mut buf);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::CorruptMessage(_))
         ));
     }
@@ -789,7 +884,7 @@ mod tests {
         let mut buf = single(Codec::None, 2);
         buf.extend(single(Codec::Gzip, 3));
         buf.extend(single(Codec::Zstd, 1));
-        let v = validate_producer_records(&buf, 1 << 20).unwrap();
+        let v = validate_producer_records(&buf, 1 << 20, false).unwrap();
         assert_eq!(v.batches.len(), 3);
         assert_eq!(v.record_count, 6);
         assert_eq!(v.offset_count, 6);
@@ -797,11 +892,11 @@ mod tests {
 
         buf.extend([0u8; 20]);
         assert!(matches!(
-            validate_producer_records(&buf, 1 << 20),
+            validate_producer_records(&buf, 1 << 20, false),
             Err(LogError::CorruptMessage(_))
         ));
         assert!(matches!(
-            validate_producer_records(&[], 1 << 20),
+            validate_producer_records(&[], 1 << 20, false),
             Err(LogError::InvalidRecord(_))
         ));
     }
@@ -811,14 +906,14 @@ mod tests {
         let mut rng = testutil::Rng(0x1234_5678_9abc_def0);
         for len in 0..400 {
             let buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            let _ = validate_producer_records(&buf, 1 << 20);
+            let _ = validate_producer_records(&buf, 1 << 20, false);
             let _ = validate_follower_records(&buf);
         }
         // Every truncation, and every single-byte change with the CRC fixed up
         // so the record walker sees the damage.
         let good = testutil::batch(Codec::None, &[1, 2, 3, 4], 7);
         for cut in 0..good.len() {
-            let _ = validate_producer_records(&good[..cut], 1 << 20);
+            let _ = validate_producer_records(&good[..cut], 1 << 20, false);
         }
         for i in 0..good.len() {
             for v in [0u8, 1, 0x7f, 0x80, 0xff, rng.next() as u8] {
@@ -827,7 +922,7 @@ mod tests {
                 if i >= 21 {
                     fix_crc(&mut buf);
                 }
-                let _ = validate_producer_records(&buf, 1 << 20);
+                let _ = validate_producer_records(&buf, 1 << 20, false);
             }
         }
         // Random record sections behind a plausible header.
@@ -838,7 +933,7 @@ mod tests {
             let len = (buf.len() - 12) as i32;
             buf[8..12].copy_from_slice(&len.to_be_bytes());
             fix_crc(&mut buf);
-            let _ = validate_producer_records(&buf, 1 << 20);
+            let _ = validate_producer_records(&buf, 1 << 20, false);
         }
     }
 
@@ -847,7 +942,7 @@ mod tests {
         let mut buf = single(Codec::None, 2);
         buf.extend(single(Codec::Lz4, 3));
         let original = buf.clone();
-        let v = validate_producer_records(&buf, 1 << 20).unwrap();
+        let v = validate_producer_records(&buf, 1 << 20, false).unwrap();
         let r = assign_offsets(&mut buf, &v, 100, 7, None);
         assert_eq!(r.first_offset, 100);
         assert_eq!(r.last_offset, 104);
@@ -863,7 +958,7 @@ mod tests {
                 assert!(rel < 8 || (12..16).contains(&rel), "byte {i} changed");
             }
         }
-        validate_producer_records(&buf, 1 << 20).unwrap();
+        validate_producer_records(&buf, 1 << 20, false).unwrap();
         let decoded = testutil::decode(&buf);
         let offsets: Vec<i64> = decoded.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![100, 101, 102, 103, 104]);
@@ -873,7 +968,7 @@ mod tests {
     fn log_append_time_rewrite_keeps_valid_crc() {
         for codec in Codec::ALL {
             let mut buf = testutil::batch(codec, &[3, 8, 5], 5);
-            let v = validate_producer_records(&buf, 1 << 20).unwrap();
+            let v = validate_producer_records(&buf, 1 << 20, false).unwrap();
             let r = assign_offsets(&mut buf, &v, 10, 1, Some(777));
             assert_eq!(r.max_timestamp, 777);
             assert_eq!(r.offset_of_max_timestamp, 10);
@@ -896,11 +991,11 @@ mod tests {
         let mut buf = testutil::batch(Codec::None, &[3, 8, 5], 5);
         buf[35..43].copy_from_slice(&1i64.to_be_bytes());
         fix_crc(&mut buf);
-        let v = validate_producer_records(&buf, 1 << 20).unwrap();
+        let v = validate_producer_records(&buf, 1 << 20, false).unwrap();
         let r = assign_offsets(&mut buf, &v, 0, 0, None);
         assert_eq!((r.max_timestamp, r.offset_of_max_timestamp), (8, 1));
         assert_eq!(BatchHeader::parse(&buf).unwrap().max_timestamp, 8);
-        validate_producer_records(&buf, 1 << 20).unwrap();
+        validate_producer_records(&buf, 1 << 20, false).unwrap();
     }
 
     #[test]
@@ -912,5 +1007,227 @@ mod tests {
             validate_follower_records(&a),
             Err(LogError::InvalidRecord(_))
         ));
+    }
+
+    const COMPRESSED: [Codec; 4] = [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+
+    /// `n` keyed records with offset deltas 0..n and timestamps base + i.
+    fn records(n: i32) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| testutil::record_bytes(i, i64::from(i), Some(b"k"), b"value"))
+            .collect()
+    }
+
+    fn validate(buf: &[u8]) -> Result<ValidatedRecords, LogError> {
+        validate_producer_records(buf, 1 << 20, false)
+    }
+
+    #[test]
+    fn hand_built_batches_validate_with_every_codec_and_both_snappy_framings() {
+        let section = records(3);
+        let mut payloads: Vec<(Codec, Vec<u8>)> = Codec::ALL
+            .iter()
+            .map(|c| (*c, testutil::compress(*c, &section)))
+            .collect();
+        payloads.push((Codec::Snappy, testutil::raw_snappy(&section)));
+        for (codec, payload) in payloads {
+            let buf = testutil::assemble(codec, &payload, 3, 2, 100, 102);
+            let v = validate(&buf).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            assert_eq!(v.record_count, 3);
+            assert_eq!(v.batches[0].timestamp_bounds, Some((100, 102)));
+        }
+    }
+
+    #[test]
+    fn compressed_count_lie_is_invalid() {
+        // The header claims 10^9 records (consistently with lastOffsetDelta); the payload holds one.
+        for codec in COMPRESSED {
+            let payload = testutil::compress(codec, &records(1));
+            let buf = testutil::assemble(codec, &payload, 1_000_000_000, 999_999_999, 0, 0);
+            let r = validate(&buf);
+            assert!(
+                matches!(&r, Err(LogError::InvalidRecord(m)) if m.contains("holds 1 records")),
+                "{codec:?}: {r:?}"
+            );
+        }
+        // Fewer claimed than present: the extra record is trailing bytes.
+        let payload = testutil::compress(Codec::Gzip, &records(3));
+        let buf = testutil::assemble(Codec::Gzip, &payload, 2, 1, 0, 1);
+        assert!(matches!(validate(&buf), Err(LogError::InvalidRecord(m)) if m.contains("follow")));
+    }
+
+    #[test]
+    fn payload_not_in_its_codec_is_corrupt() {
+        for codec in COMPRESSED {
+            let buf = testutil::assemble(codec, b"this is not compressed at all", 1, 0, 0, 0);
+            let r = validate(&buf);
+            assert!(
+                matches!(&r, Err(LogError::CorruptMessage(_))),
+                "{codec:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_compressed_stream_is_corrupt() {
+        let section = records(50);
+        for codec in COMPRESSED {
+            let payload = testutil::compress(codec, &section);
+            let cut = &payload[..payload.len() * 2 / 3];
+            let buf = testutil::assemble(codec, cut, 50, 49, 0, 49);
+            let r = validate(&buf);
+            assert!(
+                matches!(&r, Err(LogError::CorruptMessage(_))),
+                "{codec:?}: {r:?}"
+            );
+        }
+        // Cut right after the header of a raw snappy block.
+        let payload = testutil::raw_snappy(&section);
+        let buf = testutil::assemble(Codec::Snappy, &payload[..payload.len() / 2], 50, 49, 0, 49);
+        assert!(matches!(validate(&buf), Err(LogError::CorruptMessage(_))));
+    }
+
+    #[test]
+    fn compressed_offset_deltas_must_run_from_zero() {
+        let mut section = testutil::record_bytes(0, 0, Some(b"k"), b"v");
+        section.extend(testutil::record_bytes(2, 0, Some(b"k"), b"v"));
+        for codec in COMPRESSED {
+            let buf = testutil::assemble(codec, &testutil::compress(codec, &section), 2, 1, 0, 0);
+            let r = validate(&buf);
+            assert!(
+                matches!(&r, Err(LogError::InvalidRecords { records, .. })
+                    if records.len() == 1 && records[0].batch_index == 1),
+                "{codec:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_last_offset_delta_must_match_count() {
+        for codec in COMPRESSED {
+            let buf =
+                testutil::assemble(codec, &testutil::compress(codec, &records(2)), 2, 5, 0, 1);
+            assert!(
+                matches!(validate(&buf), Err(LogError::InvalidRecord(m)) if m.contains("lastOffsetDelta"))
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_last_record_are_invalid() {
+        let mut section = records(2);
+        section.extend([0u8; 3]);
+        for codec in Codec::ALL {
+            let buf = testutil::assemble(codec, &testutil::compress(codec, &section), 2, 1, 0, 1);
+            let r = validate(&buf);
+            assert!(
+                matches!(&r, Err(LogError::InvalidRecord(m)) if m.contains("follow")),
+                "{codec:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_named_by_index() {
+        // Record 1: a timestamp-delta varint of 11 bytes inside a record of declared length 14.
+        let mut bad = testutil::varint(14);
+        bad.push(0);
+        bad.extend([0xff; 11]);
+        bad.extend([0, 0]);
+        // Record 1: declared length larger than its fields.
+        let mut padded = testutil::record_bytes(1, 0, Some(b"k"), b"v");
+        padded[0] += 2;
+        padded.push(0);
+        // Record 1: negative key length other than -1.
+        let mut neg_key = testutil::record_bytes(1, 0, None, b"v");
+        neg_key[4] = 0x03; // zigzag(-2)
+        for second in [bad, padded, neg_key] {
+            let mut section = testutil::record_bytes(0, 0, Some(b"k"), b"v");
+            section.extend(&second);
+            for codec in Codec::ALL {
+                let buf =
+                    testutil::assemble(codec, &testutil::compress(codec, &section), 2, 1, 0, 0);
+                let r = validate(&buf);
+                assert!(
+                    matches!(&r, Err(LogError::InvalidRecords { records, .. })
+                        if records.len() == 1 && records[0].batch_index == 1),
+                    "{codec:?}: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_timestamps_are_exact_and_the_header_max_is_corrected() {
+        // True timestamps 100, 500, 300; the header claims max 200 (too low) or 900 (too high).
+        let mut section = testutil::record_bytes(0, 0, Some(b"k"), b"v");
+        section.extend(testutil::record_bytes(1, 400, Some(b"k"), b"v"));
+        section.extend(testutil::record_bytes(2, 200, Some(b"k"), b"v"));
+        for codec in COMPRESSED {
+            let payload = testutil::compress(codec, &section);
+            for claimed in [200, 900] {
+                let mut buf = testutil::assemble(codec, &payload, 3, 2, 100, claimed);
+                let v = validate(&buf).unwrap();
+                assert_eq!(v.batches[0].timestamp_bounds, Some((100, 500)));
+                assert_eq!(v.max_timestamp, 500);
+                let r = assign_offsets(&mut buf, &v, 10, 0, None);
+                // Indexed at the batch's last offset, like Kafka's shallow offset.
+                assert_eq!((r.max_timestamp, r.offset_of_max_timestamp), (500, 12));
+                assert_eq!(BatchHeader::parse(&buf).unwrap().max_timestamp, 500);
+                // New CRC, payload untouched.
+                validate(&buf).unwrap();
+                assert_eq!(&buf[61..], &payload[..], "{codec:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn compacted_topics_refuse_keyless_records() {
+        let mut section = testutil::record_bytes(0, 0, Some(b"k"), b"v");
+        section.extend(testutil::record_bytes(1, 0, None, b"v"));
+        section.extend(testutil::record_bytes(2, 0, Some(b"k"), b"v"));
+        section.extend(testutil::record_bytes(3, 0, None, b"v"));
+        for codec in Codec::ALL {
+            let buf = testutil::assemble(codec, &testutil::compress(codec, &section), 4, 3, 0, 0);
+            assert!(validate_producer_records(&buf, 1 << 20, false).is_ok());
+            let r = validate_producer_records(&buf, 1 << 20, true);
+            match r {
+                Err(LogError::InvalidRecords { records, .. }) => assert_eq!(
+                    records.iter().map(|r| r.batch_index).collect::<Vec<_>>(),
+                    vec![1, 3],
+                    "{codec:?}"
+                ),
+                other => panic!("{codec:?}: {other:?}"),
+            }
+            let keyed =
+                testutil::assemble(codec, &testutil::compress(codec, &records(3)), 3, 2, 0, 2);
+            assert!(validate_producer_records(&keyed, 1 << 20, true).is_ok());
+        }
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused_without_buffering_it() {
+        // One record whose 300 MB value of zeros compresses to a few hundred KB.
+        use std::io::Read;
+        let value_len: i64 = 300 << 20;
+        let mut head = vec![0u8];
+        head.extend(testutil::varint(0));
+        head.extend(testutil::varint(0));
+        head.extend(testutil::varint(-1));
+        head.extend(testutil::varint(value_len));
+        let body_len = head.len() as i64 + value_len + 1;
+        let mut section = testutil::varint(body_len);
+        section.extend(head);
+        let stream = section
+            .chain(std::io::repeat(0).take(value_len as u64))
+            .chain(&[0u8][..]);
+        let payload = zstd::stream::encode_all(stream, 1).unwrap();
+        assert!(payload.len() < 1 << 20);
+        let buf = testutil::assemble(Codec::Zstd, &payload, 1, 0, 0, 0);
+        let r = validate(&buf);
+        assert!(
+            matches!(&r, Err(LogError::CorruptMessage(m)) if m.contains("exceeds")),
+            "{r:?}"
+        );
     }
 }

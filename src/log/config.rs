@@ -43,6 +43,10 @@ pub struct LogConfig {
     /// `message.timestamp.after.max.ms`: how far in the future a CreateTime
     /// timestamp may be.
     pub message_timestamp_after_max_ms: i64,
+    /// `cleanup.policy` includes `compact`: producers must key every record
+    /// (compaction itself is not implemented yet, so the broker does not
+    /// accept that policy today).
+    pub compacted: bool,
 }
 
 impl Default for LogConfig {
@@ -60,6 +64,7 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: 3_600_000,
+            compacted: false,
         }
     }
 }

@@ -5,6 +5,19 @@
 
 use thiserror::Error;
 
+/// Most bad records named in one [`LogError::InvalidRecords`], so a batch of
+/// millions of keyless records cannot make the error itself huge.
+pub const MAX_RECORD_ERRORS: usize = 1000;
+
+/// One invalid record of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    /// Index of the record within its batch (0-based).
+    pub batch_index: i32,
+    /// What is wrong with it.
+    pub message: String,
+}
+
 /// Errors returned by the storage engine.
 #[derive(Debug, Error)]
 pub enum LogError {
@@ -17,6 +30,17 @@ pub enum LogError {
     /// Kafka `INVALID_RECORD` (87).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Records of a batch that are individually invalid (malformed, out of
+    /// sequence, keyless on a compacted topic): Kafka `INVALID_RECORD` (87)
+    /// naming each by its index in the batch, which Produce v8+ returns as
+    /// `record_errors` (KIP-467).
+    #[error("invalid record: {message}")]
+    InvalidRecords {
+        /// What was wrong, for the response's `error_message`.
+        message: String,
+        /// The bad records (at most [`MAX_RECORD_ERRORS`]).
+        records: Vec<BadRecord>,
+    },
     /// A batch (or record set) is larger than the configured limit.
     /// Kafka `MESSAGE_TOO_LARGE` (10).
     #[error("message of {size} bytes exceeds the maximum of {max} bytes")]

@@ -101,10 +101,9 @@ pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
 }
 
 impl Log {
-    /// Validates a Produce request's records for this partition, assigns
-    /// offsets from the log end offset, stamps `leader_epoch` (and the append
-    /// time under LogAppendTime) and appends them. `records` is rewritten in
-    /// place; compressed data is never decompressed.
+    /// Validates a Produce request's records for this partition and appends
+    /// them with [`Log::append_validated`]. Validation decompresses, so the
+    /// broker validates before taking its lock and calls `append_validated`.
     pub fn append_as_leader(
         &mut self,
         records: &mut [u8],
@@ -112,10 +111,46 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         self.check_online()?;
-        let validated = validate_producer_records(records, self.config.max_message_bytes)?;
+        let validated = validate_producer_records(
+            records,
+            self.config.max_message_bytes,
+            self.config.compacted,
+        )?;
+        self.append_validated(records, &validated, leader_epoch, now_ms)
+    }
+
+    /// Appends records already checked by `validate_producer_records`:
+    /// re-checks only what is cheap and may have changed (sizes, timestamp
+    /// window), assigns offsets from the log end offset, stamps `leader_epoch`
+    /// (and the append time under LogAppendTime) and appends. `records` is
+    /// rewritten in place; nothing is decompressed.
+    pub fn append_validated(
+        &mut self,
+        records: &mut [u8],
+        validated: &ValidatedRecords,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
+        if validated.total_bytes != records.len() {
+            return Err(LogError::InvalidRecord(
+                "records changed since validation".into(),
+            ));
+        }
+        let max = self.config.max_message_bytes;
+        if let Some(b) = validated
+            .batches
+            .iter()
+            .find(|b| b.header.total_size() > max)
+        {
+            return Err(LogError::MessageTooLarge {
+                size: b.header.total_size(),
+                max,
+            });
+        }
         self.check_set_size(records.len())?;
         if self.config.message_timestamp_type == TimestampType::CreateTime {
-            self.check_timestamps(&validated, now_ms)?;
+            self.check_timestamps(validated, now_ms)?;
         }
         let first_offset = self.log_end_offset();
         let last_offset = first_offset
@@ -134,7 +169,7 @@ impl Log {
 
         let assigned = assign_offsets(
             records,
-            &validated,
+            validated,
             first_offset,
             leader_epoch,
             log_append_time,
@@ -1131,16 +1166,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), cfg(), NOW).unwrap();
         let mut rng = testutil::Rng(5);
+        // Stores `buf` as a replica would (records unchecked), so the search meets it.
+        let store = |log: &mut Log, buf: &mut Vec<u8>| {
+            buf[..8].copy_from_slice(&log.log_end_offset().to_be_bytes());
+            let info = log.append_as_follower(buf, NOW).unwrap();
+            log.delete_records_before(info.first_offset).unwrap();
+        };
         for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
-            // A valid frame around a garbage payload: the produce path never
-            // decompresses, so it is accepted, like a lying producer's batch.
+            // A valid frame around a garbage payload: refused on produce, and a
+            // clean error if it is on disk anyway.
             let mut buf = testutil::batch(codec, &[NOW, NOW], 5);
             for b in &mut buf[61..] {
                 *b = rng.next() as u8;
             }
             fix_crc(&mut buf);
-            let info = log.append_as_leader(&mut buf, 0, NOW).unwrap();
-            log.delete_records_before(info.first_offset).unwrap();
+            assert!(
+                matches!(
+                    log.append_as_leader(&mut buf.clone(), 0, NOW),
+                    Err(LogError::CorruptMessage(_))
+                ),
+                "{codec:?}"
+            );
+            store(&mut log, &mut buf);
             assert!(
                 matches!(
                     log.offset_for_timestamp(NOW),
@@ -1157,11 +1204,10 @@ mod tests {
         let len = (bomb.len() - 12) as i32;
         bomb[8..12].copy_from_slice(&len.to_be_bytes());
         fix_crc(&mut bomb);
-        let info = log.append_as_leader(&mut bomb, 0, NOW).unwrap();
-        log.delete_records_before(info.first_offset).unwrap();
+        store(&mut log, &mut bomb);
         assert!(matches!(
             log.offset_for_timestamp(NOW + 1),
-            Err(LogError::CorruptMessage(m)) if m.contains("too large")
+            Err(LogError::CorruptMessage(m)) if m.contains("declares")
         ));
     }
 

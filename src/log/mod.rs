@@ -1,7 +1,9 @@
 //! Vltava's storage engine: Kafka-compatible partition logs on local disk.
 //!
-//! Ownership: [`batch`] parses/validates/rewrites v2 record batch headers,
-//! [`index`] owns the sparse offset and time indexes, [`segment`] owns one
+//! Ownership: [`batch`] parses/validates/rewrites v2 record batch headers and
+//! checks every record of a producer's batch (`record` parses records,
+//! `decompress` streams compressed batches through their codec with bounded
+//! memory), [`index`] owns the sparse offset and time indexes, [`segment`] owns one
 //! segment's files, and [`Log`] (in `log`, with opening and recovery in `loader` and retention in
 //! `retention`) owns a partition directory and all policy (offset assignment,
 //! rolling, recovery, retention, flushing).
@@ -19,6 +21,7 @@
 pub mod batch;
 mod checkpoint;
 mod config;
+mod decompress;
 mod error;
 mod fault;
 mod flush;
@@ -30,7 +33,7 @@ mod record;
 mod retention;
 pub mod segment;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use batch::{
     assign_offsets, validate_follower_records, validate_producer_records, AssignResult,
@@ -38,7 +41,7 @@ pub use batch::{
 };
 pub use checkpoint::write_file_durably;
 pub use config::{LogConfig, MIN_SEGMENT_BYTES};
-pub use error::LogError;
+pub use error::{BadRecord, LogError, MAX_RECORD_ERRORS};
 pub use flush::{FlushJob, LogHealth};
 pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
 pub use segment::FileSlice;

@@ -958,7 +958,7 @@ mod tests {
     /// Appends a batch with the given timestamps at the segment's end.
     fn append(seg: &mut LogSegment, codec: Codec, timestamps: &[i64]) -> (i64, i64) {
         let mut buf = testutil::batch(codec, timestamps, 20);
-        let v = validate_producer_records(&buf, 1 << 20).unwrap();
+        let v = validate_producer_records(&buf, 1 << 20, false).unwrap();
         let r = assign_offsets(&mut buf, &v, seg.next_offset(), 3, None);
         seg.append(
             r.first_offset,

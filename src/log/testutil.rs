@@ -192,3 +192,100 @@ pub fn read_all(log: &Log) -> Bytes {
     log.read(log.log_start_offset(), usize::MAX, i64::MAX, true)
         .unwrap()
 }
+
+/// Zigzag varint encoding of a record field.
+pub fn varint(v: i64) -> Vec<u8> {
+    let mut raw = ((v << 1) ^ (v >> 63)) as u64;
+    let mut out = Vec::new();
+    loop {
+        if raw < 0x80 {
+            out.push(raw as u8);
+            return out;
+        }
+        out.push((raw as u8 & 0x7f) | 0x80);
+        raw >>= 7;
+    }
+}
+
+/// One record's bytes (length prefix included), no headers.
+pub fn record_bytes(offset_delta: i32, ts_delta: i64, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend(varint(ts_delta));
+    body.extend(varint(i64::from(offset_delta)));
+    match key {
+        Some(k) => {
+            body.extend(varint(k.len() as i64));
+            body.extend(k);
+        }
+        None => body.extend(varint(-1)),
+    }
+    body.extend(varint(value.len() as i64));
+    body.extend(value);
+    body.extend(varint(0));
+    let mut out = varint(body.len() as i64);
+    out.extend(body);
+    out
+}
+
+/// `data` compressed the way Kafka clients do (snappy: the Java client's xerial framing).
+pub fn compress(codec: Codec, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match codec {
+        Codec::None => data.to_vec(),
+        Codec::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Codec::Snappy => {
+            let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+            for chunk in data.chunks(32 * 1024) {
+                let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+                out.extend((block.len() as u32).to_be_bytes());
+                out.extend(block);
+            }
+            out
+        }
+        Codec::Lz4 => {
+            let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+            e.write_all(data).unwrap();
+            let (out, r) = e.finish();
+            r.unwrap();
+            out
+        }
+        Codec::Zstd => zstd::stream::encode_all(data, 3).unwrap(),
+    }
+}
+
+/// librdkafka's snappy: one raw block, no framing.
+pub fn raw_snappy(data: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(data).unwrap()
+}
+
+/// A batch around an arbitrary payload, header fields as given, CRC valid.
+pub fn assemble(
+    codec: Codec,
+    payload: &[u8],
+    records_count: i32,
+    last_offset_delta: i32,
+    base_ts: i64,
+    max_ts: i64,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(61 + payload.len());
+    b.extend(0i64.to_be_bytes());
+    b.extend(((49 + payload.len()) as i32).to_be_bytes());
+    b.extend(0i32.to_be_bytes()); // leader epoch
+    b.push(2);
+    b.extend(0u32.to_be_bytes()); // crc, fixed below
+    b.extend((codec.ours() as i16).to_be_bytes());
+    b.extend(last_offset_delta.to_be_bytes());
+    b.extend(base_ts.to_be_bytes());
+    b.extend(max_ts.to_be_bytes());
+    b.extend((-1i64).to_be_bytes());
+    b.extend((-1i16).to_be_bytes());
+    b.extend((-1i32).to_be_bytes());
+    b.extend(records_count.to_be_bytes());
+    b.extend(payload);
+    fix_crc(&mut b);
+    b
+}

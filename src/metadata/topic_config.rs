@@ -497,6 +497,9 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
             "message.timestamp.after.max.ms",
             defaults.message_timestamp_after_max_ms,
         ),
+        compacted: get("cleanup.policy")
+            .split(',')
+            .any(|p| p.trim() == "compact"),
     }
 }
 
@@ -545,5 +548,9 @@ mod tests {
         assert_eq!(log_config(&b, &o).segment_bytes, 4096);
         assert!(validate("no.such", "1").is_err());
         assert!(validate("cleanup.policy", "compact").is_err());
+        assert!(!log_config(&b, &o).compacted);
+        // Refused by validation today, but a compacted log refuses keyless records once compaction exists.
+        o.insert("cleanup.policy".to_string(), "delete, compact".to_string());
+        assert!(log_config(&b, &o).compacted);
     }
 }

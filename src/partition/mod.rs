@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::log::{
-    AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig, LogError, LogHealth,
+    validate_producer_records, AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig,
+    LogError, LogHealth,
 };
 
 /// Why an append was refused.
@@ -153,6 +154,11 @@ impl Partition {
     }
 
     /// Validates and appends a producer's record batches as leader. `acks_all` checks min.insync.replicas first.
+    ///
+    /// Blocking: validation walks every record and decompresses compressed batches, and the append may fsync,
+    /// so callers run this off the async workers (`api::produce` uses a bounded blocking pool). Validation runs
+    /// before the log's write lock is taken, so fetches and other appends to this partition are not held up
+    /// by it; only offset assignment and the write happen under the lock.
     pub fn append(
         &self,
         records: Bytes,
@@ -166,7 +172,7 @@ impl Partition {
             return Err(AppendError::NotEnoughReplicas);
         }
         // Kafka: "Produce requests with version 3+ are only allowed to contain exactly one record batch per
-        // partition". Only decided here when the first header is sound; otherwise the log names the defect.
+        // partition". Only decided here when the first header is sound; otherwise validation names the defect.
         if let Ok(first) = BatchHeader::parse(&records) {
             if first.magic == 2 && first.batch_length > 0 && first.total_size() < records.len() {
                 return Err(AppendError::Log(LogError::InvalidRecord(
@@ -175,14 +181,24 @@ impl Partition {
             }
         }
         self.health.check()?;
+        // The config may change before the lock is taken; the log re-checks the cheap parts (sizes, timestamps).
+        let (max_bytes, compacted) = self.with_log(|log| {
+            let c = log.config();
+            (c.max_message_bytes, c.compacted)
+        });
+        let validated = validate_producer_records(&records, max_bytes, compacted)?;
         // The request frame is shared; offsets and epochs are stamped into our own copy.
         let mut buf = BytesMut::from(&records[..]);
         let (info, flush) = {
             let Some(mut log) = self.write() else {
                 return Err(AppendError::Deleted);
             };
-            let info =
-                log.append_as_leader(&mut buf, self.leader_epoch.load(Ordering::Acquire), now_ms)?;
+            let info = log.append_validated(
+                &mut buf,
+                &validated,
+                self.leader_epoch.load(Ordering::Acquire),
+                now_ms,
+            )?;
             // Single in-sync replica: everything appended is replicated to the whole ISR.
             self.high_watermark
                 .store(log.log_end_offset(), Ordering::Release);
@@ -281,5 +297,70 @@ impl Partition {
     /// Gives up the log (for a clean close at shutdown).
     pub fn into_log(self) -> Log {
         self.log.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::testutil::{self, Codec};
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn partition(dir: &std::path::Path, config: LogConfig) -> Partition {
+        let log = Log::open(dir, config, NOW).unwrap();
+        Partition::new("t".into(), 0, Uuid::nil(), log, 0, 1)
+    }
+
+    #[test]
+    fn compressed_lies_are_refused_before_the_log_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), LogConfig::default());
+        let section = testutil::record_bytes(0, 0, Some(b"k"), b"v");
+        let lie = testutil::assemble(
+            Codec::Gzip,
+            &testutil::compress(Codec::Gzip, &section),
+            1_000_000_000,
+            999_999_999,
+            NOW,
+            NOW,
+        );
+        assert!(matches!(
+            p.append(Bytes::from(lie), false, NOW),
+            Err(AppendError::Log(LogError::InvalidRecord(_)))
+        ));
+        assert_eq!(p.with_log(|l| l.log_end_offset()), 0);
+        assert_eq!(p.high_watermark(), 0);
+        let ok = testutil::assemble(
+            Codec::Gzip,
+            &testutil::compress(Codec::Gzip, &section),
+            1,
+            0,
+            NOW,
+            NOW,
+        );
+        let info = p.append(Bytes::from(ok), false, NOW).unwrap();
+        assert_eq!((info.first_offset, p.high_watermark()), (0, 1));
+    }
+
+    #[test]
+    fn record_timestamps_inside_compressed_batches_meet_the_window() {
+        // The header says NOW..NOW; the second record is two hours in the future (after.max.ms is 1 h).
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), LogConfig::default());
+        let mut section = testutil::record_bytes(0, 0, Some(b"k"), b"v");
+        section.extend(testutil::record_bytes(1, 7_200_000, Some(b"k"), b"v"));
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let buf =
+                testutil::assemble(codec, &testutil::compress(codec, &section), 2, 1, NOW, NOW);
+            assert!(
+                matches!(
+                    p.append(Bytes::from(buf), false, NOW),
+                    Err(AppendError::Log(LogError::InvalidTimestamp(_)))
+                ),
+                "{codec:?}"
+            );
+        }
+        assert_eq!(p.with_log(|l| l.log_end_offset()), 0);
     }
 }
