@@ -18,9 +18,13 @@ const KAFKA_STORAGE_ERROR: i16 = 56;
 const LEADER_NOT_AVAILABLE: i16 = 5;
 
 fn produce(raw: &mut Raw, topic: &str, value: &[u8]) -> (i16, i64) {
+    produce_to(raw, topic, 0, value)
+}
+
+fn produce_to(raw: &mut Raw, topic: &str, partition: i32, value: &[u8]) -> (i16, i64) {
     let records = encode_batch(&[(Some(b"k"), value)], Compression::None);
     let mut pd = produce_request::PartitionProduceData::default();
-    pd.index = 0;
+    pd.index = partition;
     pd.records = Some(records);
     let mut td = produce_request::TopicProduceData::default();
     td.name = TopicName(topic.to_string().into());
@@ -212,6 +216,12 @@ fn descriptor_exhaustion_reports_partitions_offline() {
         assert_eq!(online.error_code, 0);
         assert!(online.offline_replicas.is_empty());
         assert_eq!(log_dir_error(&mut raw), KAFKA_STORAGE_ERROR);
+        // A produce to a partition whose log never opened is a storage error, not NOT_LEADER_OR_FOLLOWER
+        // (Kafka's HostedPartition.Offline); one to an open partition works.
+        let (code, _) = produce_to(&mut raw, "many", offline[0].partition_index, b"x");
+        assert_eq!(code, KAFKA_STORAGE_ERROR);
+        let (code, _) = produce_to(&mut raw, "many", online.partition_index, b"x");
+        assert_eq!(code, 0);
         // Raise the limit of the running broker; the retry opens the rest.
         let pid = b.pid().unwrap() as libc::pid_t;
         let mut r = libc::rlimit {

@@ -18,7 +18,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
-use super::{append_error_code, s, RequestContext};
+use super::{append_error_code, hosted_partition, s, RequestContext, TopicRef};
 use crate::broker::Broker;
 use crate::log::LogError;
 use crate::partition::manager::now_ms;
@@ -80,21 +80,28 @@ fn append_all(
             let result = if !(-1..=1).contains(&acks) {
                 Err((ResponseError::InvalidRequiredAcks.code(), None, Vec::new()))
             } else if let Some(t) = found {
-                match broker.replicas.get(&t.name, pd.index) {
-                    Some(p) => match pd.records {
+                let by = if version >= 13 {
+                    TopicRef::Id(topic.topic_id)
+                } else {
+                    TopicRef::Name
+                };
+                match hosted_partition(broker, t, pd.index, by) {
+                    Ok(p) => match pd.records {
                         Some(records) if !records.is_empty() => p.append(records, acks == -1, now_ms()).map_err(|e| {
                             let msg = e.to_string();
                             if !matches!(e, AppendError::NotEnoughReplicas) {
                                 tracing::debug!(client = ?client_id, topic = %t.name, partition = pd.index, "produce refused: {msg}");
                             }
-                            (append_error_code(&e), Some(msg), record_errors(&e))
+                            let code = match (&e, by) {
+                                // Deleted while in flight: by ID, that ID is gone.
+                                (AppendError::Deleted, TopicRef::Id(_)) => ResponseError::UnknownTopicId.code(),
+                                _ => append_error_code(&e),
+                            };
+                            (code, Some(msg), record_errors(&e))
                         }),
                         _ => Err((ResponseError::InvalidRecord.code(), Some("Produce request has no records".into()), Vec::new())),
                     },
-                    None if usize::try_from(pd.index).map(|i| i < t.partitions.len()).unwrap_or(false) => {
-                        Err((ResponseError::NotLeaderOrFollower.code(), None, Vec::new()))
-                    }
-                    None => Err((ResponseError::UnknownTopicOrPartition.code(), None, Vec::new())),
+                    Err(code) => Err((code, None, Vec::new())),
                 }
             } else if version >= 13 {
                 Err((ResponseError::UnknownTopicId.code(), None, Vec::new()))
