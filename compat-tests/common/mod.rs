@@ -21,6 +21,8 @@ pub struct Broker {
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE (soft, hard) to start the broker with.
+    nofile: Option<(u64, u64)>,
     pub ready_line: String,
 }
 
@@ -29,8 +31,10 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vltava")
+/// The broker binary: `BROKER_TEST_BIN` when set (a copy that a concurrent build cannot replace), else the one
+/// cargo built.
+pub fn binary() -> String {
+    std::env::var("BROKER_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
 }
 
 impl Broker {
@@ -41,6 +45,11 @@ impl Broker {
 
     /// Starts a broker with extra `VLTAVA_*` settings, e.g. `("NUM_PARTITIONS", "3")`.
     pub fn start_with(env: &[(&str, &str)]) -> Broker {
+        Broker::start_limited(env, None)
+    }
+
+    /// Like [`Broker::start_with`], with the broker's RLIMIT_NOFILE set to (soft, hard) before it runs.
+    pub fn start_limited(env: &[(&str, &str)], nofile: Option<(u64, u64)>) -> Broker {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut b = Broker {
@@ -52,6 +61,7 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (format!("VLTAVA_{k}"), v.to_string()))
                 .collect(),
+            nofile,
             ready_line: String::new(),
         };
         b.spawn();
@@ -77,6 +87,22 @@ impl Broker {
             .stderr(Stdio::inherit());
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some((soft, hard)) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawn vltava");
         let stdout = child.stdout.take().unwrap();
@@ -143,6 +169,41 @@ impl Broker {
             Some(c) => c.try_wait().unwrap().is_none(),
             None => false,
         }
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker running").id()
+    }
+
+    /// The broker's resident memory in bytes (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kb * 1024
+    }
+
+    /// Open file descriptors of the broker.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// CPU time the broker has used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th of the line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
     }
 
     pub fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
