@@ -437,3 +437,27 @@ fn hostile_descriptor_exhaustion() {
         assert!(rss < 100 * MB);
     });
 }
+
+/// `max_connections` as in Kafka: at the limit the broker stops accepting (the kernel's backlog holds the
+/// newcomer) instead of accepting and dropping, and takes the waiting connection as soon as a slot frees.
+#[test]
+fn hostile_max_connections_waits_for_a_slot() {
+    bounded(30, || {
+        let b = Broker::start_with(&[("MAX_CONNECTIONS", "2")]);
+        let first = connect_served(&b, Duration::from_secs(3)).expect("first");
+        let _second = connect_served(&b, Duration::from_secs(3)).expect("second");
+        let mut third = Raw::from_stream(TcpStream::connect(b.bootstrap()).unwrap());
+        let body = third.encode_request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        third.send_frame(&body);
+        assert!(
+            silent_for(&mut third.stream, Duration::from_millis(500)),
+            "the third connection waits in the backlog, neither served nor closed"
+        );
+        drop(first);
+        third
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        assert!(third.read_frame().is_some(), "served once a slot is free");
+    });
+}
