@@ -21,6 +21,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -109,12 +111,19 @@ impl Connection {
                 match self.next_frame() {
                     Ok(Some(frame)) => {
                         match api::dispatch(&self.broker, frame, self.peer) {
-                            api::Dispatch::Task(mut fut) => {
+                            api::Dispatch::Task(fut) => {
                                 // Most handlers finish on their first poll: run it here, so the response
                                 // counts against queued_max_response_bytes before the next request is
                                 // dispatched (otherwise a burst of pipelined requests would all be answered
                                 // into memory at once). Only handlers that wait (long-poll fetch, controller
-                                // commands) get a task of their own.
+                                // commands) get a task of their own. A handler that panics closes only
+                                // this connection, with a log line, wherever it runs.
+                                let mut fut =
+                                    Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| {
+                                        r.unwrap_or_else(|_| {
+                                            Err("request handler panicked".to_string())
+                                        })
+                                    }));
                                 if let Poll::Ready(reply) = futures::poll!(fut.as_mut()) {
                                     responses.push_done(reply);
                                     continue;
