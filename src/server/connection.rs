@@ -325,7 +325,63 @@ fn describe_bad_size(size: i32, prefix: &[u8], max: i32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_bad_size;
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    const SHORT: Duration = Duration::from_millis(100);
+
+    #[tokio::test]
+    async fn a_close_is_seen_without_reading_and_unread_data_is_not_lost() {
+        let (mut client, server) = pair().await;
+        let dropped = AtomicBool::new(false);
+        client.write_all(b"pending request").await.unwrap();
+        // Data waiting is not a close: the watch keeps waiting (having dropped the readiness).
+        assert!(tokio::time::timeout(SHORT, peer_closed(&server, &dropped))
+            .await
+            .is_err());
+        assert!(dropped.load(Ordering::Relaxed));
+        // Reading again finds the data although tokio was told to forget it.
+        let mut buf = BytesMut::new();
+        let n = tokio::time::timeout(SHORT, read_some(&server, &mut buf, 1024, &dropped))
+            .await
+            .expect("read must not wait for an event that already happened")
+            .unwrap();
+        assert_eq!(&buf[..n], b"pending request");
+        // More data, then the client closes: the close is seen even with that data unread.
+        client.write_all(b"more").await.unwrap();
+        assert!(tokio::time::timeout(SHORT, peer_closed(&server, &dropped))
+            .await
+            .is_err());
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), peer_closed(&server, &dropped))
+            .await
+            .expect("close noticed")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn read_some_is_bounded_by_want() {
+        let (mut client, server) = pair().await;
+        client.write_all(&[1u8; 100]).await.unwrap();
+        let dropped = AtomicBool::new(false);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_some(&server, &mut buf, 10, &dropped).await.unwrap(),
+            10
+        );
+        assert_eq!(
+            read_some(&server, &mut buf, 1000, &dropped).await.unwrap(),
+            90
+        );
+    }
 
     #[test]
     fn recognises_tls_and_http() {
