@@ -184,10 +184,10 @@ fn full_file_size_limit() {
 #[test]
 fn descriptor_exhaustion_reports_partitions_offline() {
     bounded(120, || {
-        let b = Broker::start_with_limits(Limits {
-            nofile: Some(64),
-            ..Limits::default()
-        });
+        // The broker raises its soft descriptor limit to the hard one at start, so lower it on the running
+        // process (always allowed) and give it back later.
+        let b = Broker::start();
+        let full = set_soft_nofile(b.pid(), Some(64));
         let mut raw = Raw::connect(&b);
         // Three descriptors per open log: 40 partitions need ~120.
         let (code, msg) = create_topics(&mut raw, "many", 40, &[]);
@@ -222,24 +222,8 @@ fn descriptor_exhaustion_reports_partitions_offline() {
         assert_eq!(code, KAFKA_STORAGE_ERROR);
         let (code, _) = produce_to(&mut raw, "many", online.partition_index, b"x");
         assert_eq!(code, 0);
-        // Raise the limit of the running broker; the retry opens the rest.
-        let pid = b.pid().unwrap() as libc::pid_t;
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: plain syscalls on a child process we own; the struct outlives them.
-        unsafe {
-            assert_eq!(
-                libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut r),
-                0
-            );
-            r.rlim_cur = r.rlim_max.min(4096);
-            assert_eq!(
-                libc::prlimit(pid, libc::RLIMIT_NOFILE, &r, std::ptr::null_mut()),
-                0
-            );
-        }
+        // Give the descriptors back; the retry opens the rest.
+        set_soft_nofile(b.pid(), Some(full));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let t = metadata(&mut raw, "many");
@@ -257,6 +241,40 @@ fn descriptor_exhaustion_reports_partitions_offline() {
         }
         assert_eq!(log_dir_error(&mut raw), 0);
     });
+}
+
+/// Sets a process's soft RLIMIT_NOFILE (`None`: leave it) and returns the previous soft limit.
+fn set_soft_nofile(pid: u32, soft: Option<u64>) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a child process we own; the structs outlive the calls.
+    unsafe {
+        assert_eq!(
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                std::ptr::null(),
+                &mut r
+            ),
+            0
+        );
+        let old = r.rlim_cur;
+        if let Some(soft) = soft {
+            r.rlim_cur = soft.min(r.rlim_max);
+            assert_eq!(
+                libc::prlimit(
+                    pid as libc::pid_t,
+                    libc::RLIMIT_NOFILE,
+                    &r,
+                    std::ptr::null_mut()
+                ),
+                0
+            );
+        }
+        old
+    }
 }
 
 fn log_dir_error(raw: &mut Raw) -> i16 {

@@ -5,7 +5,8 @@
 //! the config is immutable afterwards and shared as `Arc<BrokerConfig>`. Per-topic settings derive their defaults
 //! from here through [`crate::metadata::topic_config`], so each default lives in exactly one place.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -50,10 +51,23 @@ pub struct BrokerConfig {
     pub message_max_bytes: i32,
     /// Largest request frame accepted; bigger frames close the connection.
     pub socket_request_max_bytes: i32,
-    /// Most simultaneous client connections; more are refused.
+    /// Most simultaneous client connections; at the limit the broker stops accepting until one closes (as
+    /// Kafka's acceptor waits for a slot).
     pub max_connections: i32,
+    /// Most simultaneous connections from one IP address; a connection over the limit is closed right after
+    /// accept (Kafka's `max.connections.per.ip`).
+    pub max_connections_per_ip: i32,
+    /// Per-IP exceptions to `max_connections_per_ip`, Kafka's format `ip:count,ip:count` (IP literals only).
+    pub max_connections_per_ip_overrides: String,
+    /// Close a connection after this many ms without reading or writing a byte while no request of it is being
+    /// handled; a stalled half-sent frame counts as idle. Negative: never (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: i64,
     /// Requests one connection may have in flight before the broker stops reading from it.
     pub queued_max_requests: i32,
+    /// Vltava's own (Kafka answers one request per connection at a time, so it needs none): bytes of finished
+    /// responses one connection may have waiting to be sent, counting record sets sent from files, before the
+    /// broker stops reading its requests. At least one response is always allowed, whatever its size.
+    pub queued_max_response_bytes: i64,
     /// Segment size at which a new segment is rolled.
     pub log_segment_bytes: i32,
     /// Segment age at which a new segment is rolled, in hours (used when `log_roll_ms` is unset).
@@ -112,7 +126,11 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
             max_connections: i32::MAX,
+            max_connections_per_ip: i32::MAX,
+            max_connections_per_ip_overrides: String::new(),
+            connections_max_idle_ms: 600_000,
             queued_max_requests: 500,
+            queued_max_response_bytes: 1_048_576,
             log_segment_bytes: 1_073_741_824,
             log_roll_hours: 168,
             log_roll_ms: None,
@@ -215,8 +233,24 @@ impl BrokerConfig {
         if self.max_connections < 0 {
             return Err(bad("max_connections", "must be >= 0"));
         }
+        if self.max_connections_per_ip < 0 {
+            return Err(bad("max_connections_per_ip", "must be >= 0"));
+        }
+        let overrides = self
+            .connection_overrides()
+            .map_err(|reason| bad("max_connections_per_ip_overrides", reason))?;
+        // Kafka's rule: 0 only makes sense when some addresses are let in by an override.
+        if self.max_connections_per_ip == 0 && overrides.is_empty() {
+            return Err(bad(
+                "max_connections_per_ip",
+                "can be 0 only if max_connections_per_ip_overrides is set",
+            ));
+        }
         if self.queued_max_requests < 1 {
             return Err(bad("queued_max_requests", "must be >= 1"));
+        }
+        if self.queued_max_response_bytes < 1 {
+            return Err(bad("queued_max_response_bytes", "must be >= 1"));
         }
         if i64::from(self.log_segment_bytes) < crate::log::MIN_SEGMENT_BYTES {
             return Err(bad(
@@ -281,6 +315,33 @@ impl BrokerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// `max_connections_per_ip_overrides` parsed: `ip:count` pairs separated by commas (an IPv6 address is
+    /// split at its last colon). Host names are not resolved; the error says so.
+    pub fn connection_overrides(&self) -> Result<HashMap<IpAddr, i32>, String> {
+        let mut out = HashMap::new();
+        for item in self.max_connections_per_ip_overrides.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let (host, count) = item
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{item}` is not ip:count"))?;
+            let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+            let ip: IpAddr = host.parse().map_err(|_| {
+                format!("`{host}` is not an IP address (host names are not resolved)")
+            })?;
+            let count: i32 = count
+                .trim()
+                .parse()
+                .ok()
+                .filter(|c| *c >= 0)
+                .ok_or_else(|| format!("`{count}` in `{item}` is not a count >= 0"))?;
+            out.insert(ip, count);
+        }
+        Ok(out)
     }
 
     /// The socket address to bind.
@@ -410,5 +471,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn per_ip_overrides_parse_like_kafka() {
+        let mut c = BrokerConfig {
+            max_connections_per_ip_overrides: "127.0.0.1:5, ::1:7 ,[fe80::1]:0".into(),
+            ..BrokerConfig::default()
+        };
+        let o = c.connection_overrides().unwrap();
+        assert_eq!(o[&"127.0.0.1".parse::<IpAddr>().unwrap()], 5);
+        assert_eq!(o[&"::1".parse::<IpAddr>().unwrap()], 7);
+        assert_eq!(o[&"fe80::1".parse::<IpAddr>().unwrap()], 0);
+        c.validate().unwrap();
+        c.max_connections_per_ip_overrides = "localhost:5".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("max_connections_per_ip_overrides"), "{e}");
+        c.max_connections_per_ip_overrides = "127.0.0.1:-1".into();
+        assert!(c.validate().is_err());
+        c.max_connections_per_ip_overrides = String::new();
+        c.max_connections_per_ip = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("overrides"), "{e}");
     }
 }

@@ -88,6 +88,15 @@ fn serve(args: ServeArgs, started: Instant) -> anyhow::Result<()> {
 }
 
 async fn run(config: Arc<BrokerConfig>, started: Instant) -> anyhow::Result<()> {
+    // Every connection and every segment needs a descriptor; the soft limit is often far below the hard one.
+    let open_files = match vltava::server::listener::raise_fd_limit() {
+        Ok(n) => n.to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+            "unknown".to_string()
+        }
+    };
+    tracing::info!(%open_files, "open files limit (soft, raised to the hard limit)");
     let addr = config.listen_addr()?;
     // Bind before recovery work so a port clash fails fast.
     let listener = tokio::net::TcpListener::bind(addr)
@@ -99,7 +108,7 @@ async fn run(config: Arc<BrokerConfig>, started: Instant) -> anyhow::Result<()> 
     let server = tokio::spawn(vltava::server::listener::run(listener, broker.clone()));
     let (host, port) = config.advertised_addr()?;
     println!(
-        "vltava ready: listening on {addr} (advertised {host}:{port}), data dir {}, node {}, ready in {:.1} ms",
+        "vltava ready: listening on {addr} (advertised {host}:{port}), data dir {}, node {}, open files limit {open_files}, ready in {:.1} ms",
         config.data_dir.display(),
         config.node_id,
         started.elapsed().as_secs_f64() * 1000.0

@@ -28,8 +28,9 @@ pub struct Broker {
 /// Resource limits for the broker process (set between fork and exec).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Limits {
-    /// RLIMIT_NOFILE soft limit (open file descriptors).
-    pub nofile: Option<u64>,
+    /// RLIMIT_NOFILE (soft, hard): open file descriptors. The broker raises its soft limit to the hard one
+    /// at start, so a test that wants few descriptors sets both.
+    pub nofile: Option<(u64, u64)>,
     /// RLIMIT_FSIZE (largest file the broker may write, bytes); SIGXFSZ is ignored so writes fail with EFBIG.
     pub fsize: Option<u64>,
 }
@@ -54,21 +55,18 @@ impl Broker {
 
     /// Starts a broker with extra `VLTAVA_*` settings, e.g. `("NUM_PARTITIONS", "3")`.
     pub fn start_with(env: &[(&str, &str)]) -> Broker {
+        Broker::start_limited(env, None)
+    }
+
+    /// Like [`Broker::start_with`], with the broker's RLIMIT_NOFILE set to (soft, hard) before it runs.
+    pub fn start_limited(env: &[(&str, &str)], nofile: Option<(u64, u64)>) -> Broker {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let mut b = Broker {
-            port: free_port(),
-            dir,
-            _tmp: Some(tmp),
-            child: None,
-            env: env
-                .iter()
-                .map(|(k, v)| (format!("VLTAVA_{k}"), v.to_string()))
-                .collect(),
-            ready_line: String::new(),
-            limits: Limits::default(),
+        let limits = Limits {
+            nofile,
+            ..Limits::default()
         };
-        b.spawn();
+        let mut b = Broker::start_in(tmp.path().to_path_buf(), env, limits);
+        b._tmp = Some(tmp);
         b
     }
 
@@ -98,11 +96,6 @@ impl Broker {
         b
     }
 
-    /// The broker's process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -129,16 +122,11 @@ impl Broker {
             // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    if let Some(n) = limits.nofile {
-                        // Only the soft limit: a test may raise it again on the running broker.
-                        let mut r = libc::rlimit {
-                            rlim_cur: 0,
-                            rlim_max: 0,
+                    if let Some((soft, hard)) = limits.nofile {
+                        let r = libc::rlimit {
+                            rlim_cur: soft,
+                            rlim_max: hard,
                         };
-                        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        r.rlim_cur = n.min(r.rlim_max);
                         if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
                             return Err(std::io::Error::last_os_error());
                         }
@@ -222,6 +210,35 @@ impl Broker {
             Some(c) => c.try_wait().unwrap().is_none(),
             None => false,
         }
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker running").id()
+    }
+
+    /// The broker's resident memory in bytes (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        self.memory_kb("VmRSS") * 1024
+    }
+
+    /// Open file descriptors of the broker.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// CPU time the broker has used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th of the line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
     }
 
     pub fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {

@@ -4,13 +4,18 @@
 //! at most `max_bytes` overall and `partition_max_bytes` per partition, except that the first partition with
 //! data always returns at least one whole batch (KIP-74) so a big batch cannot wedge a consumer. When fewer than
 //! `min_bytes` are available the request waits, up to `max_wait_ms`, on the high-watermark watchers of the
-//! partitions it asked for; an append to any of them wakes it. Incremental fetch sessions (KIP-227) are not
-//! offered: every response carries session id 0, which tells clients to send full fetch requests.
+//! partitions it asked for. Like Kafka's `DelayedFetch`, the wait is by position: each partition publishes its
+//! high watermark with the bytes appended so far ([`HighWatermark`]); an append wakes the waiter, which adds
+//! the new bytes to what its last read found ([`Estimate`], O(1) per append, no lock, no index lookup) and
+//! reads the log again only once `min_bytes` may be there, or at the deadline. The waiting state belongs to the
+//! handler's task; it goes away when the connection aborts the task. Incremental fetch sessions (KIP-227) are
+//! not offered: every response carries session id 0, which tells clients to send full fetch requests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
@@ -18,8 +23,8 @@ use tokio::sync::watch;
 
 use super::log_error_code;
 use super::splice::{encode_spliced, Frame, Placeholders};
-use super::RequestContext;
-use crate::partition::Partition;
+use super::{hosted_partition, RequestContext, TopicRef};
+use crate::partition::{HighWatermark, Partition};
 
 /// One requested partition, resolved.
 struct Wanted {
@@ -68,16 +73,14 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Option<FetchRepl
             let partition = match found {
                 None if version >= 13 => Err(ResponseError::UnknownTopicId.code()),
                 None => Err(ResponseError::UnknownTopicOrPartition.code()),
-                Some(t) => match broker.replicas.get(&t.name, p.partition) {
-                    Some(part) => Ok(part),
-                    None if usize::try_from(p.partition)
-                        .map(|i| i < t.partitions.len())
-                        .unwrap_or(false) =>
-                    {
-                        Err(ResponseError::NotLeaderOrFollower.code())
-                    }
-                    None => Err(ResponseError::UnknownTopicOrPartition.code()),
-                },
+                Some(t) => {
+                    let by = if version >= 13 {
+                        TopicRef::Id(topic.topic_id)
+                    } else {
+                        TopicRef::Name
+                    };
+                    hosted_partition(broker, t, p.partition, by)
+                }
             };
             wanted.push(Wanted {
                 topic_slot: slot,
@@ -96,16 +99,31 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Option<FetchRepl
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     // Subscribe before the first read so an append between read and wait still wakes us.
-    let mut watchers: Vec<watch::Receiver<i64>> = wanted
-        .iter()
-        .filter_map(|w| w.partition.as_ref().ok().map(|p| p.watch_hw()))
-        .collect();
-    loop {
-        for w in watchers.iter_mut() {
-            w.borrow_and_update();
+    let mut changes = FuturesUnordered::new();
+    for (i, w) in wanted.iter().enumerate() {
+        if let Ok(p) = &w.partition {
+            let mut rx = p.watch_hw();
+            rx.borrow_and_update();
+            changes.push(hw_changed(i, rx));
         }
+    }
+    loop {
+        // Positions before the read: bytes published later are on top of what the read can find.
+        let positions: Vec<u64> = wanted
+            .iter()
+            .map(|w| {
+                w.partition
+                    .as_ref()
+                    .map_or(0, |p| p.published_high_watermark().appended_bytes)
+            })
+            .collect();
         let mut placeholders = Placeholders::default();
-        let (parts, bytes, any_error) = read_all(
+        let ReadAll {
+            parts,
+            sizes,
+            bytes,
+            any_error,
+        } = read_all(
             &wanted,
             max_bytes,
             read_committed,
@@ -116,7 +134,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Option<FetchRepl
         if bytes >= min_bytes
             || any_error
             || expired
-            || watchers.is_empty()
+            || changes.is_empty()
             || broker.shutdown.is_cancelled()
         {
             for (slot, pd) in parts {
@@ -127,14 +145,91 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Option<FetchRepl
                 placeholders,
             });
         }
-        let changed =
-            futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
-        tokio::select! {
-            _ = changed => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = broker.shutdown.cancelled() => {}
+        // Wait by position: appends cost this waiter O(1) each until enough bytes may be there.
+        let mut estimate = Estimate::new(
+            min_bytes,
+            wanted
+                .iter()
+                .zip(sizes)
+                .zip(positions)
+                .map(|((w, read), position)| (read, position, w.max_bytes)),
+        );
+        loop {
+            tokio::select! {
+                Some((i, mut rx, alive)) = changes.next() => {
+                    let hw = *rx.borrow_and_update();
+                    let enough = !alive || estimate.update(i, hw);
+                    if alive {
+                        changes.push(hw_changed(i, rx));
+                    }
+                    if enough {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = broker.shutdown.cancelled() => break,
+            }
         }
     }
+}
+
+/// Resolves when partition `i`'s high watermark is published again (`false`: the partition is gone), handing
+/// the receiver back so the waiter can look at the new position and wait again.
+async fn hw_changed(
+    i: usize,
+    mut rx: watch::Receiver<HighWatermark>,
+) -> (usize, watch::Receiver<HighWatermark>, bool) {
+    let alive = rx.changed().await.is_ok();
+    (i, rx, alive)
+}
+
+/// How many bytes a waiting fetch could return now, judged from published positions without reading: per
+/// partition, what its last read found plus what was appended since, capped at the partition's `max_bytes`
+/// (Kafka's `DelayedFetch.tryComplete` sums the same quantity from segment positions). It never counts less
+/// than a read would find, so a fetch is never held past the moment it could be answered; it can count more
+/// (appends racing the read), which only costs a read that finds too little and waits again.
+struct Estimate {
+    min_bytes: usize,
+    /// Per requested partition: (bytes found by the read, appended bytes before it, max bytes, counted now).
+    parts: Vec<(usize, u64, usize, usize)>,
+    total: usize,
+}
+
+impl Estimate {
+    fn new(min_bytes: usize, parts: impl Iterator<Item = (usize, u64, usize)>) -> Estimate {
+        let parts: Vec<_> = parts
+            .map(|(read, position, max)| (read, position, max, read.min(max)))
+            .collect();
+        let total = parts.iter().map(|p| p.3).sum();
+        Estimate {
+            min_bytes,
+            parts,
+            total,
+        }
+    }
+
+    /// Takes partition `i`'s newly published position into account; true once `min_bytes` may be there.
+    fn update(&mut self, i: usize, hw: HighWatermark) -> bool {
+        if let Some((read, position, max, counted)) = self.parts.get_mut(i) {
+            let grown =
+                usize::try_from(hw.appended_bytes.saturating_sub(*position)).unwrap_or(usize::MAX);
+            let now = read.saturating_add(grown).min(*max);
+            self.total = self.total - *counted + now;
+            *counted = now;
+        }
+        self.total >= self.min_bytes
+    }
+}
+
+/// What one pass over the requested partitions found.
+struct ReadAll {
+    /// Response slot and partition data, in request order.
+    parts: Vec<(usize, PartitionData)>,
+    /// Record bytes per requested partition.
+    sizes: Vec<usize>,
+    /// Record bytes in all.
+    bytes: usize,
+    any_error: bool,
 }
 
 fn read_all(
@@ -143,8 +238,9 @@ fn read_all(
     read_committed: bool,
     version: i16,
     placeholders: &mut Placeholders,
-) -> (Vec<(usize, PartitionData)>, usize, bool) {
+) -> ReadAll {
     let mut out = Vec::with_capacity(wanted.len());
+    let mut sizes = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     let mut any_error = false;
     for w in wanted {
@@ -206,9 +302,15 @@ fn read_all(
                 }
             }
         }
+        sizes.push(pd.records.as_ref().map_or(0, Bytes::len));
         out.push((w.topic_slot, pd));
     }
-    (out, total, any_error)
+    ReadAll {
+        parts: out,
+        sizes,
+        bytes: total,
+        any_error,
+    }
 }
 
 /// A Fetch response whose record sets are still file ranges (see [`super::splice`]).
@@ -228,5 +330,59 @@ impl super::IntoFrame for FetchReply {
             &self.response,
             &self.placeholders,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hw(appended_bytes: u64) -> HighWatermark {
+        HighWatermark {
+            offset: 0,
+            appended_bytes,
+        }
+    }
+
+    #[test]
+    fn estimate_adds_appended_bytes_to_what_was_read() {
+        // Two partitions: the first read 100 bytes at position 1000, the second nothing at position 50.
+        let mut e = Estimate::new(1000, [(100, 1000, 10_000), (0, 50, 10_000)].into_iter());
+        assert!(!e.update(0, hw(1300)), "400 bytes");
+        assert!(!e.update(1, hw(250)), "600 bytes");
+        // A repeated publish of the same position counts once.
+        assert!(!e.update(1, hw(250)));
+        assert!(e.update(1, hw(650)), "1000 bytes");
+    }
+
+    #[test]
+    fn estimate_caps_each_partition_at_its_max_bytes() {
+        // Kafka: bytes beyond a partition's max cannot be returned, so they do not count towards min_bytes.
+        let mut e = Estimate::new(500, [(0, 0, 300), (0, 0, 300)].into_iter());
+        assert!(!e.update(0, hw(1_000_000)));
+        assert_eq!(e.total, 300);
+        assert!(e.update(1, hw(200)));
+        // A position behind the read's (cannot happen; a new partition object) counts nothing new.
+        let mut e = Estimate::new(10, [(5, 100, 300)].into_iter());
+        assert!(!e.update(0, hw(7)));
+        assert_eq!(e.total, 5);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_per_publish_and_sees_the_latest_position() {
+        let (tx, rx) = watch::channel(hw(0));
+        let mut changes = FuturesUnordered::new();
+        changes.push(hw_changed(3, rx));
+        tx.send_modify(|h| h.appended_bytes += 10);
+        tx.send_modify(|h| h.appended_bytes += 20);
+        let (i, mut rx, alive) = changes.next().await.unwrap();
+        assert_eq!(
+            (i, alive, rx.borrow_and_update().appended_bytes),
+            (3, true, 30)
+        );
+        changes.push(hw_changed(i, rx));
+        drop(tx);
+        let (_, _, alive) = changes.next().await.unwrap();
+        assert!(!alive, "a dropped partition ends the wait");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Ownership: each [`Partition`] owns its [`Log`] behind its own `RwLock` (appends take it for writing only for
 //! the append itself, fetches for reading), so partitions never contend with each other. The high watermark is
-//! an atomic published through a `watch` channel that long-poll fetches and `acks=all` produces await. The
+//! an atomic published, with the bytes appended so far ([`HighWatermark`]), through a `watch` channel that
+//! long-poll fetches await (they compare positions and re-read only once enough bytes arrived). The
 //! high watermark is kept apart from the log end offset: with one replica it follows the log end offset right
 //! after each append; with followers it will be the minimum over the ISR.
 //!
@@ -54,6 +55,17 @@ pub struct ReadResult {
     pub log_start_offset: i64,
 }
 
+/// The high watermark as published to waiting fetches: the offset, and the bytes appended to this partition
+/// since it was opened. Like Kafka's `LogOffsetMetadata` (offset, segment, position), it lets a waiter tell how
+/// many bytes arrived since it last read without reading the log: the difference of two `appended_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HighWatermark {
+    /// The high watermark offset.
+    pub offset: i64,
+    /// Bytes appended since the partition was opened (monotonic; only differences mean anything).
+    pub appended_bytes: u64,
+}
+
 /// One partition replica hosted by this broker.
 pub struct Partition {
     /// Topic name.
@@ -67,7 +79,7 @@ pub struct Partition {
     min_insync_replicas: AtomicI32,
     isr_size: AtomicI32,
     high_watermark: AtomicI64,
-    hw_tx: watch::Sender<i64>,
+    hw_tx: watch::Sender<HighWatermark>,
     deleted: AtomicBool,
     /// The log's health flag, shared with the log (readable without its lock).
     health: Arc<LogHealth>,
@@ -85,7 +97,10 @@ impl Partition {
     ) -> Partition {
         let hw = log.log_end_offset();
         let health = log.health();
-        let (hw_tx, _) = watch::channel(hw);
+        let (hw_tx, _) = watch::channel(HighWatermark {
+            offset: hw,
+            appended_bytes: 0,
+        });
         Partition {
             topic,
             index,
@@ -208,7 +223,7 @@ impl Partition {
                 .flatten();
             (info, flush)
         };
-        self.hw_tx.send_replace(self.high_watermark());
+        self.publish_high_watermark(info.size_bytes);
         // flush.messages: the produce is answered once the fsync is done; a failed fsync answers
         // KAFKA_STORAGE_ERROR and leaves the partition offline.
         if let Some(job) = flush {
@@ -247,8 +262,23 @@ impl Partition {
     }
 
     /// Subscribes to high watermark changes (long-poll fetch).
-    pub fn watch_hw(&self) -> watch::Receiver<i64> {
+    pub fn watch_hw(&self) -> watch::Receiver<HighWatermark> {
         self.hw_tx.subscribe()
+    }
+
+    /// The high watermark as last published, with its byte position.
+    pub fn published_high_watermark(&self) -> HighWatermark {
+        *self.hw_tx.borrow()
+    }
+
+    /// Publishes the high watermark after `appended` more bytes. Concurrent appends may publish out of order;
+    /// each adds its own bytes and takes the latest offset, so the last publish is exact.
+    fn publish_high_watermark(&self, appended: usize) {
+        let offset = self.high_watermark();
+        self.hw_tx.send_modify(|hw| {
+            hw.offset = offset;
+            hw.appended_bytes += appended as u64;
+        });
     }
 
     /// Runs `f` with shared access to the log (offset lookups, sizes).

@@ -1,37 +1,50 @@
-//! One client connection: framing, pipelining and in-order responses.
+//! One client connection: framing, pipelining, in-order responses, and the limits on what one client may make
+//! the broker hold.
 //!
-//! Requests are read as size-prefixed frames (bounded by `socket.request.max.bytes`; the buffer grows only as
-//! bytes actually arrive). Each request is handled in its own task so a long-poll fetch does not stall a produce
-//! pipelined behind it, but responses are written strictly in request order (`FuturesOrdered`). At most
-//! `queued.max.requests` requests are in flight per connection; beyond that the connection stops reading, which
-//! pushes back on the client through TCP.
+//! Owned by one task (the connection's), with no lock: the read buffer, the running handlers and the
+//! [`Responses`] queue. Requests are read as size-prefixed frames (bounded by `socket.request.max.bytes`; the
+//! buffer grows only as bytes actually arrive). Each request is handled in its own task so a long-poll fetch
+//! does not stall a produce pipelined behind it, but responses are written strictly in request order.
+//!
+//! The connection stops reading while `queued.max.requests` requests are unanswered or while the finished but
+//! unsent responses exceed `queued_max_response_bytes` (a client that never reads); that pushes back on the
+//! client through TCP. While not reading it still watches the socket for the peer's close (EPOLLRDHUP), so a
+//! client that goes away is noticed at once, not when its work is done. A closed peer, a read error or a
+//! malformed frame ends the connection at once: handler tasks are aborted (a parked long-poll included) and the
+//! socket is closed. A connection that neither reads nor writes a byte for `connections.max.idle.ms` while none
+//! of its requests is being handled (for instance one that stalled in the middle of a frame) is closed too.
 //!
 //! Anything malformed at the framing or header level closes the connection with a log line, as Kafka does; it
 //! never affects another connection.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::stream::{FuturesOrdered, StreamExt};
-use std::os::fd::AsRawFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use futures::future::{self, Either};
-use tokio::io::Interest;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::task::JoinError;
+use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::responses::Responses;
 use crate::api;
 use crate::broker::Broker;
-use crate::log::FileSlice;
 
 /// Largest read-ahead when a frame's remaining size is larger: memory follows what was received.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// A request being handled: a spawned task, or an answer already known.
-type InFlight = Either<AbortOnDropHandle<api::Reply>, future::Ready<Result<api::Reply, JoinError>>>;
+/// A running request handler: its request's sequence number and its answer. Dropping it aborts the task.
+type Handler = Pin<Box<dyn Future<Output = (u64, api::Reply)> + Send>>;
 
 /// A client connection and its in-flight requests.
 pub struct Connection {
@@ -43,7 +56,10 @@ pub struct Connection {
 
 /// Why the connection is being closed.
 enum Close {
+    /// The peer closed or reset the connection.
     Eof,
+    /// Nothing happened for `connections_max_idle_ms`.
+    Idle(Duration),
     Error(String),
 }
 
@@ -58,33 +74,77 @@ impl Connection {
         }
     }
 
-    /// Serves requests until the client closes, an error occurs, or shutdown completes the in-flight requests.
+    /// Serves requests until the client closes, an error occurs, the connection idles out, or shutdown
+    /// completes the in-flight requests.
     pub async fn run(mut self) {
-        let max_in_flight = self.broker.config.queued_max_requests.max(1) as usize;
-        // Handler tasks are aborted if the connection goes away, so a parked long-poll cannot outlive it.
-        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        let config = self.broker.config.clone();
+        let max_in_flight = config.queued_max_requests.max(1) as usize;
+        let max_unsent = usize::try_from(config.queued_max_response_bytes)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        // Negative means never, as in Kafka.
+        let max_idle = u64::try_from(config.connections_max_idle_ms)
+            .ok()
+            .map(|ms| Duration::from_millis(ms).min(FAR));
+        let mut handlers: FuturesUnordered<Handler> = FuturesUnordered::new();
+        let mut responses = Responses::default();
         let mut closing = false;
+        // Set when read readiness was dropped unread (see `peer_closed`); the next read must then try the socket
+        // before waiting, since tokio no longer knows data is there.
+        let readiness_dropped = AtomicBool::new(false);
+        let mut last_activity = Instant::now();
+        let idle_timer = tokio::time::sleep(max_idle.unwrap_or(FAR));
+        tokio::pin!(idle_timer);
         let shutdown = self.broker.shutdown.clone();
         let result: Result<(), Close> = loop {
-            if closing && in_flight.is_empty() {
+            if let Err(why) = responses.advance() {
+                break Err(Close::Error(why));
+            }
+            if closing && responses.is_empty() {
                 break Ok(());
             }
+            let may_read = !closing
+                && responses.len() < max_in_flight
+                && responses.unsent_bytes() < max_unsent;
             // Frames already buffered are dispatched before reading more.
-            if !closing && in_flight.len() < max_in_flight {
+            if may_read {
                 match self.next_frame() {
                     Ok(Some(frame)) => {
                         match api::dispatch(&self.broker, frame, self.peer) {
-                            api::Dispatch::Task(fut) => in_flight
-                                .push_back(Either::Left(AbortOnDropHandle::new(tokio::spawn(fut)))),
+                            api::Dispatch::Task(fut) => {
+                                // Most handlers finish on their first poll: run it here, so the response
+                                // counts against queued_max_response_bytes before the next request is
+                                // dispatched (otherwise a burst of pipelined requests would all be answered
+                                // into memory at once). Only handlers that wait (long-poll fetch, controller
+                                // commands) get a task of their own. A handler that panics closes only
+                                // this connection, with a log line, wherever it runs.
+                                let mut fut =
+                                    Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| {
+                                        r.unwrap_or_else(|_| {
+                                            Err("request handler panicked".to_string())
+                                        })
+                                    }));
+                                if let Poll::Ready(reply) = futures::poll!(fut.as_mut()) {
+                                    responses.push_done(reply);
+                                    continue;
+                                }
+                                let seq = responses.reserve();
+                                let task = AbortOnDropHandle::new(tokio::spawn(fut));
+                                handlers.push(Box::pin(async move {
+                                    let reply = task.await.unwrap_or_else(|e| {
+                                        Err(format!("request handler failed: {e}"))
+                                    });
+                                    (seq, reply)
+                                }));
+                            }
                             api::Dispatch::Inline(fut) => {
                                 let reply = fut.await;
                                 // A produce that must close the connection (failed acks=0) stops further
                                 // appends now; earlier responses are still written before the close.
                                 closing |= reply.is_err();
-                                in_flight.push_back(Either::Right(future::ready(Ok(reply))))
+                                responses.push_done(reply);
                             }
-                            api::Dispatch::Immediate(resp) => in_flight
-                                .push_back(Either::Right(future::ready(Ok(Ok(Some(resp)))))),
+                            api::Dispatch::Immediate(resp) => responses.push_done(Ok(Some(resp))),
                             api::Dispatch::Close(why) => break Err(Close::Error(why)),
                         }
                         continue;
@@ -93,68 +153,63 @@ impl Connection {
                     Err(why) => break Err(Close::Error(why)),
                 }
             }
-            let can_read = !closing && in_flight.len() < max_in_flight;
+            let want = match self.frame_len() {
+                Ok(Some(total)) => total.saturating_sub(self.buf.len()).clamp(1, READ_CHUNK),
+                _ => READ_CHUNK,
+            };
             tokio::select! {
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    match done {
-                        Ok(Ok(Some(frame))) => {
-                            if let Err(e) = self.write_frame(frame).await {
-                                break Err(Close::Error(format!("write failed: {e}")));
-                            }
-                        }
-                        Ok(Ok(None)) => {} // acks=0 produce: no response
-                        Ok(Err(why)) => break Err(Close::Error(why)),
-                        Err(e) => break Err(Close::Error(format!("request handler failed: {e}"))),
-                    }
+                biased;
+                _ = shutdown.cancelled(), if !closing => closing = true,
+                Some((seq, reply)) = handlers.next() => {
+                    responses.complete(seq, reply);
+                    // The idle clock starts when the broker has nothing left to do but wait for the client.
+                    last_activity = Instant::now();
                 }
-                read = self.read_more(), if can_read => {
+                written = responses.write_some(&self.stream) => match written {
+                    Ok(_) => last_activity = Instant::now(),
+                    Err(e) if is_disconnect(&e) => break Err(Close::Eof),
+                    Err(e) => break Err(Close::Error(format!("write failed: {e}"))),
+                },
+                read = read_some(&self.stream, &mut self.buf, want, &readiness_dropped), if may_read => {
                     match read {
-                        Ok(0) => {
-                            if self.buf.is_empty() {
-                                // Let pipelined requests finish before closing, then stop.
-                                closing = true;
-                                if in_flight.is_empty() { break Err(Close::Eof); }
-                            } else {
-                                break Err(Close::Error("connection closed mid-frame".into()));
-                            }
-                        }
-                        Ok(_) => {}
+                        Ok(0) if self.buf.is_empty() => break Err(Close::Eof),
+                        Ok(0) => break Err(Close::Error("connection closed mid-frame".into())),
+                        Ok(_) => last_activity = Instant::now(),
                         // A client that vanishes without a FIN is ordinary, not worth a warning.
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Err(Close::Eof),
+                        Err(e) if is_disconnect(&e) => break Err(Close::Eof),
                         Err(e) => break Err(Close::Error(format!("read failed: {e}"))),
                     }
                 }
-                _ = shutdown.cancelled(), if !closing => closing = true,
+                closed = peer_closed(&self.stream, &readiness_dropped), if !may_read => match closed {
+                    Ok(()) => break Err(Close::Eof),
+                    Err(e) => break Err(Close::Error(format!("socket failed: {e}"))),
+                },
+                () = &mut idle_timer, if max_idle.is_some() && handlers.is_empty() => {
+                    let limit = max_idle.unwrap_or(FAR);
+                    if last_activity.elapsed() >= limit {
+                        break Err(Close::Idle(limit));
+                    }
+                    idle_timer.as_mut().reset(last_activity + limit);
+                }
             }
         };
+        // Dropping the handlers aborts their tasks: nothing keeps working for a connection that is gone.
+        drop(handlers);
         match result {
             Ok(()) | Err(Close::Eof) => tracing::debug!(peer = %self.peer, "connection closed"),
+            Err(Close::Idle(limit)) if self.buf.is_empty() => {
+                tracing::debug!(peer = %self.peer, "closing connection idle for {limit:?}")
+            }
+            Err(Close::Idle(limit)) => tracing::warn!(
+                peer = %self.peer,
+                "closing connection idle for {limit:?} in the middle of a request ({} bytes received)",
+                self.buf.len()
+            ),
             Err(Close::Error(why)) => {
                 tracing::warn!(peer = %self.peer, "closing connection: {why}")
             }
         }
         let _ = self.stream.shutdown().await;
-    }
-
-    /// Writes a response: encoded parts with `write`, record sets straight from the segment file with
-    /// `sendfile` (no copy through user space).
-    async fn write_frame(&mut self, frame: api::Frame) -> std::io::Result<()> {
-        for chunk in frame {
-            match chunk {
-                api::Chunk::Bytes(b) => self.stream.write_all(&b).await?,
-                api::Chunk::File(slice) => send_file(&mut self.stream, &slice).await?,
-            }
-        }
-        Ok(())
-    }
-
-    async fn read_more(&mut self) -> std::io::Result<usize> {
-        let want = match self.frame_len() {
-            Ok(Some(total)) => total.saturating_sub(self.buf.len()).clamp(1, READ_CHUNK),
-            _ => READ_CHUNK,
-        };
-        self.buf.reserve(want);
-        self.stream.read_buf(&mut self.buf).await
     }
 
     /// Total length (with the 4-byte prefix) of the frame at the head of the buffer, once the prefix is there.
@@ -183,57 +238,76 @@ impl Connection {
     }
 }
 
-/// Sends a file range to the socket with `sendfile(2)`, waiting for writability as needed. Falls back to a
-/// copy if the filesystem cannot splice (EINVAL/ENOSYS/EOPNOTSUPP before anything was sent).
-#[cfg(target_os = "linux")]
-async fn send_file(stream: &mut TcpStream, slice: &FileSlice) -> std::io::Result<()> {
-    let socket = stream.as_raw_fd();
-    let file = slice.file.as_raw_fd();
-    let end = slice.position + slice.len as u64;
-    let mut offset = libc::off_t::try_from(slice.position).map_err(std::io::Error::other)?;
-    while (offset as u64) < end {
-        stream.writable().await?;
-        let remaining = (end - offset as u64) as usize;
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            // SAFETY: both descriptors are open for the duration of the call (the socket is borrowed, the file
-            // is held by the Arc in `slice`), and `offset` is a valid, exclusively borrowed off_t.
-            let n = unsafe { libc::sendfile(socket, file, &mut offset, remaining) };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        match sent {
-            // The segment was truncated under us: the frame can no longer be completed, so the connection
-            // must close (as Kafka does) rather than send a short response.
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "segment file shrank during send",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e)
-                if offset as u64 == slice.position
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-                    ) =>
-            {
-                return stream.write_all(&slice.read_all()?).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// A timer deadline far enough away to mean "never" without overflowing `Instant`.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
 }
 
-/// Without `sendfile`, the range is copied through memory.
-#[cfg(not(target_os = "linux"))]
-async fn send_file(stream: &mut TcpStream, slice: &FileSlice) -> std::io::Result<()> {
-    stream.write_all(&slice.read_all()?).await
+/// Reads up to `want` bytes into `buf`. Cancel-safe: bytes are only taken from the socket inside one
+/// synchronous call.
+async fn read_some(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+    readiness_dropped: &AtomicBool,
+) -> io::Result<usize> {
+    let fd = stream.as_raw_fd();
+    if readiness_dropped.swap(false, Ordering::Relaxed) {
+        // Data may have arrived while we were not reading, and tokio was told to forget it: ask the socket.
+        match recv_into(fd, buf, want) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+    }
+    loop {
+        stream.readable().await?;
+        // try_io clears the readiness on WouldBlock, so the next wait sleeps until new data.
+        match stream.try_io(Interest::READABLE, || recv_into(fd, buf, want)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+/// One non-blocking `recv(2)` of at most `want` bytes, appended to `buf`.
+fn recv_into(fd: i32, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(want);
+    // SAFETY: `spare` is writable memory of at least `len` bytes owned by `buf`; the socket is open (borrowed
+    // by the caller) and non-blocking.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first `n` (<= len) bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+/// Resolves when the peer has closed (FIN or reset) while we are not reading, without reading or buffering
+/// anything. Data that arrives meanwhile stays in the kernel (TCP pushes back on the client); its readiness is
+/// dropped so that this waits for the next socket event instead of spinning, and `readiness_dropped` tells the
+/// next read to look at the socket itself.
+async fn peer_closed(stream: &TcpStream, readiness_dropped: &AtomicBool) -> io::Result<()> {
+    loop {
+        let ready = stream.ready(Interest::READABLE).await?;
+        // tokio keeps READ_CLOSED (EPOLLRDHUP/EPOLLHUP) once seen, even when readiness is cleared.
+        if ready.is_read_closed() {
+            return Ok(());
+        }
+        let _ = stream.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+        readiness_dropped.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Explains a frame size outside the allowed range, recognising common protocol mix-ups.
@@ -251,7 +325,63 @@ fn describe_bad_size(size: i32, prefix: &[u8], max: i32) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_bad_size;
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    const SHORT: Duration = Duration::from_millis(100);
+
+    #[tokio::test]
+    async fn a_close_is_seen_without_reading_and_unread_data_is_not_lost() {
+        let (mut client, server) = pair().await;
+        let dropped = AtomicBool::new(false);
+        client.write_all(b"pending request").await.unwrap();
+        // Data waiting is not a close: the watch keeps waiting (having dropped the readiness).
+        assert!(tokio::time::timeout(SHORT, peer_closed(&server, &dropped))
+            .await
+            .is_err());
+        assert!(dropped.load(Ordering::Relaxed));
+        // Reading again finds the data although tokio was told to forget it.
+        let mut buf = BytesMut::new();
+        let n = tokio::time::timeout(SHORT, read_some(&server, &mut buf, 1024, &dropped))
+            .await
+            .expect("read must not wait for an event that already happened")
+            .unwrap();
+        assert_eq!(&buf[..n], b"pending request");
+        // More data, then the client closes: the close is seen even with that data unread.
+        client.write_all(b"more").await.unwrap();
+        assert!(tokio::time::timeout(SHORT, peer_closed(&server, &dropped))
+            .await
+            .is_err());
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), peer_closed(&server, &dropped))
+            .await
+            .expect("close noticed")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn read_some_is_bounded_by_want() {
+        let (mut client, server) = pair().await;
+        client.write_all(&[1u8; 100]).await.unwrap();
+        let dropped = AtomicBool::new(false);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_some(&server, &mut buf, 10, &dropped).await.unwrap(),
+            10
+        );
+        assert_eq!(
+            read_some(&server, &mut buf, 1000, &dropped).await.unwrap(),
+            90
+        );
+    }
 
     #[test]
     fn recognises_tls_and_http() {
