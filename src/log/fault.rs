@@ -18,6 +18,8 @@ pub(crate) enum Point {
     Fsync,
     /// Truncating a segment or index file (rollback after a failed append).
     Truncate,
+    /// Opening or creating a file before writing or fsyncing it (EMFILE, ENOENT).
+    Open,
 }
 
 /// Ok, or the injected error for `point`.
