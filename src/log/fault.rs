@@ -20,6 +20,8 @@ pub(crate) enum Point {
     Truncate,
     /// Opening or creating a file before writing or fsyncing it (EMFILE, ENOENT).
     Open,
+    /// Deleting a segment's files (retention, DeleteRecords).
+    Delete,
 }
 
 /// Ok, or the injected error for `point`.
