@@ -732,7 +732,7 @@ impl Log {
 mod tests {
     use super::*;
     use crate::log::batch::BatchHeader;
-    use crate::log::segment::log_path;
+    use crate::log::segment::{index_path, log_path, time_index_path};
     use crate::log::testutil::{
         self, bases, cfg, filled, fix_crc, headers, produce, produce_at, read_all, small_segments,
         Codec, NOW,
@@ -1224,6 +1224,11 @@ mod tests {
             produce(&mut log, Codec::None, &[1, 2]);
             produce(&mut log, Codec::Gzip, &[3]);
             let size = log.size_bytes();
+            let entries = (
+                log.active.offset_index().len(),
+                log.active.time_index().len(),
+            );
+            assert_eq!(entries, (1, 1), "every append after the first is indexed");
             plan::fail(point, skip, libc::ENOSPC, 1);
             let mut failed = testutil::batch(Codec::None, &[4, 5], 50);
             let err = log.append_as_leader(&mut failed, 5, NOW).unwrap_err();
@@ -1234,6 +1239,26 @@ mod tests {
             assert_eq!(
                 fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
                 size,
+                "{point:?}"
+            );
+            // Both indexes are cut back too (with (IndexWrite, 1) the offset index entry was written and the
+            // time index entry failed).
+            assert_eq!(
+                (
+                    log.active.offset_index().len(),
+                    log.active.time_index().len()
+                ),
+                entries,
+                "{point:?}"
+            );
+            assert_eq!(
+                fs::metadata(index_path(dir.path(), 0)).unwrap().len(),
+                entries.0 as u64 * 8,
+                "{point:?}"
+            );
+            assert_eq!(
+                fs::metadata(time_index_path(dir.path(), 0)).unwrap().len(),
+                entries.1 as u64 * 12,
                 "{point:?}"
             );
             // The next append reuses the offsets; the failed batch is never readable.
