@@ -177,8 +177,9 @@ fn full_file_size_limit() {
     assert_eq!(values.last().map(Vec::as_slice), Some(&b"small"[..]));
 }
 
-/// Too few file descriptors to open every log of a new topic: CreateTopics says so instead of succeeding,
-/// Metadata shows the partitions that could not be opened without a leader and with this broker offline
+/// Too few file descriptors to open every log of a new topic: CreateTopics succeeds (the topic exists; as in
+/// Kafka a retry would get TOPIC_ALREADY_EXISTS), Metadata shows the partitions that could not be opened without
+/// a leader and with this broker offline
 /// (Kafka's answer for a replica whose log directory is offline), the others work, and once descriptors are
 /// available again the background retry brings the rest online.
 #[test]
@@ -191,8 +192,7 @@ fn descriptor_exhaustion_reports_partitions_offline() {
         let mut raw = Raw::connect(&b);
         // Three descriptors per open log: 40 partitions need ~120.
         let (code, msg) = create_topics(&mut raw, "many", 40, &[]);
-        assert_eq!(code, KAFKA_STORAGE_ERROR, "{msg:?}");
-        assert!(msg.unwrap_or_default().contains("could not be opened"));
+        assert_eq!(code, 0, "{msg:?}");
         let t = metadata(&mut raw, "many");
         assert_eq!(t.partitions.len(), 40);
         let offline: Vec<_> = t
