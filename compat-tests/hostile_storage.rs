@@ -96,7 +96,11 @@ fn read_values(b: &Broker, topic: &str, expected: usize) -> (Vec<Vec<u8>>, i64) 
 fn full_disk_never_exposes_a_failed_batch() {
     bounded(120, || {
         let Some(fs) = Tmpfs::mount("4m") else {
-            eprintln!("tmpfs mount not permitted: falling back to RLIMIT_FSIZE (segment write failures only)");
+            eprintln!(
+                "\n*** full_disk_never_exposes_a_failed_batch: cannot mount a tmpfs (needs root or CAP_SYS_ADMIN). \
+                 ONLY HALF OF THIS TEST RUNS: a segment write cut short by RLIMIT_FSIZE. The index-write failure on \
+                 a full disk is NOT tested. ***\n"
+            );
             return full_file_size_limit();
         };
         let mut b = Broker::start_in(fs.path().join("data"), &[], Limits::default());
@@ -146,10 +150,12 @@ fn full_disk_never_exposes_a_failed_batch() {
     });
 }
 
-/// Fallback when no tmpfs can be mounted: a per-file size limit makes the segment write fail with EFBIG.
+/// Fallback when no tmpfs can be mounted: a per-file size limit cuts a segment write short (EFBIG after a partial
+/// write). What this proves: the partial batch is cut off the file at once (not only by recovery after a crash),
+/// its offset is reused, and a crash and recovery bring back exactly the acknowledged batches.
 fn full_file_size_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = Broker::start_in(
+    let mut b = Broker::start_in(
         tmp.path().join("data"),
         &[],
         Limits {
@@ -160,25 +166,46 @@ fn full_file_size_limit() {
     let mut raw = Raw::connect(&b);
     let (code, msg) = create_topics(&mut raw, "full", 1, &[]);
     assert_eq!(code, 0, "{msg:?}");
+    let segment = b.partition_dir("full", 0).join("00000000000000000000.log");
     let big = vec![b'x'; 5000];
     let mut acked = 0;
+    let mut acked_size = 0;
     let code = loop {
         let (code, _) = produce(&mut raw, "full", &big);
         if code != 0 || acked > 100 {
             break code;
         }
         acked += 1;
+        acked_size = std::fs::metadata(&segment).unwrap().len();
     };
     assert_eq!(code, KAFKA_STORAGE_ERROR);
-    let (code, _) = produce(&mut raw, "full", b"small");
-    assert_eq!(code, 0, "a smaller batch still fits after the rollback");
-    let (values, high) = read_values(&b, "full", acked + 1);
-    assert_eq!(high, acked as i64 + 1);
-    assert_eq!(values.last().map(Vec::as_slice), Some(&b"small"[..]));
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        acked_size,
+        "the part of the failed batch that was written must be cut off the segment"
+    );
+    let (code, base) = produce(&mut raw, "full", b"small");
+    assert_eq!(
+        (code, base),
+        (0, acked as i64),
+        "a smaller batch still fits after the rollback"
+    );
+    let mut expected = vec![big; acked];
+    expected.push(b"small".to_vec());
+    assert_eq!(
+        read_values(&b, "full", acked + 1),
+        (expected.clone(), acked as i64 + 1)
+    );
+    b.kill9_and_restart();
+    assert_eq!(
+        read_values(&b, "full", acked + 1),
+        (expected, acked as i64 + 1)
+    );
 }
 
-/// Too few file descriptors to open every log of a new topic: CreateTopics says so instead of succeeding,
-/// Metadata shows the partitions that could not be opened without a leader and with this broker offline
+/// Too few file descriptors to open every log of a new topic: CreateTopics succeeds (the topic exists; as in
+/// Kafka a retry would get TOPIC_ALREADY_EXISTS), Metadata shows the partitions that could not be opened without
+/// a leader and with this broker offline
 /// (Kafka's answer for a replica whose log directory is offline), the others work, and once descriptors are
 /// available again the background retry brings the rest online.
 #[test]
@@ -191,8 +218,7 @@ fn descriptor_exhaustion_reports_partitions_offline() {
         let mut raw = Raw::connect(&b);
         // Three descriptors per open log: 40 partitions need ~120.
         let (code, msg) = create_topics(&mut raw, "many", 40, &[]);
-        assert_eq!(code, KAFKA_STORAGE_ERROR, "{msg:?}");
-        assert!(msg.unwrap_or_default().contains("could not be opened"));
+        assert_eq!(code, 0, "{msg:?}");
         let t = metadata(&mut raw, "many");
         assert_eq!(t.partitions.len(), 40);
         let offline: Vec<_> = t
@@ -293,11 +319,28 @@ fn entries_with_prefix(dir: &Path, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// `<topic>-<partition>.<id><suffix>` with the topic cut so the name fits 255 bytes (Kafka's
+/// `logDirNameWithSuffixCappedLength`), computed here independently of the broker.
+fn expected_aside_name(topic: &str, partition: i32, dir: &Path, suffix: &str) -> String {
+    let meta = std::fs::read_to_string(dir.join("partition.metadata")).unwrap();
+    let id = meta
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    let tail = format!("-{partition}.{id}{suffix}");
+    format!("{}{tail}", &topic[..topic.len().min(255 - tail.len())])
+}
+
 /// A 249-character topic (Kafka's maximum): its `-delete` directory name would exceed 255 bytes unless the
-/// topic part is shortened; either way deleting the topic really removes its files.
+/// topic part is shortened; either way deleting the topic really removes its files. The shortened name is
+/// checked where it stays visible: a directory of a topic the broker does not know is moved aside as `-stray`
+/// (never deleted) with the same naming; if the name were too long the rename would fail and the directory
+/// stay where it was.
 #[test]
 fn longest_topic_name_is_deleted_for_real() {
-    bounded(60, || {
+    bounded(90, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
         let name = "t".repeat(249);
@@ -308,6 +351,19 @@ fn longest_topic_name_is_deleted_for_real() {
             entries_with_prefix(&b.dir, &name),
             vec![format!("{name}-0")]
         );
+        // A copy of the partition directory in another broker's empty data dir is a stray there.
+        let dir = b.partition_dir(&name, 0);
+        let other = tempfile::tempdir().unwrap();
+        let data = other.path().join("data");
+        std::fs::create_dir_all(data.join(format!("{name}-0"))).unwrap();
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            std::fs::copy(e.path(), data.join(format!("{name}-0")).join(e.file_name())).unwrap();
+        }
+        let stray = expected_aside_name(&name, 0, &dir, "-stray");
+        assert_eq!(stray.len(), 255);
+        let other_broker = Broker::start_in(data.clone(), &[], Limits::default());
+        assert_eq!(entries_with_prefix(&data, &name[..200]), vec![stray]);
+        drop(other_broker);
         let mut req = DeleteTopicsRequest::default();
         req.topic_names.push(TopicName(name.clone().into()));
         req.timeout_ms = 10_000;

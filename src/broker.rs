@@ -117,27 +117,35 @@ impl Broker {
         tokio::spawn(async move {
             // Check often enough for the smallest sensible flush.ms; the log decides whether it is due.
             let mut tick = tokio::time::interval(Duration::from_millis(1000));
-            let mut ticks = 0u64;
             loop {
                 tokio::select! {
                     _ = b.shutdown.cancelled() => break,
                     _ = tick.tick() => {
                         let replicas = b.replicas.clone();
                         let _ = tokio::task::spawn_blocking(move || replicas.flush_by_time()).await;
-                        // Logs that could not be opened (say, out of file descriptors) are retried now and then.
-                        ticks += 1;
-                        if ticks.is_multiple_of(OPEN_RETRY_TICKS) {
-                            b.replicas.retry_failed().await;
-                        }
                     }
+                }
+            }
+        });
+        // Logs that could not be opened (say, out of file descriptors) are retried now and then, in a loop of their
+        // own: a retry waits for any apply in progress, which must not hold up the flush loop.
+        let b = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(OPEN_RETRY_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = b.shutdown.cancelled() => break,
+                    _ = tick.tick() => b.replicas.retry_failed().await,
                 }
             }
         });
     }
 }
 
-/// Seconds between attempts to open partition logs that failed to open.
-const OPEN_RETRY_TICKS: u64 = 5;
+/// Time between attempts to open partition logs that failed to open.
+const OPEN_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reads `meta.properties` (Kafka's format) or writes a new one with a fresh cluster id.
 fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, String> {

@@ -123,12 +123,7 @@ pub async fn create_topics(
                 }
                 if !req.validate_only {
                     tracing::info!(topic = %name, partitions = n, "created topic");
-                    // The topic exists now, but partitions whose log could not be opened here are offline:
-                    // saying so beats a success followed by errors on every produce.
-                    if let Some(msg) = offline_after_create(broker, id) {
-                        r.error_code = ResponseError::KafkaStorageError.code();
-                        r.error_message = Some(s(msg));
-                    }
+                    warn_offline_after_create(broker, &name, id, 0..n);
                 }
             }
             Err(e) => {
@@ -141,17 +136,26 @@ pub async fn create_topics(
     Some(resp)
 }
 
-/// Why a just-created topic's partitions are (partly) offline here, if they are.
-fn offline_after_create(broker: &Broker, topic_id: uuid::Uuid) -> Option<String> {
-    let failed = broker.replicas.failed_opens(topic_id);
-    let (_, first) = failed.first()?;
-    let indexes: Vec<String> = failed.iter().map(|(i, _)| i.to_string()).collect();
-    Some(format!(
-        "The topic was created, but the log of partition(s) {} could not be opened on broker {} and is \
-         offline (retried in the background): {first}",
-        indexes.join(", "),
-        broker.config.node_id
-    ))
+/// Logs the just-created partitions (`created`) whose log could not be opened here. The creation itself succeeded
+/// and is answered so, as Kafka does (a retry would get TOPIC_ALREADY_EXISTS); Metadata, Produce and Fetch report
+/// those partitions offline.
+fn warn_offline_after_create(
+    broker: &Broker,
+    topic: &str,
+    topic_id: uuid::Uuid,
+    created: std::ops::Range<i32>,
+) {
+    let failed: Vec<(i32, String)> = broker
+        .replicas
+        .failed_opens(topic_id)
+        .into_iter()
+        .filter(|(i, _)| created.contains(i))
+        .collect();
+    if let Some((_, first)) = failed.first() {
+        let indexes: Vec<String> = failed.iter().map(|(i, _)| i.to_string()).collect();
+        tracing::warn!(%topic, partitions = %indexes.join(","), reason = %first,
+            "created, but these partitions' logs could not be opened here: offline until a retry opens them");
+    }
 }
 
 /// Handles DeleteTopics (by name, or by ID from v6).
@@ -233,6 +237,9 @@ pub async fn create_partitions(
             resp.results.push(r);
             continue;
         }
+        let current = image
+            .topic(&t.name.0)
+            .map_or(0, |x| x.partitions.len() as i32);
         let assignments = t.assignments.map(|a| {
             a.into_iter()
                 .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())
@@ -248,10 +255,8 @@ pub async fn create_partitions(
                 r.error_message = Some(s(e.to_string()));
             }
             Ok(()) if !req.validate_only => {
-                let id = broker.image().topic(&t.name.0).map(|t| t.id);
-                if let Some(msg) = id.and_then(|id| offline_after_create(broker, id)) {
-                    r.error_code = ResponseError::KafkaStorageError.code();
-                    r.error_message = Some(s(msg));
+                if let Some(id) = broker.image().topic(&t.name.0).map(|t| t.id) {
+                    warn_offline_after_create(broker, &t.name.0, id, current..t.count);
                 }
             }
             Ok(()) => {}

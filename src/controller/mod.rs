@@ -179,9 +179,13 @@ impl Controller {
         Ok(())
     }
 
+    /// Hands the image to the listener in a task of its own, so a command whose request task is aborted (its
+    /// connection closed) still gets its published image applied; dropping this future only stops waiting.
     async fn announce(&self, image: Arc<MetadataImage>) {
         if let Some(l) = self.listener.get() {
-            l(image).await;
+            if let Err(e) = tokio::spawn(l(image)).await {
+                tracing::error!(error = %e, "applying a metadata image failed");
+            }
         }
     }
 

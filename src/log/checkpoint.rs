@@ -12,6 +12,7 @@ use std::path::Path;
 use tracing::warn;
 
 use super::error::LogError;
+use super::fault::{self, Point};
 
 /// Suffix of temporary files being written; leftovers are deleted on open.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
@@ -50,6 +51,44 @@ pub(crate) fn read_offset(path: &Path) -> Result<Option<i64>, LogError> {
 pub(crate) fn write_offset(dir: &Path, name: &str, value: i64) -> Result<(), LogError> {
     write_file_durably(dir, name, format!("{value}\n").as_bytes())?;
     Ok(())
+}
+
+/// A failed [`write_offset_in`], by what it means. Only a failed fsync may have lost data the caller relied on
+/// (Linux may drop the dirty pages and clear the error, so a retry proves nothing): the log goes offline. Any
+/// failure before it (creating the temporary file, EMFILE or ENOENT; writing it) left the old file in place and
+/// is simply retried later.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// An fsync failed.
+    #[error("fsync failed: {0}")]
+    Sync(io::Error),
+    /// Nothing changed on disk, or only in the temporary file.
+    #[error("{0}")]
+    NotWritten(io::Error),
+}
+
+/// Like [`write_offset`], for a log that holds its directory open (`dir_file`): no file is opened after the
+/// temporary one is created, so only the fsyncs and the rename can fail once anything changed.
+pub(crate) fn write_offset_in(
+    dir: &Path,
+    dir_file: &File,
+    name: &str,
+    value: i64,
+) -> Result<(), WriteError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let mut f = fault::check(Point::Open)
+        .and_then(|()| File::create(&tmp))
+        .map_err(WriteError::NotWritten)?;
+    f.write_all(format!("{value}\n").as_bytes())
+        .map_err(WriteError::NotWritten)?;
+    fault::check(Point::Fsync)
+        .and_then(|()| f.sync_all())
+        .map_err(WriteError::Sync)?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name)).map_err(WriteError::NotWritten)?;
+    fault::check(Point::Fsync)
+        .and_then(|()| dir_file.sync_all())
+        .map_err(WriteError::Sync)
 }
 
 /// Atomically and durably replaces `dir/name` with `contents`: write a temporary file, fsync it, rename it over

@@ -18,6 +18,10 @@ pub(crate) enum Point {
     Fsync,
     /// Truncating a segment or index file (rollback after a failed append).
     Truncate,
+    /// Opening or creating a file before writing or fsyncing it (EMFILE, ENOENT).
+    Open,
+    /// Deleting a segment's files (retention, DeleteRecords).
+    Delete,
 }
 
 /// Ok, or the injected error for `point`.

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -17,7 +16,7 @@ use tracing::{info, warn};
 use super::checkpoint::{self, TMP_SUFFIX};
 use super::config::LogConfig;
 use super::error::LogError;
-use super::flush::LogHealth;
+use super::flush::{LogHealth, RollFlush};
 use super::log::{
     segment_config, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
 };
@@ -124,6 +123,14 @@ impl Log {
         checkpoint::remove_marker(dir, CLEAN_SHUTDOWN_FILE)?;
         // Segment files created or deleted above must survive a power loss like the data in them.
         checkpoint::sync_dir(dir)?;
+        let dir_file = Arc::new(fs::File::open(dir)?);
+        let health = Arc::new(LogHealth::default());
+        let roll_flush = Arc::new(RollFlush::new(
+            dir,
+            dir_file.clone(),
+            health.clone(),
+            recovery_point,
+        ));
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -131,10 +138,11 @@ impl Log {
             active,
             log_start_offset,
             recovery_point,
-            durable: Arc::new(AtomicI64::new(recovery_point)),
+            roll_flush,
+            dir_file,
             last_flush_ms: now_ms,
             last_seen_ms: now_ms,
-            health: Arc::new(LogHealth::default()),
+            health,
             generation: 0,
             dir_changes: 0,
             dir_synced: 0,

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::iter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -24,10 +23,10 @@ use super::batch::{
     assign_offsets, validate_follower_records, validate_producer_records, TimestampType,
     ValidatedBatch, ValidatedRecords, NO_TIMESTAMP,
 };
-use super::checkpoint;
+use super::checkpoint::{self, WriteError};
 use super::config::LogConfig;
 use super::error::LogError;
-use super::flush::LogHealth;
+use super::flush::{LogHealth, RollFlush};
 use super::segment::SegmentMark;
 use super::segment::{FileSlice, LogSegment, SegmentConfig};
 
@@ -77,9 +76,11 @@ pub struct Log {
     pub(super) log_start_offset: i64,
     /// Offsets below this are known to be fsynced.
     pub(super) recovery_point: i64,
-    /// Raised by the background fsync that follows a segment roll; folded into `recovery_point` (and its
-    /// checkpoint file) on the next flush check, under the caller's lock.
-    pub(super) durable: Arc<AtomicI64>,
+    /// The background fsync that follows segment rolls; what it made durable is folded into `recovery_point`
+    /// (and its checkpoint file) on the next flush check, under the caller's lock.
+    pub(super) roll_flush: Arc<RollFlush>,
+    /// The partition directory, held open so fsyncing it never needs a new file descriptor.
+    pub(super) dir_file: Arc<fs::File>,
     pub(super) last_flush_ms: i64,
     /// Latest `now_ms` passed in by the caller; the clock for operations
     /// whose signature has no time (segment creation time on truncation).
@@ -395,55 +396,48 @@ impl Log {
             std::mem::replace(&mut self.active, fresh).delete()?;
             return Ok(());
         }
-        // A roll happens inside an append, under the partition lock, so the closed segment is fsynced on a
-        // thread (like Kafka's asynchronous flush after roll) rather than here, where a 1 GiB fsync would
-        // stall producers and fetchers. Once it is durable, the next flush check moves the recovery point to
-        // `new_base`, which keeps crash recovery to the active segment.
-        // A failed fsync there takes the log offline, like any failed fsync. The directory is synced too so the
-        // new segment file survives a power loss.
+        // A roll happens inside an append, under the partition lock, so the closed segments are fsynced in the
+        // background (like Kafka's asynchronous flush after roll; see `RollFlush`) rather than here, where a 1 GiB
+        // fsync would stall producers and fetchers. Once they are durable, the next flush check moves the recovery
+        // point to `new_base`, which keeps crash recovery to the active segment. A failed fsync there takes the log
+        // offline, like any failed fsync. The directory is synced too so the new segment file survives a power loss.
         self.active.on_become_inactive()?;
-        let mut unsynced: Vec<Arc<std::fs::File>> = self
-            .older
-            .values()
-            .filter(|s| s.next_offset() > self.recovery_point)
-            .flat_map(|s| s.files())
-            .collect();
-        unsynced.extend(self.active.files());
         let fresh = LogSegment::create(&self.dir, new_base, seg_cfg, now_ms)?;
         self.dir_changes += 1;
         let old = std::mem::replace(&mut self.active, fresh);
         info!(dir = %self.dir.display(), old_base = old.base_offset(), new_base, "rolled segment");
         self.older.insert(old.base_offset(), old);
-        let durable = self.durable.clone();
-        let health = self.health.clone();
-        let dir = self.dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("vltava-roll-fsync".into())
-            .spawn(move || {
-                let synced = unsynced
-                    .iter()
-                    .try_for_each(|f| f.sync_data())
-                    .and_then(|()| std::fs::File::open(&dir)?.sync_all());
-                match synced {
-                    Ok(()) => {
-                        durable.fetch_max(new_base, Ordering::AcqRel);
-                    }
-                    Err(e) => {
-                        health.set_offline(&dir, &format!("fsync after segment roll failed: {e}"))
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start background fsync after roll; recovery point stays until next flush");
-        }
+        // Segments an earlier roll fsync already covered are left out: each closed segment is fsynced about once.
+        let floor = self
+            .roll_flush
+            .durable(self.generation)
+            .map_or(self.recovery_point, |d| d.max(self.recovery_point));
+        let unsynced: Vec<Arc<fs::File>> = self
+            .older
+            .values()
+            .filter(|s| s.next_offset() > floor)
+            .flat_map(|s| s.files())
+            .collect();
+        self.roll_flush.request(unsynced, new_base, self.generation);
         Ok(())
     }
 
-    /// Persists a new log start offset; memory follows the file only once it is written.
+    /// Persists a new log start offset; memory follows the file only once it is written. As for the recovery point,
+    /// a failed fsync takes the log offline; a file that could not even be written is an I/O error.
     pub(super) fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
         if offset != self.log_start_offset {
-            checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
-            self.log_start_offset = offset;
+            match checkpoint::write_offset_in(
+                &self.dir,
+                &self.dir_file,
+                LOG_START_OFFSET_FILE,
+                offset,
+            ) {
+                Ok(()) => self.log_start_offset = offset,
+                Err(WriteError::Sync(e)) => {
+                    return Err(self.go_offline(format!("cannot fsync the log start offset: {e}")))
+                }
+                Err(WriteError::NotWritten(e)) => return Err(LogError::Io(e)),
+            }
         }
         Ok(())
     }
@@ -599,8 +593,8 @@ impl Log {
             return Ok(());
         }
         // A background roll fsync or a flush in flight must not later claim offsets that are about to disappear.
-        self.durable.fetch_min(offset, Ordering::AcqRel);
         self.generation += 1;
+        self.roll_flush.truncated(self.generation, offset);
         let first_base = self
             .older
             .first_key_value()
@@ -639,8 +633,8 @@ impl Log {
         if offset < 0 {
             return Err(self.out_of_range(offset));
         }
-        self.durable.fetch_min(offset, Ordering::AcqRel);
         self.generation += 1;
+        self.roll_flush.truncated(self.generation, offset);
         self.dir_changes += 1;
         while let Some((_, seg)) = self.older.pop_first() {
             seg.delete()?;
@@ -738,7 +732,7 @@ impl Log {
 mod tests {
     use super::*;
     use crate::log::batch::BatchHeader;
-    use crate::log::segment::log_path;
+    use crate::log::segment::{index_path, log_path, time_index_path};
     use crate::log::testutil::{
         self, bases, cfg, filled, fix_crc, headers, produce, produce_at, read_all, small_segments,
         Codec, NOW,
@@ -1230,6 +1224,11 @@ mod tests {
             produce(&mut log, Codec::None, &[1, 2]);
             produce(&mut log, Codec::Gzip, &[3]);
             let size = log.size_bytes();
+            let entries = (
+                log.active.offset_index().len(),
+                log.active.time_index().len(),
+            );
+            assert_eq!(entries, (1, 1), "every append after the first is indexed");
             plan::fail(point, skip, libc::ENOSPC, 1);
             let mut failed = testutil::batch(Codec::None, &[4, 5], 50);
             let err = log.append_as_leader(&mut failed, 5, NOW).unwrap_err();
@@ -1240,6 +1239,26 @@ mod tests {
             assert_eq!(
                 fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
                 size,
+                "{point:?}"
+            );
+            // Both indexes are cut back too (with (IndexWrite, 1) the offset index entry was written and the
+            // time index entry failed).
+            assert_eq!(
+                (
+                    log.active.offset_index().len(),
+                    log.active.time_index().len()
+                ),
+                entries,
+                "{point:?}"
+            );
+            assert_eq!(
+                fs::metadata(index_path(dir.path(), 0)).unwrap().len(),
+                entries.0 as u64 * 8,
+                "{point:?}"
+            );
+            assert_eq!(
+                fs::metadata(time_index_path(dir.path(), 0)).unwrap().len(),
+                entries.1 as u64 * 12,
                 "{point:?}"
             );
             // The next append reuses the offsets; the failed batch is never readable.

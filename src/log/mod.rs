@@ -23,7 +23,7 @@ mod checkpoint;
 mod config;
 mod decompress;
 mod error;
-mod fault;
+pub(crate) mod fault;
 mod flush;
 pub mod index;
 mod loader;

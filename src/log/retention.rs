@@ -9,6 +9,7 @@
 use tracing::info;
 
 use super::error::LogError;
+use super::fault::{self, Point};
 use super::log::Log;
 use super::segment::LogSegment;
 
@@ -120,23 +121,33 @@ impl Log {
         self.delete_oldest(count)
     }
 
-    /// Deletes the `count` oldest (inactive) segments and raises the log
-    /// start offset to the new first segment's base.
+    /// Deletes the `count` oldest (inactive) segments and raises the log start offset to the new first segment's
+    /// base. The new log start offset is persisted first (as in Kafka): if a delete then fails, neither this
+    /// process nor a restart serves the segments meant to go. A delete that fails takes the log offline, since
+    /// memory no longer has the segment its files still hold.
     fn delete_oldest(&mut self, count: usize) -> Result<usize, LogError> {
+        if count == 0 {
+            return Ok(0);
+        }
+        let first_base = self
+            .older
+            .keys()
+            .nth(count)
+            .copied()
+            .unwrap_or(self.active.base_offset());
+        if first_base > self.log_start_offset {
+            self.set_log_start_offset(first_base)?;
+        }
         for _ in 0..count {
             if let Some((base, seg)) = self.older.pop_first() {
                 info!(dir = %self.dir.display(), base, "deleting segment");
                 self.dir_changes += 1;
-                seg.delete()?;
-            }
-        }
-        if count > 0 {
-            let first_base = self
-                .older
-                .first_key_value()
-                .map_or(self.active.base_offset(), |(b, _)| *b);
-            if first_base > self.log_start_offset {
-                self.set_log_start_offset(first_base)?;
+                let deleted = fault::check(Point::Delete)
+                    .map_err(LogError::from)
+                    .and_then(|()| seg.delete());
+                if let Err(e) = deleted {
+                    return Err(self.go_offline(format!("cannot delete segment {base}: {e}")));
+                }
             }
         }
         Ok(count)
@@ -245,5 +256,62 @@ mod tests {
         assert_eq!(log.delete_records_before(40).unwrap(), 40);
         assert_eq!(log.num_segments(), 1);
         assert!(log.read(40, 100, i64::MAX, true).unwrap().is_empty());
+    }
+
+    /// A segment that cannot be deleted takes the log offline, and the raised log start offset is already on disk:
+    /// the segment meant to go is not served again, before or after a restart.
+    #[test]
+    fn failed_segment_delete_takes_the_log_offline_after_raising_the_start() {
+        use crate::log::fault::plan;
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_bytes: 1_500,
+            retention_ms: -1,
+            ..small_segments()
+        };
+        let mut log = filled(dir.path(), config.clone());
+        let first = log.segment_base_offsets()[0];
+        plan::fail(Point::Delete, 0, libc::EIO, 1);
+        let err = log.apply_retention(NOW).unwrap_err();
+        plan::clear();
+        assert!(matches!(err, LogError::Offline(_)), "{err}");
+        assert!(log.health().is_offline());
+        let lso = log.log_start_offset();
+        assert!(lso > first);
+        drop(log); // not closed cleanly
+        let log = Log::open(dir.path(), config, NOW).unwrap();
+        assert_eq!(
+            log.segment_base_offsets()[0],
+            first,
+            "the segment is still there"
+        );
+        assert_eq!(log.log_start_offset(), lso);
+        assert!(matches!(
+            log.read(first, 100, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    /// The log-start-offset file is handled like the recovery point's: one that cannot be created changes nothing
+    /// (an I/O error, retried by the caller), a failed fsync of it takes the log offline.
+    #[test]
+    fn log_start_offset_checkpoint_failures() {
+        use crate::log::fault::plan;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = filled(dir.path(), small_segments());
+        let bases = log.segment_base_offsets();
+        plan::fail(Point::Open, 0, libc::EMFILE, 1);
+        let err = log.delete_records_before(bases[1] + 1).unwrap_err();
+        plan::clear();
+        assert!(matches!(err, LogError::Io(_)), "{err}");
+        assert!(!log.health().is_offline());
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.segment_base_offsets(), bases);
+        plan::fail(Point::Fsync, 0, libc::EIO, 1);
+        let err = log.delete_records_before(bases[1] + 1).unwrap_err();
+        plan::clear();
+        assert!(matches!(err, LogError::Offline(_)), "{err}");
+        assert!(log.health().is_offline());
+        assert_eq!(log.log_start_offset(), 0);
     }
 }

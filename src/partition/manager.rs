@@ -40,8 +40,11 @@ pub struct ReplicaManager {
     /// Partitions this broker should host whose log could not be opened, by (topic id, partition), with the
     /// reason. Written only by the apply in progress.
     failed: RwLock<HashMap<(Uuid, i32), FailedOpen>>,
-    /// Serialises applies and remembers the last image applied (a newer one makes older ones moot).
-    applying: tokio::sync::Mutex<Option<Arc<MetadataImage>>>,
+    /// Serialises applies and remembers the last image applied (a newer one makes older ones moot). Held (owned)
+    /// by the blocking apply itself, so the lock lasts exactly as long as the apply runs.
+    applying: Arc<tokio::sync::Mutex<Option<Arc<MetadataImage>>>>,
+    #[cfg(test)]
+    test_hook: test_hook::Hook,
 }
 
 /// Current time in ms since the epoch.
@@ -75,7 +78,9 @@ impl ReplicaManager {
             data_dir,
             topics: RwLock::new(HashMap::new()),
             failed: RwLock::new(HashMap::new()),
-            applying: tokio::sync::Mutex::new(None),
+            applying: Arc::new(tokio::sync::Mutex::new(None)),
+            #[cfg(test)]
+            test_hook: Default::default(),
         }
     }
 
@@ -132,14 +137,31 @@ impl ReplicaManager {
     /// changes, closes and deletes the logs of deleted topics) and returns once that is done. The work runs on
     /// a blocking thread; applies are serialised, and an image older than one already applied is skipped (the
     /// newer one already contains its changes).
+    ///
+    /// The apply does not depend on the caller's task: admin requests run in tasks that are aborted when their
+    /// connection closes. Cut short at an await, an apply would either leave its blocking half running without
+    /// the lock (the next apply then opens the same logs a second time, and one `Log` replaces the other) or
+    /// never apply an image the controller already published. So the apply runs in a task of its own, holding
+    /// the lock inside the blocking closure; dropping this future only stops waiting for it.
     pub async fn apply(self: &Arc<Self>, image: Arc<MetadataImage>) {
-        let mut last = self.applying.lock().await;
-        if last.as_ref().is_some_and(|l| l.offset > image.offset) {
-            return;
-        }
-        *last = Some(image.clone());
         let this = self.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || this.apply_blocking(&image)).await {
+        let task = tokio::spawn(async move {
+            let mut last = this.applying.clone().lock_owned().await;
+            if last.as_ref().is_some_and(|l| l.offset > image.offset) {
+                return;
+            }
+            *last = Some(image.clone());
+            let worker = this.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                let _applying = last;
+                worker.apply_blocking(&image)
+            })
+            .await;
+            if let Err(e) = applied {
+                tracing::error!(error = %e, "applying metadata to the hosted partitions failed");
+            }
+        });
+        if let Err(e) = task.await {
             tracing::error!(error = %e, "applying metadata to the hosted partitions failed");
         }
     }
@@ -154,6 +176,8 @@ impl ReplicaManager {
     }
 
     fn apply_blocking(&self, image: &MetadataImage) {
+        #[cfg(test)]
+        let _running = self.test_hook.enter();
         let node = self.config.node_id;
         // Deleted (or deleted and re-created) topics leave the map first, under the lock...
         let removed: Vec<(String, i32, Arc<Partition>)> = {
@@ -232,6 +256,8 @@ impl ReplicaManager {
                 }
             }
         }
+        #[cfg(test)]
+        self.test_hook.pause();
         for (p, config, min_insync, epoch) in updates {
             p.update_config(config, min_insync, epoch);
         }
@@ -482,6 +508,55 @@ fn aside_name(topic: &str, partition: &str, id: Uuid, suffix: &str) -> String {
     format!("{}{tail}", &topic[..keep])
 }
 
+/// Test hooks: pause an apply between planning and opening logs, and count applies (running, most at once,
+/// finished).
+#[cfg(test)]
+mod test_hook {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier, Mutex};
+
+    #[derive(Default)]
+    pub(super) struct Hook {
+        pause: Mutex<Option<Arc<Barrier>>>,
+        running: AtomicUsize,
+        pub(super) most_at_once: AtomicUsize,
+        pub(super) finished: AtomicUsize,
+    }
+
+    pub(super) struct Running<'a>(&'a Hook);
+
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.running.fetch_sub(1, Ordering::SeqCst);
+            self.0.finished.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Hook {
+        pub(super) fn enter(&self) -> Running<'_> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            Running(self)
+        }
+
+        /// The next apply waits twice on the returned barrier (of 2): once when it reaches the pause, once to
+        /// go on.
+        pub(super) fn pause_next(&self) -> Arc<Barrier> {
+            let b = Arc::new(Barrier::new(2));
+            *self.pause.lock().unwrap() = Some(b.clone());
+            b
+        }
+
+        pub(super) fn pause(&self) {
+            let b = self.pause.lock().unwrap().take();
+            if let Some(b) = b {
+                b.wait();
+                b.wait();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,6 +659,114 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    async fn wait_on(b: &Arc<std::sync::Barrier>) {
+        let b = b.clone();
+        tokio::task::spawn_blocking(move || {
+            b.wait();
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Admin commands run in tasks aborted when their connection closes. Aborting one while its image is being
+    /// applied must not let the next apply run alongside it (two `Log`s for one partition), and aborting one while
+    /// it waits for the apply lock must not leave its published image unapplied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aborted_commands_leave_one_apply_at_a_time_and_every_image_applied() {
+        use crate::controller::{Controller, NewTopic};
+        use crate::metadata::BrokerInfo;
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(BrokerConfig::default());
+        let rm = Arc::new(ReplicaManager::new(
+            config.clone(),
+            dir.path().to_path_buf(),
+        ));
+        let controller = Arc::new(Controller::open(config, dir.path(), "cid".into()).unwrap());
+        {
+            let rm = rm.clone();
+            controller.set_listener(move |image| {
+                let rm = rm.clone();
+                Box::pin(async move { rm.apply(image).await })
+            });
+        }
+        controller
+            .register_broker(BrokerInfo {
+                id: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            })
+            .await
+            .unwrap();
+        let new_topic = |name: &str, n: i32| NewTopic {
+            name: name.into(),
+            num_partitions: n,
+            replication_factor: -1,
+            assignments: vec![],
+            configs: Default::default(),
+        };
+        let hook = &rm.test_hook;
+        let finished = hook.finished.load(Ordering::SeqCst);
+
+        // 1. A command aborted while its apply runs.
+        let gate = hook.pause_next();
+        let c = controller.clone();
+        let (a, b) = (new_topic("a", 4), new_topic("b", 1));
+        let first = tokio::spawn(async move { c.create_topic(a, false).await });
+        wait_on(&gate).await; // the apply planned to open a-0..a-3 and paused
+        first.abort();
+        let _ = first.await;
+        let c = controller.clone();
+        let second = tokio::spawn(async move { c.create_topic(b, false).await });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let early = rm.get("a", 0);
+        wait_on(&gate).await; // let the first apply go on
+        second.await.unwrap().unwrap();
+        eventually("both applies finish", || {
+            hook.finished.load(Ordering::SeqCst) >= finished + 2
+        })
+        .await;
+        assert_eq!(
+            hook.most_at_once.load(Ordering::SeqCst),
+            1,
+            "two applies ran at once"
+        );
+        let late = rm.get("a", 0).expect("a-0 hosted");
+        if let Some(early) = early {
+            assert!(Arc::ptr_eq(&early, &late), "a-0 was opened twice");
+        }
+        assert!(rm.get("b", 0).is_some());
+
+        // 2. A command aborted while it waits for the apply lock: its image is published, so it is applied.
+        let gate = hook.pause_next();
+        let c = controller.clone();
+        let busy = tokio::spawn(async move { c.create_partitions("b", 2, None, false).await });
+        wait_on(&gate).await;
+        let c = controller.clone();
+        let cn = new_topic("c", 1);
+        let waiting = tokio::spawn(async move { c.create_topic(cn, false).await });
+        eventually("c is published", || controller.image().topic("c").is_some()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waiting.abort();
+        let _ = waiting.await;
+        wait_on(&gate).await;
+        busy.await.unwrap().unwrap();
+        eventually("the published image is applied", || {
+            rm.get("c", 0).is_some()
+        })
+        .await;
+        assert_eq!(hook.most_at_once.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -12,12 +12,14 @@
 //! append, read and DeleteRecords answers [`LogError::Offline`] (KAFKA_STORAGE_ERROR), and the replica manager
 //! reports the partition offline in Metadata. fsync never runs under the log lock: an append that reaches
 //! `flush.messages` and the periodic `flush.ms` check take a [`FlushJob`] under the lock, run it after releasing
-//! it, and re-take the lock only to record the result.
+//! it, and re-take the lock only to record the result. An append that needs a `flush.messages` fsync moves the
+//! high watermark only once that fsync succeeded (Kafka flushes inside the append, before the high watermark
+//! moves), so no consumer ever reads a batch whose produce then fails with KAFKA_STORAGE_ERROR.
 
 pub mod manager;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -83,6 +85,9 @@ pub struct Partition {
     deleted: AtomicBool,
     /// The log's health flag, shared with the log (readable without its lock).
     health: Arc<LogHealth>,
+    /// First offsets of appends whose `flush.messages` fsync is still running: the high watermark stays below
+    /// the lowest. Changed only under the log's write lock.
+    unflushed: Mutex<Vec<i64>>,
 }
 
 impl Partition {
@@ -113,6 +118,7 @@ impl Partition {
             hw_tx,
             deleted: AtomicBool::new(false),
             health,
+            unflushed: Mutex::new(Vec::new()),
         }
     }
 
@@ -134,6 +140,61 @@ impl Partition {
             // Deleted meanwhile: nothing left to record.
             None => Ok(()),
         }
+    }
+
+    /// Moves the high watermark up to the log end offset, but not past an append whose `flush.messages` fsync is
+    /// still running. `done` is the first offset of an append whose fsync just succeeded, `pending` that of one
+    /// whose fsync is about to run. Call under the log's write lock; publish with [`Partition::publish_hw`]
+    /// after releasing it.
+    fn advance_hw(&self, log: &Log, done: Option<i64>, pending: Option<i64>) {
+        // Plain data, consistent between statements: safe to use past a panic.
+        let mut unflushed = self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pos) = done.and_then(|d| unflushed.iter().position(|&o| o == d)) {
+            unflushed.swap_remove(pos);
+        }
+        unflushed.extend(pending);
+        let ceiling = unflushed.iter().copied().min().unwrap_or(i64::MAX);
+        // Single in-sync replica: everything appended is replicated to the whole ISR.
+        let hw = log.log_end_offset().min(ceiling);
+        self.high_watermark.fetch_max(hw, Ordering::AcqRel);
+    }
+
+    /// Counts `appended` more bytes and wakes the waiters on the high watermark (long-poll fetches) if it moved.
+    /// Bytes appended while the high watermark is held back (a `flush.messages` fsync running) are counted now
+    /// and seen by waiters when it moves. Concurrent appends may publish out of order; each adds its own bytes
+    /// and takes the latest offset, so the last publish is exact.
+    fn publish_hw(&self, appended: usize) {
+        let offset = self.high_watermark();
+        self.hw_tx.send_if_modified(|hw| {
+            hw.appended_bytes += appended as u64;
+            let moved = hw.offset != offset;
+            hw.offset = offset;
+            moved
+        });
+    }
+
+    /// Runs an append's `flush.messages` fsync with the log lock released; only its success lets the high
+    /// watermark pass the append (starting at `first_offset`).
+    fn run_append_flush(
+        &self,
+        job: FlushJob,
+        first_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let result = job.run();
+        let outcome = match self.write() {
+            Some(mut log) => {
+                let outcome = log.complete_flush(&job, result, now_ms);
+                if outcome.is_ok() {
+                    self.advance_hw(&log, Some(first_offset), None);
+                }
+                outcome
+            }
+            // Deleted meanwhile: nothing left to record.
+            None => Ok(()),
+        };
+        self.publish_hw(0);
+        outcome
     }
 
     /// Flushes if `flush.ms` has passed since the last flush (the background flush loop).
@@ -214,20 +275,19 @@ impl Partition {
                 self.leader_epoch.load(Ordering::Acquire),
                 now_ms,
             )?;
-            // Single in-sync replica: everything appended is replicated to the whole ISR.
-            self.high_watermark
-                .store(log.log_end_offset(), Ordering::Release);
             let flush = log
                 .flush_due_by_messages()
                 .then(|| log.flush_job())
                 .flatten();
+            let pending = flush.as_ref().map(|_| info.first_offset);
+            self.advance_hw(&log, None, pending);
             (info, flush)
         };
-        self.publish_high_watermark(info.size_bytes);
-        // flush.messages: the produce is answered once the fsync is done; a failed fsync answers
-        // KAFKA_STORAGE_ERROR and leaves the partition offline.
+        self.publish_hw(info.size_bytes);
+        // flush.messages: the produce is answered (and its batch readable) once the fsync is done; a failed fsync
+        // answers KAFKA_STORAGE_ERROR and leaves the partition offline with the high watermark below the batch.
         if let Some(job) = flush {
-            self.run_flush(job, now_ms)?;
+            self.run_append_flush(job, info.first_offset, now_ms)?;
         }
         Ok(info)
     }
@@ -269,16 +329,6 @@ impl Partition {
     /// The high watermark as last published, with its byte position.
     pub fn published_high_watermark(&self) -> HighWatermark {
         *self.hw_tx.borrow()
-    }
-
-    /// Publishes the high watermark after `appended` more bytes. Concurrent appends may publish out of order;
-    /// each adds its own bytes and takes the latest offset, so the last publish is exact.
-    fn publish_high_watermark(&self, appended: usize) {
-        let offset = self.high_watermark();
-        self.hw_tx.send_modify(|hw| {
-            hw.offset = offset;
-            hw.appended_bytes += appended as u64;
-        });
     }
 
     /// Runs `f` with shared access to the log (offset lookups, sizes).
@@ -333,6 +383,7 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::fault::{plan, Point};
     use crate::log::testutil::{self, Codec};
 
     const NOW: i64 = 1_700_000_000_000;
@@ -392,5 +443,66 @@ mod tests {
             );
         }
         assert_eq!(p.with_log(|l| l.log_end_offset()), 0);
+    }
+
+    fn flushing(dir: &std::path::Path, flush_messages: i64) -> Partition {
+        partition(
+            dir,
+            LogConfig {
+                flush_messages,
+                ..testutil::cfg()
+            },
+        )
+    }
+
+    fn batch(ts: i64) -> Bytes {
+        Bytes::from(testutil::batch(Codec::None, &[ts], 10))
+    }
+
+    /// flush.messages: the high watermark moves only after the fsync; a failed fsync leaves it (and every
+    /// waiter) where it was, so no consumer ever saw the batch whose produce failed.
+    #[test]
+    fn high_watermark_waits_for_the_flush_messages_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = flushing(dir.path(), 1);
+        let mut hw = p.watch_hw();
+        p.append(batch(1), false, NOW).unwrap();
+        assert_eq!(p.high_watermark(), 1);
+        assert!(hw.has_changed().unwrap());
+        hw.borrow_and_update();
+        plan::fail(Point::Fsync, 0, libc::EIO, 1);
+        let err = p.append(batch(2), false, NOW).unwrap_err();
+        plan::clear();
+        assert!(
+            matches!(err, AppendError::Log(LogError::Offline(_))),
+            "{err}"
+        );
+        assert_eq!(p.high_watermark(), 1, "the failed batch was exposed");
+        assert!(!hw.has_changed().unwrap(), "a long-poll fetch was woken");
+        assert_eq!(p.with_log(|l| l.log_end_offset()), 2);
+        assert!(matches!(p.read(1, 1000, true), Err(LogError::Offline(_))));
+    }
+
+    /// While one append's fsync runs, a later append that needs none does not expose the earlier batch.
+    #[test]
+    fn high_watermark_stays_below_an_append_being_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = flushing(dir.path(), i64::MAX);
+        p.append(batch(1), false, NOW).unwrap();
+        // An append at offset 1 whose fsync is running (as `append` leaves it before `run_append_flush`).
+        p.append(batch(2), false, NOW).unwrap();
+        {
+            let log = p.write().unwrap();
+            p.unflushed.lock().unwrap().clear();
+            p.high_watermark.store(1, Ordering::Release);
+            p.advance_hw(&log, None, Some(1));
+        }
+        p.append(batch(3), false, NOW).unwrap();
+        assert_eq!(p.high_watermark(), 1);
+        {
+            let log = p.write().unwrap();
+            p.advance_hw(&log, Some(1), None);
+        }
+        assert_eq!(p.high_watermark(), 3);
     }
 }
