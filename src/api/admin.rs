@@ -239,7 +239,7 @@ pub async fn create_partitions(
         }
         let current = image
             .topic(&t.name.0)
-            .map_or(0, |x| x.partitions.len() as i32);
+            .map_or(0, |x| i32::try_from(x.partitions.len()).unwrap_or(i32::MAX));
         let assignments = t.assignments.map(|a| {
             a.into_iter()
                 .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())
@@ -363,17 +363,14 @@ pub async fn describe_log_dirs(
 }
 
 fn disk_space(path: &std::path::Path) -> (i64, i64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return (-1, -1);
-    };
-    // SAFETY: statvfs only writes into the zeroed struct we pass; the path is a valid NUL-terminated string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return (-1, -1);
+    match rustix::fs::statvfs(path) {
+        Ok(st) => {
+            let bytes =
+                |blocks: u64| i64::try_from(blocks.saturating_mul(st.f_frsize)).unwrap_or(i64::MAX);
+            (bytes(st.f_blocks), bytes(st.f_bavail))
+        }
+        Err(_) => (-1, -1),
     }
-    let frag = st.f_frsize as i64;
-    (st.f_blocks as i64 * frag, st.f_bavail as i64 * frag)
 }
 
 /// Handles DescribeCluster.

@@ -42,7 +42,8 @@ pub fn unsupported_version_frame(correlation_id: i32) -> BytesMut {
         body.put_i32(0);
     }
     let mut out = BytesMut::with_capacity(body.len() + 8);
-    out.put_i32(body.len() as i32 + 4);
+    // A few hundred bytes: the table of supported APIs.
+    out.put_i32(i32::try_from(body.len() + 4).unwrap_or(i32::MAX));
     out.put_i32(correlation_id);
     out.extend_from_slice(&body);
     out

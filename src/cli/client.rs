@@ -78,7 +78,10 @@ impl Client {
             .and_then(|_| req.encode(&mut body, version))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
+        let size = i32::try_from(body.len()).map_err(|_| {
+            ClientError::Protocol(format!("request of {} bytes is too large", body.len()))
+        })?;
+        frame.put_i32(size);
         frame.extend_from_slice(&body);
         let io = |source| ClientError::Io {
             addr: self.addr.clone(),

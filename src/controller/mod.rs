@@ -276,8 +276,10 @@ impl Controller {
             }
             assign(0, n, rf as usize, &brokers)
         };
-        let rf = assignments.first().map(|a| a.len() as i16).unwrap_or(0);
-        let count = assignments.len() as i32;
+        let rf = assignments
+            .first()
+            .map_or(0, |a| i16::try_from(a.len()).unwrap_or(i16::MAX));
+        let count = count_i32(assignments.len());
         if validate_only {
             return Ok((Uuid::nil(), count, rf));
         }
@@ -296,7 +298,7 @@ impl Controller {
         for (i, replicas) in assignments.into_iter().enumerate() {
             records.push(MetadataRecord::Partition {
                 topic_id: id,
-                partition: new_partition(i as i32, replicas),
+                partition: new_partition(count_i32(i), replicas),
             });
         }
         self.commit(inner, records).await?;
@@ -346,7 +348,7 @@ impl Controller {
             .image
             .topic(name)
             .ok_or(ControllerError::UnknownTopic)?;
-        let current = topic.partitions.len() as i32;
+        let current = count_i32(topic.partitions.len());
         if count < current {
             return Err(ControllerError::InvalidPartitions(format!(
                 "Topic currently has {current} partitions, which is higher than the requested {count}."
@@ -369,7 +371,7 @@ impl Controller {
         let brokers: Vec<i32> = inner.image.brokers.keys().copied().collect();
         let new = match assignments {
             Some(a) => {
-                if a.len() as i32 != count - current {
+                if count_i32(a.len()) != count - current {
                     return Err(ControllerError::InvalidReplicaAssignment(format!(
                         "Attempted to add {} additional partition(s), but only {} assignment(s) were specified.",
                         count - current,
@@ -379,7 +381,7 @@ impl Controller {
                 let indexed: Vec<(i32, Vec<i32>)> = a
                     .into_iter()
                     .enumerate()
-                    .map(|(i, r)| (current + i as i32, r))
+                    .map(|(i, r)| (current + count_i32(i), r))
                     .collect();
                 check_assignments(&indexed, current, &brokers)?
             }
@@ -393,7 +395,7 @@ impl Controller {
             .enumerate()
             .map(|(i, replicas)| MetadataRecord::Partition {
                 topic_id: id,
-                partition: new_partition(current + i as i32, replicas),
+                partition: new_partition(current + count_i32(i), replicas),
             })
             .collect();
         self.commit(inner, records).await
@@ -499,6 +501,12 @@ pub const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
 /// Kafka's message when [`MAX_PARTITIONS_PER_REQUEST`] is exceeded.
 pub const TOO_MANY_PARTITIONS: &str = "Excessively large number of partitions per request.";
 
+/// A partition count or index as the protocol's i32. Counts here are bounded by [`MAX_PARTITIONS_PER_REQUEST`]
+/// and the topic's existing partitions, so the saturation never happens in practice.
+fn count_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 fn too_many_partitions() -> ControllerError {
     ControllerError::PolicyViolation(TOO_MANY_PARTITIONS.into())
 }
@@ -536,7 +544,7 @@ fn check_assignments(
     let rf = sorted.first().map(|(_, r)| r.len()).unwrap_or(0);
     let mut out = Vec::new();
     for (n, (index, replicas)) in sorted.into_iter().enumerate() {
-        if *index != first + n as i32 {
+        if *index != first.saturating_add(count_i32(n)) {
             return Err(ControllerError::InvalidReplicaAssignment(
                 "Partitions should be consecutive and start from the current partition count."
                     .into(),

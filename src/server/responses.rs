@@ -13,8 +13,8 @@
 //! peer) without losing its place in a half-written frame.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
 use tokio::io::Interest;
@@ -51,7 +51,8 @@ impl Responses {
     pub fn complete(&mut self, seq: u64, reply: Reply) {
         let Some(slot) = seq
             .checked_sub(self.first_seq)
-            .and_then(|i| self.slots.get_mut(i as usize))
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.slots.get_mut(i))
         else {
             return;
         };
@@ -153,11 +154,11 @@ impl Outgoing {
             let result = match chunk {
                 Chunk::Bytes(b) => stream.try_write(&b[self.sent..]),
                 Chunk::File(slice) => {
-                    let fd = slice.file.as_raw_fd();
+                    let file = &slice.file;
                     let position = slice.position + self.sent as u64;
                     let remaining = slice.len - self.sent;
                     match stream.try_io(Interest::WRITABLE, || {
-                        send_file(stream, fd, position, remaining)
+                        send_file(stream, file, position, remaining)
                     }) {
                         // The filesystem cannot splice: send this range through memory instead.
                         Err(e) if self.sent == 0 && cannot_splice(&e) => {
@@ -197,28 +198,25 @@ fn cannot_splice(e: &io::Error) -> bool {
     )
 }
 
-/// One `sendfile(2)` call from `fd` at `position` to the socket.
+/// One `sendfile(2)` call from `file` at `position` to the socket.
 #[cfg(target_os = "linux")]
-fn send_file(stream: &TcpStream, fd: i32, position: u64, len: usize) -> io::Result<usize> {
-    let mut offset = libc::off_t::try_from(position).map_err(io::Error::other)?;
-    // SAFETY: both descriptors are open for the duration of the call (the socket is borrowed, the file is held
-    // by the Arc in the chunk), and `offset` is a valid, exclusively borrowed off_t.
-    let n = unsafe { libc::sendfile(stream.as_raw_fd(), fd, &mut offset, len) };
+fn send_file(stream: &TcpStream, file: &File, position: u64, len: usize) -> io::Result<usize> {
+    let mut offset = position;
+    let n = rustix::fs::sendfile(stream, file, Some(&mut offset), len)?;
     match n {
-        n if n < 0 => Err(io::Error::last_os_error()),
         // The segment was truncated under us: the frame can no longer be completed, so the connection must
         // close (as Kafka does) rather than send a short response.
         0 if len > 0 => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "segment file shrank during send",
         )),
-        n => Ok(n as usize),
+        n => Ok(n),
     }
 }
 
 /// Without `sendfile`, every range goes through memory.
 #[cfg(not(target_os = "linux"))]
-fn send_file(_: &TcpStream, _: i32, _: u64, _: usize) -> io::Result<usize> {
+fn send_file(_: &TcpStream, _: &File, _: u64, _: usize) -> io::Result<usize> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
