@@ -248,3 +248,61 @@ fn partition_cap_holds_for_the_whole_request() {
         assert_eq!(names, vec![("grow-a".into(), 1), ("grow-b".into(), 1)]);
     });
 }
+
+#[test]
+fn creating_many_partitions_does_not_stall_other_partitions() {
+    bounded(120, || {
+        let b = Broker::start();
+        let mut raw = Raw::connect(&b);
+        create_topic(&mut raw, "busy", 1);
+        // Produce to `busy` back to back on its own connection while a big topic is created.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let producer = {
+            let stop = stop.clone();
+            let mut raw = Raw::connect(&b);
+            std::thread::spawn(move || {
+                let mut worst = std::time::Duration::ZERO;
+                let mut count = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    let mut pd = produce_request::PartitionProduceData::default();
+                    pd.index = 0;
+                    pd.records = Some(crate::common::encode_batch(
+                        &[(Some(b"k"), b"v")],
+                        kafka_protocol::records::Compression::None,
+                    ));
+                    let mut td = produce_request::TopicProduceData::default();
+                    td.name = TopicName(StrBytes::from_static_str("busy"));
+                    td.partition_data.push(pd);
+                    let mut req = ProduceRequest::default();
+                    req.acks = 1;
+                    req.timeout_ms = 30_000;
+                    req.topic_data.push(td);
+                    let r: ProduceResponse = raw.call(ApiKey::Produce, 9, &req);
+                    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+                    worst = worst.max(started.elapsed());
+                    count += 1;
+                }
+                (worst, count)
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        create_topic(&mut raw, "wide", 500);
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (worst, count) = producer.join().unwrap();
+        eprintln!(
+            "creating 500 partitions took {took:?}; {count} produces meanwhile, slowest {worst:?}"
+        );
+        // Opening 500 logs (files, fsyncs) takes seconds; a produce to another partition must not wait for
+        // it. Generous: a quarter of the creation time, and at most 2 s on a loaded machine.
+        assert!(
+            worst
+                < (took / 4)
+                    .min(std::time::Duration::from_secs(2))
+                    .max(std::time::Duration::from_millis(250)),
+            "a produce waited {worst:?} while a topic creation took {took:?}"
+        );
+    });
+}
