@@ -8,20 +8,10 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
 
-use crate::common::{bounded, encode_batch, Broker, Raw};
+use crate::common::{bounded, build_produce, encode_batch, Broker, Raw};
 
 fn produce_req(topic: &str, records: Bytes) -> ProduceRequest {
-    let mut pd = produce_request::PartitionProduceData::default();
-    pd.index = 0;
-    pd.records = Some(records);
-    let mut td = produce_request::TopicProduceData::default();
-    td.name = TopicName(topic.to_string().into());
-    td.partition_data.push(pd);
-    let mut req = ProduceRequest::default();
-    req.acks = 1;
-    req.timeout_ms = 5000;
-    req.topic_data.push(td);
-    req
+    build_produce(topic, 1, &[(0, records)])
 }
 
 fn produce(raw: &mut Raw, topic: &str, records: Bytes) -> (i16, i64) {

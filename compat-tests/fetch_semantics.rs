@@ -9,30 +9,13 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::Compression;
 
-use crate::common::{bounded, encode_batch, encode_timed_batch, Broker, Raw, TimedRecord};
-
-fn create(raw: &mut Raw, topic: &str, partitions: i32) {
-    let mut ct = CreateTopicsRequest::default();
-    let mut t = create_topics_request::CreatableTopic::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    ct.topics.push(t);
-    let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &ct);
-    assert_eq!(r.topics[0].error_code, 0);
-}
+use crate::common::{
+    bounded, build_produce, create_topic_raw, encode_batch, encode_timed_batch, Broker, Raw,
+    TimedRecord,
+};
 
 fn produce(raw: &mut Raw, topic: &str, partition: i32, records: Bytes) -> i64 {
-    let mut pd = produce_request::PartitionProduceData::default();
-    pd.index = partition;
-    pd.records = Some(records);
-    let mut td = produce_request::TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_string(topic.to_string()));
-    td.partition_data.push(pd);
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 5000;
-    req.topic_data.push(td);
+    let req = build_produce(topic, -1, &[(partition, records)]);
     let r: ProduceResponse = raw.call(ApiKey::Produce, 11, &req);
     let p = &r.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 0, "{:?}", p.error_message);
@@ -75,7 +58,7 @@ fn min_bytes_max_bytes_and_kip74() {
     bounded(60, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "f", 2);
+        create_topic_raw(&mut raw, "f", 2);
         let big = vec![b'x'; 3000];
         for _ in 0..5 {
             produce(
@@ -167,7 +150,7 @@ fn isolation_levels_and_preferred_replica() {
     bounded(30, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "iso", 1);
+        create_topic_raw(&mut raw, "iso", 1);
         produce(
             &mut raw,
             "iso",
@@ -196,7 +179,7 @@ fn pipelined_requests_answer_in_order() {
     bounded(30, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "pipe", 1);
+        create_topic_raw(&mut raw, "pipe", 1);
         // A long-poll fetch parked for 800 ms, then a metadata request behind it on the same connection.
         let fetch = raw.encode_request(
             ApiKey::Fetch,
@@ -229,7 +212,7 @@ fn pipelined_produces_append_in_order() {
     bounded(60, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "order", 1);
+        create_topic_raw(&mut raw, "order", 1);
         // 200 produce requests written back to back before reading any response (max.in.flight > 1).
         let n = 200;
         let mut frames = Vec::new();
@@ -288,7 +271,7 @@ fn failed_acks0_produce_closes_the_connection() {
     bounded(30, || {
         let b = Broker::start_with(&[("AUTO_CREATE_TOPICS_ENABLE", "false")]);
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "a0", 1);
+        create_topic_raw(&mut raw, "a0", 1);
         let mut pd = produce_request::PartitionProduceData::default();
         pd.records = Some(encode_batch(&[(None, b"x")], Compression::None));
         let mut td = produce_request::TopicProduceData::default();
@@ -315,7 +298,7 @@ fn list_offsets_special_timestamps_and_bad_assignments() {
     bounded(30, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "lo", 1);
+        create_topic_raw(&mut raw, "lo", 1);
         // Three batches; the middle one carries the largest timestamp (record offset 3 within it).
         let ts_batch = |base_ts: i64, n: usize, spike: bool| {
             let timed: Vec<TimedRecord<'_>> = (0..n)

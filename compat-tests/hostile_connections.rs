@@ -11,31 +11,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
-use crate::common::{bounded, encode_batch, Broker, Raw};
+use crate::common::{bounded, build_produce, create_topic_raw, encode_batch, Broker, Raw};
 
 const MB: u64 = 1 << 20;
 
-fn create(raw: &mut Raw, topic: &str) {
-    let mut ct = CreateTopicsRequest::default();
-    let mut t = create_topics_request::CreatableTopic::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    ct.topics.push(t);
-    let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &ct);
-    assert_eq!(r.topics[0].error_code, 0);
-}
-
 fn produce(raw: &mut Raw, topic: &str, records: Bytes) {
-    let mut pd = produce_request::PartitionProduceData::default();
-    pd.records = Some(records);
-    let mut td = produce_request::TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_string(topic.to_string()));
-    td.partition_data.push(pd);
-    let mut req = ProduceRequest::default();
-    req.acks = 1;
-    req.timeout_ms = 5000;
-    req.topic_data.push(td);
+    let req = build_produce(topic, 1, &[(0, records)]);
     let r: ProduceResponse = raw.call(ApiKey::Produce, 9, &req);
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
 }
@@ -127,7 +108,7 @@ fn hostile_zombie_long_polls_end_with_their_connection() {
             ("QUEUED_MAX_REQUESTS", "2"),
         ]);
         let mut admin = Raw::connect(&b);
-        create(&mut admin, "t");
+        create_topic_raw(&mut admin, "t", 1);
         // The partition's files are open now; the admin connection is one descriptor more than at rest.
         let base_fds = b.fd_count() - 1;
         drop(admin);
@@ -212,7 +193,7 @@ fn hostile_idle_long_polls_cost_nothing_per_append() {
     bounded(150, || {
         let b = Broker::start();
         let mut producer = Raw::connect(&b);
-        create(&mut producer, "t");
+        create_topic_raw(&mut producer, "t", 1);
         let min_bytes = 300_000;
         let mut waiters = Vec::new();
         for _ in 0..100 {
@@ -277,7 +258,7 @@ fn hostile_client_that_never_reads() {
         let mut admin = Raw::connect(&b);
         let topics: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
         for t in &topics {
-            create(&mut admin, t);
+            create_topic_raw(&mut admin, t, 1);
         }
         // DescribeConfigs of every topic with synonyms and documentation: a small request, a large response.
         let mut req = DescribeConfigsRequest::default();
@@ -350,7 +331,7 @@ fn hostile_stalled_half_frames_are_closed_when_idle() {
     bounded(60, || {
         let b = Broker::start_with(&[("CONNECTIONS_MAX_IDLE_MS", "1000")]);
         let mut admin = Raw::connect(&b);
-        create(&mut admin, "t");
+        create_topic_raw(&mut admin, "t", 1);
         let base_fds = b.fd_count() - 1;
         drop(admin);
         let rss0 = b.rss_bytes();

@@ -2,38 +2,9 @@
 //! fixed multiple of what the distinct items need), and the partition cap holds for the whole request.
 
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
-use crate::common::{bounded, Broker, Raw};
-
-/// Sends a request and returns the response with its encoded size in bytes.
-fn call_sized<Req, Resp>(raw: &mut Raw, api: ApiKey, version: i16, req: &Req) -> (usize, Resp)
-where
-    Req: Encodable + HeaderVersion,
-    Resp: Decodable + HeaderVersion,
-{
-    let body = raw.encode_request(api, version, req);
-    raw.send_frame(&body);
-    let mut frame = raw.read_frame().expect("response");
-    let size = frame.len();
-    ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
-    (
-        size,
-        Resp::decode(&mut frame, version).expect("decode response"),
-    )
-}
-
-fn create_topic(raw: &mut Raw, name: &str, partitions: i32) {
-    let mut t = create_topics_request::CreatableTopic::default();
-    t.name = TopicName(StrBytes::from_string(name.to_string()));
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics.push(t);
-    req.timeout_ms = 10_000;
-    let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &req);
-    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
-}
+use crate::common::{bounded, build_produce, create_topic_raw, Broker, Raw};
 
 fn metadata_for(names: &[&str]) -> MetadataRequest {
     let mut m = MetadataRequest::default();
@@ -55,24 +26,19 @@ fn metadata_answers_a_repeated_topic_once() {
     bounded(60, || {
         let b = Broker::start_with(&[("AUTO_CREATE_TOPICS_ENABLE", "false")]);
         let mut raw = Raw::connect(&b);
-        create_topic(&mut raw, "many-parts", 50);
-        let (once, r1): (usize, MetadataResponse) = call_sized(
-            &mut raw,
-            ApiKey::Metadata,
-            12,
-            &metadata_for(&["many-parts"]),
-        );
+        create_topic_raw(&mut raw, "many-parts", 50);
+        let (once, r1): (usize, MetadataResponse) =
+            raw.call_sized(ApiKey::Metadata, 12, &metadata_for(&["many-parts"]));
         assert_eq!(r1.topics.len(), 1);
         assert_eq!(r1.topics[0].partitions.len(), 50);
         // 100,000 copies: about 1.2 MB of request; answered per copy this would be ~170 MB.
         let names = vec!["many-parts"; 100_000];
         let (size, r): (usize, MetadataResponse) =
-            call_sized(&mut raw, ApiKey::Metadata, 12, &metadata_for(&names));
+            raw.call_sized(ApiKey::Metadata, 12, &metadata_for(&names));
         assert_eq!(r.topics.len(), 1, "one answer per distinct topic");
         assert_eq!(size, once, "the copies add nothing to the response");
         // Distinct topics are still all answered, unknown ones with their error.
-        let (_, r): (usize, MetadataResponse) = call_sized(
-            &mut raw,
+        let (_, r): (usize, MetadataResponse) = raw.call_sized(
             ApiKey::Metadata,
             12,
             &metadata_for(&["many-parts", "nope", "many-parts", "nope"]),
@@ -87,7 +53,7 @@ fn list_offsets_refuses_repeated_partitions() {
     bounded(60, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create_topic(&mut raw, "lo", 2);
+        create_topic_raw(&mut raw, "lo", 2);
         let part = |i: i32| {
             let mut p = list_offsets_request::ListOffsetsPartition::default();
             p.partition_index = i;
@@ -117,7 +83,7 @@ fn describe_configs_does_not_multiply_a_repeated_resource() {
     bounded(60, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create_topic(&mut raw, "cfg", 1);
+        create_topic_raw(&mut raw, "cfg", 1);
         let resource = |keys: Option<Vec<&str>>| {
             let mut r = describe_configs_request::DescribeConfigsResource::default();
             r.resource_type = 2;
@@ -136,20 +102,15 @@ fn describe_configs_does_not_multiply_a_repeated_resource() {
             req.include_documentation = true;
             req
         };
-        let (single, r1): (usize, DescribeConfigsResponse) = call_sized(
-            &mut raw,
-            ApiKey::DescribeConfigs,
-            4,
-            &request(vec![resource(None)]),
-        );
+        let (single, r1): (usize, DescribeConfigsResponse) =
+            raw.call_sized(ApiKey::DescribeConfigs, 4, &request(vec![resource(None)]));
         assert!(
             r1.results[0].configs.len() > 20,
             "every topic config is described"
         );
         // 20,000 copies of a 6-byte resource: answered in full each, this is ~20,000 x `single`.
         let copies = 20_000;
-        let (size, r): (usize, DescribeConfigsResponse) = call_sized(
-            &mut raw,
+        let (size, r): (usize, DescribeConfigsResponse) = raw.call_sized(
             ApiKey::DescribeConfigs,
             4,
             &request(vec![resource(None); copies]),
@@ -166,8 +127,7 @@ fn describe_configs_does_not_multiply_a_repeated_resource() {
         // A long key list is a set: each config is listed once.
         let mut keys = vec!["retention.ms"; 50_000];
         keys.push("segment.bytes");
-        let (_, r): (usize, DescribeConfigsResponse) = call_sized(
-            &mut raw,
+        let (_, r): (usize, DescribeConfigsResponse) = raw.call_sized(
             ApiKey::DescribeConfigs,
             4,
             &request(vec![resource(Some(keys))]),
@@ -220,8 +180,8 @@ fn partition_cap_holds_for_the_whole_request() {
         let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &req);
         assert_eq!(r.topics[0].error_code, 44);
         // CreatePartitions: the growth of all topics together.
-        create_topic(&mut raw, "grow-a", 1);
-        create_topic(&mut raw, "grow-b", 1);
+        create_topic_raw(&mut raw, "grow-a", 1);
+        create_topic_raw(&mut raw, "grow-b", 1);
         let grow = |name: &str| {
             let mut t = create_partitions_request::CreatePartitionsTopic::default();
             t.name = TopicName(StrBytes::from_string(name.to_string()));
@@ -254,7 +214,7 @@ fn creating_many_partitions_does_not_stall_other_partitions() {
     bounded(120, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create_topic(&mut raw, "busy", 1);
+        create_topic_raw(&mut raw, "busy", 1);
         // Produce to `busy` back to back on its own connection while a big topic is created.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer = {
@@ -265,19 +225,11 @@ fn creating_many_partitions_does_not_stall_other_partitions() {
                 let mut count = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let started = std::time::Instant::now();
-                    let mut pd = produce_request::PartitionProduceData::default();
-                    pd.index = 0;
-                    pd.records = Some(crate::common::encode_batch(
+                    let records = crate::common::encode_batch(
                         &[(Some(b"k"), b"v")],
                         kafka_protocol::records::Compression::None,
-                    ));
-                    let mut td = produce_request::TopicProduceData::default();
-                    td.name = TopicName(StrBytes::from_static_str("busy"));
-                    td.partition_data.push(pd);
-                    let mut req = ProduceRequest::default();
-                    req.acks = 1;
-                    req.timeout_ms = 30_000;
-                    req.topic_data.push(td);
+                    );
+                    let req = build_produce("busy", 1, &[(0, records)]);
                     let r: ProduceResponse = raw.call(ApiKey::Produce, 9, &req);
                     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
                     worst = worst.max(started.elapsed());
@@ -288,7 +240,7 @@ fn creating_many_partitions_does_not_stall_other_partitions() {
         };
         std::thread::sleep(std::time::Duration::from_millis(200));
         let started = std::time::Instant::now();
-        create_topic(&mut raw, "wide", 500);
+        create_topic_raw(&mut raw, "wide", 500);
         let took = started.elapsed();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (worst, count) = producer.join().unwrap();

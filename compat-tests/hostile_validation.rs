@@ -12,22 +12,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use crate::common::{bounded, encode_batch, Broker, Raw};
+use crate::common::{bounded, create_topic_raw, encode_batch, Broker, Raw};
 
 /// Peak broker RSS these tests allow: generous (the broker idles near 6 MB), but far below what buffering a
 /// decompressed bomb (256 MB and more) would take.
 const MAX_PEAK_RSS_KB: u64 = 160 * 1024;
-
-fn create(raw: &mut Raw, topic: &str, partitions: i32) {
-    let mut ct = CreateTopicsRequest::default();
-    let mut t = create_topics_request::CreatableTopic::default();
-    t.name = TopicName(StrBytes::from_string(topic.to_string()));
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    ct.topics.push(t);
-    let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &ct);
-    assert_eq!(r.topics[0].error_code, 0);
-}
 
 fn produce_req(topic: &str, batches: &[Bytes]) -> ProduceRequest {
     let mut td = produce_request::TopicProduceData::default();
@@ -190,7 +179,7 @@ fn compressed_batch_lies_are_refused_and_nothing_is_stored() {
     bounded(60, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "lies", 1);
+        create_topic_raw(&mut raw, "lies", 1);
 
         // A gzip batch that claims 10^9 records (lastOffsetDelta agrees) but holds one: INVALID_RECORD, and
         // the log end offset does not move by a billion.
@@ -273,7 +262,7 @@ fn decompression_bombs_cost_bounded_time_and_memory() {
     bounded(120, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "bomb", 1);
+        create_topic_raw(&mut raw, "bomb", 1);
         let rss_before = b.memory_kb("VmRSS");
 
         // One record claiming a 2 GiB - 1 value of zeros: zstd makes it ~64 KB; gzip does 300 MB in ~300 KB.
@@ -332,7 +321,7 @@ fn other_connections_are_served_while_heavy_produces_validate() {
     bounded(120, || {
         let b = Broker::start();
         let mut raw = Raw::connect(&b);
-        create(&mut raw, "heavy", PARTITIONS as i32);
+        create_topic_raw(&mut raw, "heavy", PARTITIONS as i32);
         // A request of 32 partitions, each a valid zstd batch whose one record decompresses to 250 MB (just
         // under the cap): 8 GB to decompress for a quarter MB on the wire. Three connections pipeline 8 such
         // requests each, so a connection whose appends ran on an async worker would hold it for seconds.

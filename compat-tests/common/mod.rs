@@ -11,7 +11,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    create_topics_request, produce_request, ApiKey, CreateTopicsRequest, CreateTopicsResponse,
+    ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 /// A running broker process.
@@ -344,13 +347,56 @@ impl Raw {
         Req: Encodable + HeaderVersion,
         Resp: Decodable + HeaderVersion,
     {
+        self.call_sized(api, version, req).1
+    }
+
+    /// Like [`Raw::call`], also returning the response's size in bytes.
+    pub fn call_sized<Req, Resp>(&mut self, api: ApiKey, version: i16, req: &Req) -> (usize, Resp)
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
         let body = self.encode_request(api, version, req);
         self.send_frame(&body);
         let mut frame = self.read_frame().expect("response");
+        let size = frame.len();
         let h = ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
         assert_eq!(h.correlation_id, self.correlation);
-        Resp::decode(&mut frame, version).expect("decode response")
+        (
+            size,
+            Resp::decode(&mut frame, version).expect("decode response"),
+        )
     }
+}
+
+/// CreateTopics v7 for one topic with `partitions` partitions (replication factor 1); asserts success.
+pub fn create_topic_raw(raw: &mut Raw, topic: &str, partitions: i32) {
+    let mut ct = CreateTopicsRequest::default();
+    let mut t = create_topics_request::CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    ct.topics.push(t);
+    ct.timeout_ms = 30_000;
+    let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &ct);
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+}
+
+/// A Produce request with one record set per listed partition of `topic`.
+pub fn build_produce(topic: &str, acks: i16, parts: &[(i32, Bytes)]) -> ProduceRequest {
+    let mut td = produce_request::TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    for (index, records) in parts {
+        let mut pd = produce_request::PartitionProduceData::default();
+        pd.index = *index;
+        pd.records = Some(records.clone());
+        td.partition_data.push(pd);
+    }
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 30_000;
+    req.topic_data.push(td);
+    req
 }
 
 /// Runs `f` on a thread and fails the test if it takes longer than `secs`.
