@@ -344,3 +344,55 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
     }
     .code()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::controller::NewTopic;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hosted_partition_checks_range_and_topic_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::start(Arc::new(config)).await.unwrap();
+        let new = NewTopic {
+            name: "t".into(),
+            num_partitions: 2,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        };
+        broker.controller.create_topic(new, false).await.unwrap();
+        let image = broker.image();
+        let topic = image.topic("t").unwrap();
+        let id = topic.id;
+        assert!(hosted_partition(&broker, topic, 1, TopicRef::Id(id)).is_ok());
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            hosted_partition(&broker, topic, 2, TopicRef::Name).err(),
+            Some(unknown)
+        );
+        assert_eq!(
+            hosted_partition(&broker, topic, -1, TopicRef::Name).err(),
+            Some(unknown)
+        );
+        // A stale view of the topic: same name, another incarnation (deleted and re-created meanwhile). The
+        // hosted partition belongs to `id`, so a request resolved to the other ID must not land in it.
+        let mut stale = topic.clone();
+        stale.id = uuid::Uuid::new_v4();
+        assert_eq!(
+            hosted_partition(&broker, &stale, 0, TopicRef::Id(stale.id)).err(),
+            Some(ResponseError::UnknownTopicId.code())
+        );
+        assert_eq!(
+            hosted_partition(&broker, &stale, 0, TopicRef::Name).err(),
+            Some(ResponseError::NotLeaderOrFollower.code())
+        );
+    }
+}
