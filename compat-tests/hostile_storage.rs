@@ -180,10 +180,16 @@ fn full_file_size_limit() {
 #[test]
 fn descriptor_exhaustion_reports_partitions_offline() {
     bounded(120, || {
-        let b = Broker::start_with_limits(Limits {
-            nofile: Some(64),
-            ..Limits::default()
-        });
+        // One partition of __consumer_offsets instead of 50: its logs would take 150 of the 64 descriptors.
+        let tmp = tempfile::tempdir().unwrap();
+        let b = Broker::start_in(
+            tmp.path().to_path_buf(),
+            &[("OFFSETS_TOPIC_NUM_PARTITIONS", "1")],
+            Limits {
+                nofile: Some(64),
+                ..Limits::default()
+            },
+        );
         let mut raw = Raw::connect(&b);
         // Three descriptors per open log: 40 partitions need ~120.
         let (code, msg) = create_topics(&mut raw, "many", 40, &[]);

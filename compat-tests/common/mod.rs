@@ -39,8 +39,10 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vltava")
+/// The broker binary: `BROKER_TEST_BIN` if set (a private copy, for machines where several worktrees share one
+/// cargo target directory and may overwrite each other's build), else the one cargo built with the tests.
+pub fn binary() -> String {
+    std::env::var("BROKER_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
 }
 
 impl Broker {

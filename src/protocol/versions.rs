@@ -44,6 +44,13 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::Fetch, 4, 18),
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -107,6 +114,13 @@ mod tests {
                 ApiKey::CreatePartitions => range::<CreatePartitionsRequest>(),
                 ApiKey::IncrementalAlterConfigs => range::<IncrementalAlterConfigsRequest>(),
                 ApiKey::DescribeCluster => range::<DescribeClusterRequest>(),
+                ApiKey::OffsetCommit => range::<OffsetCommitRequest>(),
+                ApiKey::OffsetFetch => range::<OffsetFetchRequest>(),
+                ApiKey::FindCoordinator => range::<FindCoordinatorRequest>(),
+                ApiKey::JoinGroup => range::<JoinGroupRequest>(),
+                ApiKey::Heartbeat => range::<HeartbeatRequest>(),
+                ApiKey::LeaveGroup => range::<LeaveGroupRequest>(),
+                ApiKey::SyncGroup => range::<SyncGroupRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
             assert!(
@@ -122,7 +136,7 @@ mod tests {
     fn check_refuses_outside() {
         assert_eq!(check(0, 2).unwrap_err(), Refusal::UnsupportedVersion);
         assert!(check(0, 3).is_ok());
-        assert_eq!(check(11, 0).unwrap_err(), Refusal::UnknownApi);
+        assert_eq!(check(22, 0).unwrap_err(), Refusal::UnknownApi);
         assert_eq!(check(-1, 0).unwrap_err(), Refusal::UnknownApi);
         assert_eq!(check(18, 5).unwrap_err(), Refusal::UnsupportedVersion);
     }
