@@ -515,8 +515,19 @@ fn raw_commit_and_fetch_round_trip_every_version() {
                 .with_member_id(sbytes("m")),
         );
         assert_eq!(
+            r.topics[0].partitions[0].error_code, 69,
+            "GROUP_ID_NOT_FOUND from v9"
+        );
+        let r: OffsetCommitResponse = raw.call(
+            ApiKey::OffsetCommit,
+            8,
+            &commit_req("gc", "ct", 0, 1)
+                .with_generation_id_or_member_epoch(3)
+                .with_member_id(sbytes("m")),
+        );
+        assert_eq!(
             r.topics[0].partitions[0].error_code, 22,
-            "ILLEGAL_GENERATION"
+            "ILLEGAL_GENERATION before v9"
         );
         let check = |raw: &mut Raw| {
             for v in 1..=7i16 {

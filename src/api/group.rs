@@ -274,6 +274,9 @@ pub async fn heartbeat(ctx: &RequestContext, req: HeartbeatRequest) -> Option<He
         (e, Vec::new())
     }) {
         Ok((e, _)) => e,
+        // Like Kafka: while the group's partition loads, a heartbeat is answered without error so the
+        // members do not rejoin; they learn of any rebalance on their next heartbeat.
+        Err(CoordinatorError::Loading) => 0,
         Err(e) => e.code(),
     };
     Some(HeartbeatResponse::default().with_error_code(code))
@@ -383,6 +386,7 @@ pub async fn offset_commit(
                 inst.as_deref(),
                 req.generation_id_or_member_epoch,
                 &items,
+                ctx.version,
                 now,
             ) {
                 Ok(records) => (None, records),

@@ -9,6 +9,7 @@
 //! metadata change, and loading a partition at start-up is the same replay.
 
 pub mod classic;
+pub mod member;
 pub mod offsets;
 pub mod records;
 
@@ -191,12 +192,15 @@ impl GroupShard {
         instance_id: Option<&str>,
         generation: i32,
         items: &[CommitItem],
+        api_version: i16,
         now: i64,
     ) -> Result<Vec<GroupRecord>, i16> {
         match self.groups.get_mut(group_id) {
             Some(g) => g.validate_commit(member_id, instance_id, generation, now)?,
             None if generation < 0 => {}
-            // Kafka: a commit with a generation to a group that does not exist.
+            // A generation for a group that does not exist: GROUP_ID_NOT_FOUND from OffsetCommit v9,
+            // ILLEGAL_GENERATION before (Kafka's OffsetMetadataManager).
+            None if api_version >= 9 => return Err(E::GroupIdNotFound.code()),
             None => return Err(E::IllegalGeneration.code()),
         }
         Ok(items

@@ -428,7 +428,7 @@ fn commits_are_validated_against_the_group() {
     // assign() consumer: generation -1, no group.
     let recs = h
         .shard
-        .commit("solo", "", None, -1, std::slice::from_ref(&item), h.now)
+        .commit("solo", "", None, -1, std::slice::from_ref(&item), 9, h.now)
         .unwrap();
     h.apply(recs);
     let c = h.shard.offsets.get("solo", "t", 0).unwrap();
@@ -436,7 +436,15 @@ fn commits_are_validated_against_the_group() {
     let (ids, gen) = stable(&mut h, 1);
     assert!(h
         .shard
-        .commit("g", &ids[0], None, gen, std::slice::from_ref(&item), h.now)
+        .commit(
+            "g",
+            &ids[0],
+            None,
+            gen,
+            std::slice::from_ref(&item),
+            9,
+            h.now
+        )
         .is_ok());
     assert_eq!(
         h.shard.commit(
@@ -445,19 +453,53 @@ fn commits_are_validated_against_the_group() {
             None,
             gen + 5,
             std::slice::from_ref(&item),
+            9,
             h.now
         ),
         Err(E::IllegalGeneration.code())
     );
     assert_eq!(
-        h.shard
-            .commit("g", "ghost", None, gen, std::slice::from_ref(&item), h.now),
+        h.shard.commit(
+            "g",
+            "ghost",
+            None,
+            gen,
+            std::slice::from_ref(&item),
+            9,
+            h.now
+        ),
         Err(E::UnknownMemberId.code())
     );
     assert_eq!(
-        h.shard
-            .commit("nogroup", "m", None, 4, std::slice::from_ref(&item), h.now),
+        h.shard.commit(
+            "nogroup",
+            "m",
+            None,
+            4,
+            std::slice::from_ref(&item),
+            8,
+            h.now
+        ),
         Err(E::IllegalGeneration.code())
+    );
+    assert_eq!(
+        h.shard.commit(
+            "nogroup",
+            "m",
+            None,
+            4,
+            std::slice::from_ref(&item),
+            9,
+            h.now
+        ),
+        Err(E::GroupIdNotFound.code()),
+        "OffsetCommit v9+"
+    );
+    // No member id and no generation while the group has members.
+    assert_eq!(
+        h.shard
+            .commit("g", "", None, -1, std::slice::from_ref(&item), 9, h.now),
+        Err(E::UnknownMemberId.code())
     );
     assert_eq!(h.shard.delete_group("g"), Err(E::NonEmptyGroup.code()));
 }
@@ -476,7 +518,7 @@ fn replaying_the_written_records_rebuilds_the_same_state() {
         };
         let recs = h
             .shard
-            .commit("g", &ids[i], None, gen, &[item], h.now)
+            .commit("g", &ids[i], None, gen, &[item], 9, h.now)
             .unwrap();
         h.apply(recs);
     }
@@ -494,6 +536,7 @@ fn replaying_the_written_records_rebuilds_the_same_state() {
                 leader_epoch: -1,
                 metadata: String::new(),
             }],
+            9,
             h.now,
         )
         .unwrap();
