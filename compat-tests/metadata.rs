@@ -188,6 +188,10 @@ fn api_versions_table_and_kip511() {
         assert_eq!(get(ApiKey::LeaveGroup), Some((0, 5)));
         assert_eq!(get(ApiKey::OffsetCommit), Some((2, 9)));
         assert_eq!(get(ApiKey::OffsetFetch), Some((1, 9)));
+        assert_eq!(get(ApiKey::ListGroups), Some((0, 5)));
+        assert_eq!(get(ApiKey::DescribeGroups), Some((0, 6)));
+        assert_eq!(get(ApiKey::DeleteGroups), Some((0, 2)));
+        assert_eq!(get(ApiKey::OffsetDelete), Some((0, 0)));
         assert_eq!(
             get(ApiKey::InitProducerId),
             None,

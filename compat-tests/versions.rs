@@ -341,6 +341,77 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
             // OffsetCommit (table order: before OffsetFetch) left v9's commit.
             assert_eq!(p, (0, 9), "{ctx}");
         }
+        ApiKey::DescribeGroups => {
+            let (id, _) = joined(raw, &format!("dg-{v}"));
+            let mut req = DescribeGroupsRequest::default().with_groups(vec![
+                GroupId(StrBytes::from_string(format!("dg-{v}"))),
+                GroupId(StrBytes::from_static_str("no-such-group")),
+            ]);
+            req.include_authorized_operations = v >= 3;
+            let r: DescribeGroupsResponse = raw.call(api, v, &req);
+            let g = &r.groups[0];
+            assert_eq!(g.error_code, 0, "{ctx}");
+            assert_eq!(g.group_state.as_str(), "CompletingRebalance", "{ctx}");
+            assert_eq!(g.members.len(), 1, "{ctx}");
+            assert_eq!(g.members[0].member_id.as_str(), id, "{ctx}");
+            let dead = &r.groups[1];
+            assert_eq!(dead.group_state.as_str(), "Dead", "{ctx}");
+            assert_eq!(dead.error_code, if v >= 6 { 69 } else { 0 }, "{ctx}");
+        }
+        ApiKey::ListGroups => {
+            let mut req = ListGroupsRequest::default();
+            if v >= 4 {
+                req.states_filter = vec![StrBytes::from_static_str("CompletingRebalance")];
+            }
+            if v >= 5 {
+                req.types_filter = vec![StrBytes::from_static_str("classic")];
+            }
+            let r: ListGroupsResponse = raw.call(api, v, &req);
+            assert_eq!(r.error_code, 0, "{ctx}");
+            // DescribeGroups left dg-0..dg-6 completing their rebalance.
+            assert!(
+                r.groups.iter().any(|g| g.group_id.as_str() == "dg-0"),
+                "{ctx}"
+            );
+            if v >= 4 {
+                assert!(
+                    r.groups
+                        .iter()
+                        .all(|g| g.group_state.as_str() == "CompletingRebalance"),
+                    "{ctx}"
+                );
+            }
+        }
+        ApiKey::DeleteGroups => {
+            let group = format!("del-{v}");
+            commit(raw, &group);
+            let req = DeleteGroupsRequest::default().with_groups_names(vec![
+                GroupId(StrBytes::from_string(group)),
+                GroupId(StrBytes::from_static_str("dg-0")),
+            ]);
+            let r: DeleteGroupsResponse = raw.call(api, v, &req);
+            assert_eq!(r.results[0].error_code, 0, "{ctx}");
+            assert_eq!(r.results[1].error_code, 68, "{ctx}: NON_EMPTY_GROUP");
+        }
+        ApiKey::OffsetDelete => {
+            commit(raw, "od");
+            let req = OffsetDeleteRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("od")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name("v"))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]);
+            let r: OffsetDeleteResponse = raw.call(api, v, &req);
+            assert_eq!(
+                (r.error_code, r.topics[0].partitions[0].error_code),
+                (0, 0),
+                "{ctx}"
+            );
+        }
         other => panic!("{other:?} is in the table but not covered here"),
     }
 }
@@ -348,8 +419,8 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
 fn join(group: &str, member: &str) -> JoinGroupRequest {
     JoinGroupRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-        .with_session_timeout_ms(10_000)
-        .with_rebalance_timeout_ms(10_000)
+        .with_session_timeout_ms(60_000)
+        .with_rebalance_timeout_ms(60_000)
         .with_member_id(StrBytes::from_string(member.to_string()))
         .with_protocol_type(StrBytes::from_static_str("consumer"))
         .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
@@ -388,4 +459,23 @@ fn joined(raw: &mut Raw, group: &str) -> (String, i32) {
     let r: JoinGroupResponse = raw.call(ApiKey::JoinGroup, 9, &join(group, &id));
     assert_eq!(r.error_code, 0);
     (id, r.generation_id)
+}
+
+/// Commits offset 1 of v-0 for a group with generation -1 (a group without members).
+fn commit(raw: &mut Raw, group: &str) {
+    group_ready(raw, group);
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("v"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1),
+                ]),
+        ]);
+    let r: OffsetCommitResponse = raw.call(ApiKey::OffsetCommit, 9, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
 }

@@ -3,7 +3,9 @@
 
 Produces 60 records to a 3-partition topic; consumer A subscribes, reads 30 and commits them synchronously
 (with a metadata string) and closes; consumer B in the same group reads the other 30 - none twice - and the
-committed offsets (with metadata) read back through committed(). Exits non-zero on any mismatch.
+committed offsets (with metadata) read back through committed(). Then the admin API: the group is listed and described
+(Stable, one member), DeleteGroups refuses it while B is a member and deletes it (and its offsets) after.
+Exits non-zero on any mismatch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import time
 def fail(msg: str) -> None:
     print(f"group_confluent: FAIL: {msg}", flush=True)
     sys.exit(1)
+
+
+def remaining(deadline: float) -> float:
+    return max(0.5, deadline - time.monotonic())
 
 
 def main() -> int:
@@ -85,7 +91,26 @@ def main() -> int:
     for tp in committed:
         if tp.error or tp.offset != nxt[tp.partition] or tp.metadata != "meta-" + str(tp.partition):
             fail(f"committed {tp} (metadata {tp.metadata!r}), want offset {nxt[tp.partition]}")
+    # Admin: the group is listed and described with its one member; it cannot be deleted while B is in it.
+    listed = admin.list_consumer_groups(request_timeout=20).result(timeout=remaining(deadline))
+    if group not in [g.group_id for g in listed.valid]:
+        fail(f"list_consumer_groups: {listed.valid} {listed.errors}")
+    desc = admin.describe_consumer_groups([group], request_timeout=20)[group].result(timeout=remaining(deadline))
+    if str(desc.state).split(".")[-1] != "STABLE" or len(desc.members) != 1:
+        fail(f"describe_consumer_groups: state {desc.state}, {len(desc.members)} members")
+    try:
+        admin.delete_consumer_groups([group], request_timeout=20)[group].result(timeout=remaining(deadline))
+        fail("a group with a member was deleted")
+    except Exception as e:  # noqa: BLE001
+        if "NON_EMPTY_GROUP" not in repr(e) and "not empty" not in repr(e).lower():
+            fail(f"delete of a non-empty group: {e!r}")
     b.close()
+    admin.delete_consumer_groups([group], request_timeout=20)[group].result(timeout=remaining(deadline))
+    c = Consumer(dict(base, **{"group.id": group, "enable.auto.commit": False}))
+    after = c.committed([TopicPartition(topic, part) for part in nxt], timeout=20)
+    if any(tp.offset >= 0 for tp in after):
+        fail(f"offsets survived DeleteGroups: {after}")
+    c.close()
     print("group_confluent: OK", flush=True)
     return 0
 

@@ -6,6 +6,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod fetch;
 pub mod group;
+pub mod group_admin;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -226,6 +227,10 @@ requests! {
     LeaveGroup => LeaveGroupRequest, group::leave_group;
     OffsetCommit => OffsetCommitRequest, group::offset_commit;
     OffsetFetch => OffsetFetchRequest, group::offset_fetch;
+    ListGroups => ListGroupsRequest, group_admin::list_groups;
+    DescribeGroups => DescribeGroupsRequest, group_admin::describe_groups;
+    DeleteGroups => DeleteGroupsRequest, group_admin::delete_groups;
+    OffsetDelete => OffsetDeleteRequest, group_admin::offset_delete;
 }
 
 /// Encodes `size | response header | body` for `api` at `version`.

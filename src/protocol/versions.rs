@@ -51,6 +51,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
     api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -59,7 +61,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
 ];
 
@@ -121,6 +125,10 @@ mod tests {
                 ApiKey::Heartbeat => range::<HeartbeatRequest>(),
                 ApiKey::LeaveGroup => range::<LeaveGroupRequest>(),
                 ApiKey::SyncGroup => range::<SyncGroupRequest>(),
+                ApiKey::DescribeGroups => range::<DescribeGroupsRequest>(),
+                ApiKey::ListGroups => range::<ListGroupsRequest>(),
+                ApiKey::DeleteGroups => range::<DeleteGroupsRequest>(),
+                ApiKey::OffsetDelete => range::<OffsetDeleteRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
             assert!(

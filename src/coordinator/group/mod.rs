@@ -244,6 +244,54 @@ impl GroupShard {
         Ok(records)
     }
 
+    /// OffsetDelete: `Err` is the group's error (GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP); otherwise the error per
+    /// requested (topic, partition) — GROUP_SUBSCRIBED_TO_TOPIC while a member is subscribed to the topic —
+    /// and the tombstones to write.
+    #[allow(clippy::type_complexity)]
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(Vec<i16>, Vec<GroupRecord>), i16> {
+        let group = self.groups.get(group_id);
+        if group.is_none() && !self.offsets.has_group(group_id) {
+            return Err(E::GroupIdNotFound.code());
+        }
+        let subscribed = match group {
+            Some(g) if !g.members.is_empty() => {
+                if g.protocol_type.as_deref() != Some("consumer") {
+                    return Err(E::NonEmptyGroup.code());
+                }
+                Some(subscribed_topics(g))
+            }
+            _ => None,
+        };
+        let mut errors = Vec::with_capacity(partitions.len());
+        let mut records = Vec::new();
+        for (topic, partition) in partitions {
+            // Subscriptions that cannot be read count as subscribed to everything: never delete in doubt.
+            let busy = subscribed
+                .as_ref()
+                .is_some_and(|s| s.as_ref().is_none_or(|t| t.contains(topic)));
+            if busy {
+                errors.push(E::GroupSubscribedToTopic.code());
+                continue;
+            }
+            errors.push(0);
+            if self.offsets.get(group_id, topic, *partition).is_some() {
+                records.push(GroupRecord {
+                    key: RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    value: None,
+                });
+            }
+        }
+        Ok((errors, records))
+    }
+
     /// Applies one written (or loaded) record.
     pub fn replay(&mut self, record: &GroupRecord, now: i64) {
         match (&record.key, &record.value) {
@@ -317,6 +365,32 @@ impl GroupShard {
             self.groups.remove(group_id);
         }
     }
+}
+
+/// The topics a consumer group's members subscribe to, read from their `ConsumerProtocolSubscription`
+/// metadata (every version starts with `int16 version, [string topics]`); `None` if one cannot be read.
+fn subscribed_topics(g: &ClassicGroup) -> Option<std::collections::HashSet<String>> {
+    let protocol = g.protocol.as_deref().unwrap_or_default();
+    let mut out = std::collections::HashSet::new();
+    for m in g.members.values() {
+        let meta = m.metadata_for(protocol);
+        let mut r: &[u8] = &meta;
+        let take = |r: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+            (r.len() >= n).then(|| {
+                let (a, b) = r.split_at(n);
+                *r = b;
+                a.to_vec()
+            })
+        };
+        take(&mut r, 2)?;
+        let n = i32::from_be_bytes(take(&mut r, 4)?.try_into().ok()?);
+        for _ in 0..n.max(0) {
+            let len = i16::from_be_bytes(take(&mut r, 2)?.try_into().ok()?);
+            let name = take(&mut r, usize::try_from(len).ok()?)?;
+            out.insert(String::from_utf8(name).ok()?);
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]

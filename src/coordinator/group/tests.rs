@@ -581,3 +581,47 @@ fn replaying_the_written_records_rebuilds_the_same_state() {
     assert!(h.shard.offsets.all("g").is_empty());
     assert_eq!(h.shard.delete_group("g"), Err(E::GroupIdNotFound.code()));
 }
+
+#[test]
+fn offset_delete_refuses_topics_the_group_subscribes_to() {
+    let mut h = Harness::new();
+    // ConsumerProtocolSubscription v0: version, [topics], user data (null).
+    let mut sub = vec![0, 0, 0, 0, 0, 1, 0, 1, b't'];
+    sub.extend_from_slice(&(-1i32).to_be_bytes());
+    let mut r = req("", &["range"]);
+    r.protocols[0].1 = Bytes::from(sub);
+    let id = now_or_panic(h.join(r.clone())).member_id;
+    r.member_id = id.clone();
+    let mut rx = waiting(h.join(r));
+    h.tick(DELAY);
+    let o = got(&mut rx);
+    let mut rs = waiting(h.sync(&id, o.generation, &[]));
+    assert_eq!(got(&mut rs).error, 0);
+    for (topic, p) in [("t", 0), ("u", 0)] {
+        let item = CommitItem {
+            topic: topic.into(),
+            partition: p,
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        let recs = h
+            .shard
+            .commit("g", &id, None, o.generation, &[item], 9, h.now)
+            .unwrap();
+        h.apply(recs);
+    }
+    let (errors, recs) = h
+        .shard
+        .delete_offsets("g", &[("t".into(), 0), ("u".into(), 0)])
+        .unwrap();
+    assert_eq!(errors, vec![E::GroupSubscribedToTopic.code(), 0]);
+    assert_eq!(recs.len(), 1, "one tombstone, for u-0");
+    h.apply(recs);
+    assert!(h.shard.offsets.get("g", "u", 0).is_none());
+    assert!(h.shard.offsets.get("g", "t", 0).is_some());
+    assert_eq!(
+        h.shard.delete_offsets("nope", &[]).unwrap_err(),
+        E::GroupIdNotFound.code()
+    );
+}
