@@ -404,6 +404,13 @@ fn raw_join_sync_heartbeat_errors() {
             &join_req("", "range").with_session_timeout_ms(1000),
         );
         assert_eq!(r3.error_code, 26, "INVALID_SESSION_TIMEOUT");
+        // A group id longer than the records' int16-length strings (possible in flexible versions).
+        let long: JoinGroupResponse = raw.call(
+            ApiKey::JoinGroup,
+            9,
+            &join_req("", "range").with_group_id(GroupId(sbytes(&"g".repeat(40_000)))),
+        );
+        assert_eq!(long.error_code, 24, "INVALID_GROUP_ID");
         // Sync with a stale generation, then properly: an empty assignment is valid bytes.
         let sync = |gen: i32| {
             SyncGroupRequest::default()

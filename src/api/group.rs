@@ -21,6 +21,15 @@ use crate::coordinator::group::classic::{JoinOutcome, JoinRequest, Reply, SyncOu
 use crate::coordinator::group::CommitItem;
 use crate::coordinator::{CoordinatorError, OFFSETS_TOPIC};
 
+/// Longest string the `__consumer_offsets` records can hold (an `int16` length, as in Kafka); flexible
+/// request versions could carry longer ones, which would not survive a replay.
+const MAX_STRING_BYTES: usize = i16::MAX as usize;
+
+/// A group id must be non-empty and fit the records (INVALID_GROUP_ID otherwise).
+fn valid_group_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_STRING_BYTES
+}
+
 /// FindCoordinator v0–6 (batched keys from v4). Groups only: transaction coordinators (key type 1) answer
 /// COORDINATOR_NOT_AVAILABLE until `__transaction_state` exists.
 pub async fn find_coordinator(
@@ -160,13 +169,20 @@ pub async fn join_group(ctx: &RequestContext, req: JoinGroupRequest) -> Option<J
         ))
     };
     let cfg = &ctx.broker.config;
-    if req.group_id.is_empty() {
+    if !valid_group_id(&req.group_id) {
         return err(E::InvalidGroupId.code());
     }
     if req.session_timeout_ms < cfg.group_min_session_timeout_ms
         || req.session_timeout_ms > cfg.group_max_session_timeout_ms
     {
         return err(E::InvalidSessionTimeout.code());
+    }
+    let too_long = |x: &str| x.len() > MAX_STRING_BYTES;
+    if too_long(&req.protocol_type)
+        || req.protocols.iter().any(|p| too_long(&p.name))
+        || req.group_instance_id.as_deref().is_some_and(too_long)
+    {
+        return err(E::InvalidRequest.code());
     }
     let join = JoinRequest {
         member_id: req.member_id.to_string(),
@@ -223,7 +239,7 @@ pub async fn sync_group(ctx: &RequestContext, req: SyncGroupRequest) -> Option<S
         error: code,
         ..Default::default()
     };
-    if req.group_id.is_empty() {
+    if !valid_group_id(&req.group_id) {
         return respond(err(E::InvalidGroupId.code()));
     }
     let group = req.group_id.to_string();
@@ -258,7 +274,7 @@ pub async fn sync_group(ctx: &RequestContext, req: SyncGroupRequest) -> Option<S
 
 /// Heartbeat v0–4.
 pub async fn heartbeat(ctx: &RequestContext, req: HeartbeatRequest) -> Option<HeartbeatResponse> {
-    if req.group_id.is_empty() {
+    if !valid_group_id(&req.group_id) {
         return Some(HeartbeatResponse::default().with_error_code(E::InvalidGroupId.code()));
     }
     let group = req.group_id.to_string();
@@ -288,7 +304,7 @@ pub async fn leave_group(
     req: LeaveGroupRequest,
 ) -> Option<LeaveGroupResponse> {
     let v = ctx.version;
-    if req.group_id.is_empty() {
+    if !valid_group_id(&req.group_id) {
         return Some(LeaveGroupResponse::default().with_error_code(E::InvalidGroupId.code()));
     }
     let members: Vec<(String, Option<String>)> = if v >= 3 {
@@ -355,7 +371,7 @@ pub async fn offset_commit(
             });
             let r = if !exists {
                 Err(E::UnknownTopicOrPartition.code())
-            } else if meta.len() > max_meta {
+            } else if meta.len() > max_meta.min(MAX_STRING_BYTES) {
                 Err(E::OffsetMetadataTooLarge.code())
             } else {
                 Ok(CommitItem {
@@ -371,7 +387,7 @@ pub async fn offset_commit(
         plan.push((t.name.to_string(), parts));
     }
     let group = req.group_id.to_string();
-    let overall: Option<i16> = if group.is_empty() {
+    let overall: Option<i16> = if !valid_group_id(&group) {
         Some(E::InvalidGroupId.code())
     } else {
         let items: Vec<CommitItem> = plan

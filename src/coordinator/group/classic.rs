@@ -166,7 +166,13 @@ impl ClassicGroup {
                 Vec::new(),
             );
         }
-        let new_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+        // Kafka's member id is `clientId-UUID`; the client id part is cut to 1 KiB so the id always fits the
+        // `int16`-length strings of the GroupMetadata record.
+        let mut cut = req.client_id.len().min(1024);
+        while !req.client_id.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let new_id = format!("{}-{}", &req.client_id[..cut], uuid::Uuid::new_v4());
         if let Some(inst) = req.instance_id.clone() {
             if let Some(old) = self.statics.get(&inst).cloned() {
                 return self.replace_static(old, new_id, req, limits, now);
