@@ -695,3 +695,30 @@ fn java_client_subscribe_and_commit_sync() {
         assert!(out.status.success(), "GroupCommit.java failed:\n{text}");
     });
 }
+
+#[test]
+fn shutdown_answers_a_waiting_join_at_once() {
+    bounded(60, || {
+        // The default 3 s initial delay holds the first join of a new group.
+        let mut b = Broker::start();
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "raw");
+        let waiting = std::thread::spawn(move || {
+            let r: JoinGroupResponse = raw.call(ApiKey::JoinGroup, 3, &join_req("", "range"));
+            r.error_code
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        assert_eq!(b.sigterm(), Some(0));
+        assert!(
+            start.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            waiting.join().unwrap(),
+            16,
+            "NOT_COORDINATOR: look for the coordinator again"
+        );
+    });
+}

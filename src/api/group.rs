@@ -14,7 +14,6 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::*;
-use tokio::sync::oneshot;
 
 use super::{s, RequestContext};
 use crate::coordinator::group::classic::{JoinOutcome, JoinRequest, Reply, SyncOutcome};
@@ -143,15 +142,17 @@ fn join_response(version: i16, o: JoinOutcome) -> JoinGroupResponse {
     r
 }
 
-async fn wait<T>(reply: Reply<T>, gone: T) -> T {
+/// The answer now, or when the group gets there. A shard that is unloaded drops its waiting senders and a
+/// broker that shuts down stops waiting: both answer `gone` (NOT_COORDINATOR), so the client looks for the
+/// coordinator again instead of holding the shutdown up for a rebalance timeout.
+async fn wait<T>(ctx: &RequestContext, reply: Reply<T>, gone: T) -> T {
     match reply {
         Reply::Now(t) => t,
-        Reply::Wait(rx) => wait_rx(rx).await.unwrap_or(gone),
+        Reply::Wait(rx) => tokio::select! {
+            r = rx => r.unwrap_or(gone),
+            _ = ctx.broker.shutdown.cancelled() => gone,
+        },
     }
-}
-
-async fn wait_rx<T>(rx: oneshot::Receiver<T>) -> Option<T> {
-    rx.await.ok()
 }
 
 /// JoinGroup v0–9.
@@ -217,7 +218,7 @@ pub async fn join_group(ctx: &RequestContext, req: JoinGroupRequest) -> Option<J
                 member_id: req.member_id.to_string(),
                 ..Default::default()
             };
-            Some(join_response(v, wait(reply, gone).await))
+            Some(join_response(v, wait(ctx, reply, gone).await))
         }
     }
 }
@@ -268,7 +269,7 @@ pub async fn sync_group(ctx: &RequestContext, req: SyncGroupRequest) -> Option<S
     });
     match run {
         Err(e) => respond(err(e.code())),
-        Ok((reply, _)) => respond(wait(reply, err(E::NotCoordinator.code())).await),
+        Ok((reply, _)) => respond(wait(ctx, reply, err(E::NotCoordinator.code())).await),
     }
 }
 
