@@ -722,3 +722,23 @@ fn shutdown_answers_a_waiting_join_at_once() {
         );
     });
 }
+
+#[test]
+fn kafkajs_subscribe_and_commit() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests/js/group_kafkajs.js");
+    bounded(120, move || {
+        let b = Broker::start_with(FAST);
+        let out = Command::new("node")
+            .arg(&script)
+            .args(["--bootstrap", &b.bootstrap()])
+            .output()
+            .expect("node");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "group_kafkajs.js failed:\n{text}");
+    });
+}
