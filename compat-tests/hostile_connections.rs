@@ -387,7 +387,8 @@ fn hostile_stalled_half_frames_are_closed_when_idle() {
 #[test]
 fn hostile_descriptor_exhaustion() {
     bounded(90, || {
-        let b = Broker::start_limited(&[], Some((64, 200)));
+        // One partition of __consumer_offsets instead of 50 (150 descriptors of the 200).
+        let b = Broker::start_limited(&[("OFFSETS_TOPIC_NUM_PARTITIONS", "1")], Some((64, 200)));
         assert!(
             b.ready_line.contains("open files limit 200"),
             "{}",

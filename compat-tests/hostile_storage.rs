@@ -212,8 +212,9 @@ fn full_file_size_limit() {
 fn descriptor_exhaustion_reports_partitions_offline() {
     bounded(120, || {
         // The broker raises its soft descriptor limit to the hard one at start, so lower it on the running
-        // process (always allowed) and give it back later.
-        let b = Broker::start();
+        // process (always allowed) and give it back later. One partition of __consumer_offsets instead of 50:
+        // its logs would take 150 of the 64 descriptors.
+        let b = Broker::start_with(&[("OFFSETS_TOPIC_NUM_PARTITIONS", "1")]);
         let full = set_soft_nofile(b.pid(), Some(64));
         let mut raw = Raw::connect(&b);
         // Three descriptors per open log: 40 partitions need ~120.

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli_config;
 mod durability;
 mod fetch_semantics;
+mod groups;
 mod hostile_connections;
 mod hostile_requests;
 mod hostile_storage;

@@ -180,10 +180,22 @@ fn api_versions_table_and_kip511() {
         assert_eq!(get(ApiKey::Fetch), Some((4, 18)));
         assert_eq!(get(ApiKey::Metadata), Some((0, 13)));
         assert_eq!(get(ApiKey::ApiVersions), Some((0, 4)));
+        // Classic groups, Kafka 4.1's ranges.
+        assert_eq!(get(ApiKey::FindCoordinator), Some((0, 6)));
+        assert_eq!(get(ApiKey::JoinGroup), Some((0, 9)));
+        assert_eq!(get(ApiKey::SyncGroup), Some((0, 5)));
+        assert_eq!(get(ApiKey::Heartbeat), Some((0, 4)));
+        assert_eq!(get(ApiKey::LeaveGroup), Some((0, 5)));
+        assert_eq!(get(ApiKey::OffsetCommit), Some((2, 9)));
+        assert_eq!(get(ApiKey::OffsetFetch), Some((1, 9)));
+        assert_eq!(get(ApiKey::ListGroups), Some((0, 5)));
+        assert_eq!(get(ApiKey::DescribeGroups), Some((0, 6)));
+        assert_eq!(get(ApiKey::DeleteGroups), Some((0, 2)));
+        assert_eq!(get(ApiKey::OffsetDelete), Some((0, 0)));
         assert_eq!(
-            get(ApiKey::JoinGroup),
+            get(ApiKey::InitProducerId),
             None,
-            "groups are not advertised until implemented"
+            "transactions are not advertised until implemented"
         );
         // KIP-511: a newer ApiVersions gets UNSUPPORTED_VERSION with a v0 body listing our ranges.
         let mut frame = Vec::new();

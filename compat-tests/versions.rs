@@ -17,7 +17,7 @@ fn name(n: &str) -> TopicName {
 #[test]
 fn every_advertised_version_answers() {
     bounded(120, || {
-        let b = Broker::start();
+        let b = Broker::start_with(&[("GROUP_INITIAL_REBALANCE_DELAY_MS", "0")]);
         let mut raw = Raw::connect(&b);
         // A topic with data for the read paths.
         let mut ct = CreateTopicsRequest::default();
@@ -205,6 +205,277 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
             assert_eq!(r.error_code, 0, "{ctx}");
             assert_eq!(r.brokers.len(), 1, "{ctx}");
         }
+        ApiKey::FindCoordinator => {
+            let key = StrBytes::from_string(format!("fc-{v}"));
+            let mut req = FindCoordinatorRequest::default();
+            if v >= 4 {
+                req.coordinator_keys = vec![key];
+            } else {
+                req.key = key;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let r: FindCoordinatorResponse = raw.call(api, v, &req);
+                let (code, node) = if v >= 4 {
+                    (r.coordinators[0].error_code, r.coordinators[0].node_id.0)
+                } else {
+                    (r.error_code, r.node_id.0)
+                };
+                if code == 0 {
+                    assert_eq!(node, 1, "{ctx}");
+                    break;
+                }
+                // The offsets topic is created (and its shards loaded) in the background after start.
+                assert_eq!(code, 15, "{ctx}");
+                assert!(std::time::Instant::now() < deadline, "{ctx}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        ApiKey::JoinGroup => {
+            let group = format!("jg-{v}");
+            group_ready(raw, &group);
+            let r: JoinGroupResponse = raw.call(api, v, &join(&group, ""));
+            let r = if v >= 4 {
+                assert_eq!(r.error_code, 79, "{ctx}: MEMBER_ID_REQUIRED");
+                let id = r.member_id.to_string();
+                raw.call(api, v, &join(&group, &id))
+            } else {
+                r
+            };
+            assert_eq!((r.error_code, r.generation_id), (0, 1), "{ctx}");
+            assert_eq!(r.members.len(), 1, "{ctx}");
+        }
+        ApiKey::SyncGroup | ApiKey::Heartbeat | ApiKey::LeaveGroup => {
+            let group = format!("{api:?}-{v}");
+            let (id, gen) = joined(raw, &group);
+            let gid = GroupId(StrBytes::from_string(group.clone()));
+            let mid = StrBytes::from_string(id.clone());
+            match api {
+                ApiKey::SyncGroup => {
+                    let mut req = SyncGroupRequest::default()
+                        .with_group_id(gid)
+                        .with_generation_id(gen)
+                        .with_member_id(mid.clone());
+                    if v >= 5 {
+                        req.protocol_type = Some(StrBytes::from_static_str("consumer"));
+                        req.protocol_name = Some(StrBytes::from_static_str("range"));
+                    }
+                    req.assignments =
+                        vec![sync_group_request::SyncGroupRequestAssignment::default()
+                            .with_member_id(mid)
+                            .with_assignment(Bytes::from_static(b"A"))];
+                    let r: SyncGroupResponse = raw.call(api, v, &req);
+                    assert_eq!((r.error_code, &r.assignment[..]), (0, &b"A"[..]), "{ctx}");
+                }
+                ApiKey::Heartbeat => {
+                    let req = HeartbeatRequest::default()
+                        .with_group_id(gid)
+                        .with_generation_id(gen)
+                        .with_member_id(mid);
+                    let r: HeartbeatResponse = raw.call(api, v, &req);
+                    // Completing the rebalance (no sync yet): heartbeats are fine.
+                    assert_eq!(r.error_code, 0, "{ctx}");
+                }
+                _ => {
+                    let mut req = LeaveGroupRequest::default().with_group_id(gid);
+                    if v >= 3 {
+                        req.members = vec![
+                            leave_group_request::MemberIdentity::default().with_member_id(mid)
+                        ];
+                    } else {
+                        req.member_id = mid;
+                    }
+                    let r: LeaveGroupResponse = raw.call(api, v, &req);
+                    assert_eq!(r.error_code, 0, "{ctx}");
+                    if v >= 3 {
+                        assert_eq!(r.members[0].error_code, 0, "{ctx}");
+                    }
+                }
+            }
+        }
+        ApiKey::OffsetCommit => {
+            group_ready(raw, "oc");
+            let req = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("oc")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(name("v"))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(i64::from(v))
+                                .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                        ]),
+                ]);
+            let r: OffsetCommitResponse = raw.call(api, v, &req);
+            assert_eq!(r.topics[0].partitions[0].error_code, 0, "{ctx}");
+        }
+        ApiKey::OffsetFetch => {
+            group_ready(raw, "oc");
+            let r: OffsetFetchResponse = if v >= 8 {
+                let req = OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("oc")))
+                        .with_member_epoch(-1)
+                        .with_topics(None),
+                ]);
+                raw.call(api, v, &req)
+            } else {
+                let req = OffsetFetchRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("oc")))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(name("v"))
+                            .with_partition_indexes(vec![0]),
+                    ]));
+                raw.call(api, v, &req)
+            };
+            let p = if v >= 8 {
+                let p = &r.groups[0].topics[0].partitions[0];
+                (p.error_code, p.committed_offset)
+            } else {
+                let p = &r.topics[0].partitions[0];
+                (p.error_code, p.committed_offset)
+            };
+            // OffsetCommit (table order: before OffsetFetch) left v9's commit.
+            assert_eq!(p, (0, 9), "{ctx}");
+        }
+        ApiKey::DescribeGroups => {
+            let (id, _) = joined(raw, &format!("dg-{v}"));
+            let mut req = DescribeGroupsRequest::default().with_groups(vec![
+                GroupId(StrBytes::from_string(format!("dg-{v}"))),
+                GroupId(StrBytes::from_static_str("no-such-group")),
+            ]);
+            req.include_authorized_operations = v >= 3;
+            let r: DescribeGroupsResponse = raw.call(api, v, &req);
+            let g = &r.groups[0];
+            assert_eq!(g.error_code, 0, "{ctx}");
+            assert_eq!(g.group_state.as_str(), "CompletingRebalance", "{ctx}");
+            assert_eq!(g.members.len(), 1, "{ctx}");
+            assert_eq!(g.members[0].member_id.as_str(), id, "{ctx}");
+            let dead = &r.groups[1];
+            assert_eq!(dead.group_state.as_str(), "Dead", "{ctx}");
+            assert_eq!(dead.error_code, if v >= 6 { 69 } else { 0 }, "{ctx}");
+        }
+        ApiKey::ListGroups => {
+            let mut req = ListGroupsRequest::default();
+            if v >= 4 {
+                req.states_filter = vec![StrBytes::from_static_str("CompletingRebalance")];
+            }
+            if v >= 5 {
+                req.types_filter = vec![StrBytes::from_static_str("classic")];
+            }
+            let r: ListGroupsResponse = raw.call(api, v, &req);
+            assert_eq!(r.error_code, 0, "{ctx}");
+            // DescribeGroups left dg-0..dg-6 completing their rebalance.
+            assert!(
+                r.groups.iter().any(|g| g.group_id.as_str() == "dg-0"),
+                "{ctx}"
+            );
+            if v >= 4 {
+                assert!(
+                    r.groups
+                        .iter()
+                        .all(|g| g.group_state.as_str() == "CompletingRebalance"),
+                    "{ctx}"
+                );
+            }
+        }
+        ApiKey::DeleteGroups => {
+            let group = format!("del-{v}");
+            commit(raw, &group);
+            let req = DeleteGroupsRequest::default().with_groups_names(vec![
+                GroupId(StrBytes::from_string(group)),
+                GroupId(StrBytes::from_static_str("dg-0")),
+            ]);
+            let r: DeleteGroupsResponse = raw.call(api, v, &req);
+            assert_eq!(r.results[0].error_code, 0, "{ctx}");
+            assert_eq!(r.results[1].error_code, 68, "{ctx}: NON_EMPTY_GROUP");
+        }
+        ApiKey::OffsetDelete => {
+            commit(raw, "od");
+            let req = OffsetDeleteRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("od")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name("v"))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]);
+            let r: OffsetDeleteResponse = raw.call(api, v, &req);
+            assert_eq!(
+                (r.error_code, r.topics[0].partitions[0].error_code),
+                (0, 0),
+                "{ctx}"
+            );
+        }
         other => panic!("{other:?} is in the table but not covered here"),
     }
+}
+
+fn join(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_session_timeout_ms(60_000)
+        .with_rebalance_timeout_ms(60_000)
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(Bytes::from_static(b"m"))])
+}
+
+/// Waits until the group's coordinator shard answers (created and loaded in the background after start).
+fn group_ready(raw: &mut Raw, group: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r: OffsetFetchResponse = raw.call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.to_string()))),
+        );
+        if r.error_code == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group}: {}",
+            r.error_code
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Joins a new group (JoinGroup v9, member id required first); returns (member id, generation).
+fn joined(raw: &mut Raw, group: &str) -> (String, i32) {
+    group_ready(raw, group);
+    let r: JoinGroupResponse = raw.call(ApiKey::JoinGroup, 9, &join(group, ""));
+    let id = r.member_id.to_string();
+    let r: JoinGroupResponse = raw.call(ApiKey::JoinGroup, 9, &join(group, &id));
+    assert_eq!(r.error_code, 0);
+    (id, r.generation_id)
+}
+
+/// Commits offset 1 of v-0 for a group with generation -1 (a group without members).
+fn commit(raw: &mut Raw, group: &str) {
+    group_ready(raw, group);
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("v"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1),
+                ]),
+        ]);
+    let r: OffsetCommitResponse = raw.call(ApiKey::OffsetCommit, 9, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
-use crate::controller::{Controller, ControllerError};
+use crate::controller::{Controller, ControllerError, NewTopic};
+use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::{BrokerInfo, MetadataImage};
 use crate::partition::manager::ReplicaManager;
 
@@ -41,6 +42,8 @@ pub struct Broker {
     pub controller: Arc<Controller>,
     /// Hosted partitions.
     pub replicas: Arc<ReplicaManager>,
+    /// The group coordinator (shards over the `__consumer_offsets` partitions led here).
+    pub groups: Arc<GroupCoordinator>,
     /// Cancelled once to stop everything.
     pub shutdown: CancellationToken,
 }
@@ -79,10 +82,12 @@ impl Broker {
                 rack: None,
             })
             .await?;
+        let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
         Ok(Arc::new(Broker {
             config,
             controller,
             replicas,
+            groups,
             shutdown: CancellationToken::new(),
         }))
     }
@@ -92,8 +97,43 @@ impl Broker {
         self.controller.image()
     }
 
-    /// Starts the retention and flush loops; they stop with the shutdown token.
+    /// Starts the group coordinator (creates `__consumer_offsets` if needed, loads its partitions) and the
+    /// retention, flush and group timer loops; they stop with the shutdown token.
     pub fn spawn_background(self: &Arc<Self>) {
+        let b = self.clone();
+        tokio::spawn(async move {
+            // Off the start-up path: the first start creates 50 partitions (a few hundred ms of fsyncs), and
+            // until then FindCoordinator answers COORDINATOR_NOT_AVAILABLE, which clients retry.
+            if let Err(e) = create_offsets_topic(&b.config, &b.controller).await {
+                tracing::error!(
+                    "cannot create {OFFSETS_TOPIC}: {e}; consumer groups are unavailable"
+                );
+                return;
+            }
+            if let Some(t) = b.image().topic(OFFSETS_TOPIC) {
+                b.groups.set_partition_count(t.partitions.len() as i32);
+            }
+            // Every hosted __consumer_offsets partition is led here (one broker): load them all. With
+            // replication, leadership changes will call `load`/`unload` per partition.
+            for p in b.replicas.all() {
+                if p.topic == OFFSETS_TOPIC {
+                    b.groups.load(p.index);
+                }
+            }
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(crate::coordinator::runtime::TICK_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = b.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let groups = b.groups.clone();
+                        let now = crate::partition::manager::now_ms();
+                        let _ = tokio::task::spawn_blocking(move || groups.tick_all(now)).await;
+                    }
+                }
+            }
+        });
         let b = self.clone();
         tokio::spawn(async move {
             let every =
@@ -141,6 +181,38 @@ impl Broker {
                 }
             }
         });
+    }
+}
+
+/// Creates `__consumer_offsets` on first start (Kafka creates it on the first FindCoordinator; creating it up
+/// front keeps FindCoordinator free of controller round trips).
+///
+/// Kafka gives it `cleanup.policy=compact`; the topic config validator refuses `compact` until log compaction
+/// lands (another branch), so it is created with the default policy for now and switched to compact at merge.
+/// Retention therefore applies to it: `retention.ms=-1` keeps committed offsets until compaction exists.
+async fn create_offsets_topic(
+    config: &BrokerConfig,
+    controller: &Controller,
+) -> Result<(), ControllerError> {
+    if controller.image().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert(
+        "segment.bytes".to_string(),
+        config.offsets_topic_segment_bytes.to_string(),
+    );
+    configs.insert("retention.ms".to_string(), "-1".to_string());
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: config.offsets_topic_num_partitions,
+        replication_factor: config.offsets_topic_replication_factor,
+        assignments: Vec::new(),
+        configs,
+    };
+    match controller.create_topic(topic, false).await {
+        Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -110,6 +110,23 @@ pub struct BrokerConfig {
     pub compression_type: String,
     /// Time allowed for in-flight requests to finish on shutdown, in ms.
     pub controlled_shutdown_timeout_ms: i64,
+    /// Partitions of the internal `__consumer_offsets` topic, created at first start (fixed afterwards: group
+    /// placement depends on it).
+    pub offsets_topic_num_partitions: i32,
+    /// Replication factor of `__consumer_offsets`; a single broker supports only 1.
+    pub offsets_topic_replication_factor: i16,
+    /// Segment size of `__consumer_offsets` (Kafka's `offsets.topic.segment.bytes`).
+    pub offsets_topic_segment_bytes: i32,
+    /// Largest metadata string of one committed offset; longer ones get OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: i32,
+    /// How long the first rebalance of an empty group waits for more members to join, in ms.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// Smallest session timeout a member may ask for, in ms.
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a member may ask for, in ms.
+    pub group_max_session_timeout_ms: i32,
+    /// Most members one classic group may have; more get GROUP_MAX_SIZE_REACHED.
+    pub group_max_size: i32,
 }
 
 impl Default for BrokerConfig {
@@ -152,6 +169,14 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 57_671_680,
             compression_type: "producer".into(),
             controlled_shutdown_timeout_ms: 30_000,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 1,
+            offsets_topic_segment_bytes: 104_857_600,
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: i32::MAX,
         }
     }
 }
@@ -307,6 +332,35 @@ impl BrokerConfig {
         }
         if self.fetch_max_bytes < 0 {
             return Err(bad("fetch_max_bytes", "must be >= 0"));
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            return Err(bad("offsets_topic_num_partitions", "must be >= 1"));
+        }
+        if self.offsets_topic_replication_factor != 1 {
+            return Err(bad(
+                "offsets_topic_replication_factor",
+                "a single broker supports only 1",
+            ));
+        }
+        if i64::from(self.offsets_topic_segment_bytes) < crate::log::MIN_SEGMENT_BYTES {
+            return Err(bad("offsets_topic_segment_bytes", "must be >= 1048576"));
+        }
+        if self.offset_metadata_max_bytes < 0 {
+            return Err(bad("offset_metadata_max_bytes", "must be >= 0"));
+        }
+        if self.group_initial_rebalance_delay_ms < 0 {
+            return Err(bad("group_initial_rebalance_delay_ms", "must be >= 0"));
+        }
+        if self.group_min_session_timeout_ms < 0
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err(bad(
+                "group_max_session_timeout_ms",
+                "must be >= group_min_session_timeout_ms >= 0",
+            ));
+        }
+        if self.group_max_size < 1 {
+            return Err(bad("group_max_size", "must be >= 1"));
         }
         if self.compression_type != "producer" {
             return Err(bad(

@@ -149,6 +149,7 @@ impl Broker {
             }
         }
         let mut child = cmd.spawn().expect("spawn vltava");
+        live_brokers().push((std::thread::current().id(), child.id()));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -181,6 +182,7 @@ impl Broker {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            live_brokers().retain(|(_, pid)| *pid != c.id());
         }
     }
 
@@ -193,6 +195,7 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = c.try_wait().unwrap() {
+                live_brokers().retain(|(_, pid)| *pid != c.id());
                 return st.code();
             }
             if Instant::now() > deadline {
@@ -268,6 +271,24 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Brokers started and not yet reaped, with the thread that started them: a test that exceeds its bound
+/// (see [`bounded`]) never drops its brokers, so `bounded` kills them; otherwise they would outlive the test
+/// run and keep its output pipe open.
+fn live_brokers() -> std::sync::MutexGuard<'static, Vec<(std::thread::ThreadId, u32)>> {
+    static LIVE: std::sync::Mutex<Vec<(std::thread::ThreadId, u32)>> =
+        std::sync::Mutex::new(Vec::new());
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// SIGKILLs the brokers a (stuck) test thread started.
+fn kill_brokers_of(thread: std::thread::ThreadId) {
+    let mut live = live_brokers();
+    for (_, pid) in live.iter().filter(|(t, _)| *t == thread) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    live.retain(|(t, _)| *t != thread);
 }
 
 /// A raw protocol connection for tests that need exact control of the bytes.
@@ -414,7 +435,10 @@ pub fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'sta
             Err(p) => std::panic::resume_unwind(p),
             Ok(()) => panic!("test body ended without a result"),
         },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test exceeded its {secs} s bound"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            kill_brokers_of(h.thread().id());
+            panic!("test exceeded its {secs} s bound")
+        }
     }
 }
 

@@ -5,6 +5,8 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
+pub mod group;
+pub mod group_admin;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -218,6 +220,17 @@ requests! {
     CreatePartitions => CreatePartitionsRequest, admin::create_partitions;
     IncrementalAlterConfigs => IncrementalAlterConfigsRequest, configs::incremental_alter_configs;
     DescribeCluster => DescribeClusterRequest, admin::describe_cluster;
+    FindCoordinator => FindCoordinatorRequest, group::find_coordinator;
+    JoinGroup => JoinGroupRequest, group::join_group;
+    SyncGroup => SyncGroupRequest, group::sync_group;
+    Heartbeat => HeartbeatRequest, group::heartbeat;
+    LeaveGroup => LeaveGroupRequest, group::leave_group;
+    OffsetCommit => OffsetCommitRequest, group::offset_commit;
+    OffsetFetch => OffsetFetchRequest, group::offset_fetch;
+    ListGroups => ListGroupsRequest, group_admin::list_groups;
+    DescribeGroups => DescribeGroupsRequest, group_admin::describe_groups;
+    DeleteGroups => DeleteGroupsRequest, group_admin::delete_groups;
+    OffsetDelete => OffsetDeleteRequest, group_admin::offset_delete;
 }
 
 /// Encodes `size | response header | body` for `api` at `version`.

@@ -44,6 +44,15 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::Fetch, 4, 18),
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -52,7 +61,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
 ];
 
@@ -107,6 +118,17 @@ mod tests {
                 ApiKey::CreatePartitions => range::<CreatePartitionsRequest>(),
                 ApiKey::IncrementalAlterConfigs => range::<IncrementalAlterConfigsRequest>(),
                 ApiKey::DescribeCluster => range::<DescribeClusterRequest>(),
+                ApiKey::OffsetCommit => range::<OffsetCommitRequest>(),
+                ApiKey::OffsetFetch => range::<OffsetFetchRequest>(),
+                ApiKey::FindCoordinator => range::<FindCoordinatorRequest>(),
+                ApiKey::JoinGroup => range::<JoinGroupRequest>(),
+                ApiKey::Heartbeat => range::<HeartbeatRequest>(),
+                ApiKey::LeaveGroup => range::<LeaveGroupRequest>(),
+                ApiKey::SyncGroup => range::<SyncGroupRequest>(),
+                ApiKey::DescribeGroups => range::<DescribeGroupsRequest>(),
+                ApiKey::ListGroups => range::<ListGroupsRequest>(),
+                ApiKey::DeleteGroups => range::<DeleteGroupsRequest>(),
+                ApiKey::OffsetDelete => range::<OffsetDeleteRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
             assert!(
@@ -122,7 +144,7 @@ mod tests {
     fn check_refuses_outside() {
         assert_eq!(check(0, 2).unwrap_err(), Refusal::UnsupportedVersion);
         assert!(check(0, 3).is_ok());
-        assert_eq!(check(11, 0).unwrap_err(), Refusal::UnknownApi);
+        assert_eq!(check(22, 0).unwrap_err(), Refusal::UnknownApi);
         assert_eq!(check(-1, 0).unwrap_err(), Refusal::UnknownApi);
         assert_eq!(check(18, 5).unwrap_err(), Refusal::UnsupportedVersion);
     }

@@ -1,0 +1,397 @@
+//! One group coordinator shard: the classic groups and committed offsets whose group ids hash to one
+//! `__consumer_offsets` partition (Kafka's `GroupCoordinatorShard` with its `GroupMetadataManager` and
+//! `OffsetMetadataManager`).
+//!
+//! Ownership: a [`GroupShard`] is owned by its slot in [`crate::coordinator::runtime`] and only touched under
+//! that slot's lock, one operation at a time. Operations are pure functions of the shard, the request and `now`:
+//! they return the records to write plus the answer (or a receiver for a later answer). The runtime appends the
+//! records to the partition and then calls [`GroupShard::replay`]; replay is the only way offsets and group
+//! metadata change, and loading a partition at start-up is the same replay.
+
+pub mod classic;
+pub mod member;
+pub mod offsets;
+pub mod records;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError as E;
+
+use classic::{
+    ClassicGroup, GroupLimits, GroupState, JoinOutcome, JoinRequest, Reply, SyncOutcome,
+};
+use offsets::Offsets;
+use records::{GroupRecord, OffsetValue, RecordKey, RecordValue};
+
+/// One partition to commit: topic, partition, offset, leader epoch, metadata.
+#[derive(Debug, Clone)]
+pub struct CommitItem {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Committed leader epoch (-1 = unknown).
+    pub leader_epoch: i32,
+    /// Metadata string.
+    pub metadata: String,
+}
+
+/// The groups and offsets of one `__consumer_offsets` partition.
+#[derive(Debug)]
+pub struct GroupShard {
+    groups: HashMap<String, ClassicGroup>,
+    /// Committed offsets.
+    pub offsets: Offsets,
+    limits: GroupLimits,
+}
+
+impl GroupShard {
+    /// An empty shard.
+    pub fn new(limits: GroupLimits) -> GroupShard {
+        GroupShard {
+            groups: HashMap::new(),
+            offsets: Offsets::default(),
+            limits,
+        }
+    }
+
+    /// A group, if it exists in memory.
+    pub fn group(&self, id: &str) -> Option<&ClassicGroup> {
+        self.groups.get(id)
+    }
+
+    /// Every group id known to this shard (with members or committed offsets), with its state and type.
+    pub fn list(&self) -> Vec<(String, GroupState, String)> {
+        let mut out: Vec<(String, GroupState, String)> = self
+            .groups
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.state,
+                    g.protocol_type.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        for id in self.offsets.groups() {
+            if !self.groups.contains_key(id) {
+                out.push((id.clone(), GroupState::Empty, String::new()));
+            }
+        }
+        out
+    }
+
+    /// JoinGroup.
+    pub fn join(
+        &mut self,
+        group_id: &str,
+        req: JoinRequest,
+        now: i64,
+    ) -> (Reply<JoinOutcome>, Vec<GroupRecord>) {
+        if !req.member_id.is_empty() && !self.groups.contains_key(group_id) {
+            // A member id for a group that does not exist (it expired, or the coordinator moved).
+            return (
+                Reply::Now(JoinOutcome {
+                    error: E::UnknownMemberId.code(),
+                    generation: -1,
+                    member_id: req.member_id,
+                    ..Default::default()
+                }),
+                Vec::new(),
+            );
+        }
+        let limits = self.limits;
+        let g = self
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| ClassicGroup::new(group_id, now));
+        let out = g.join(req, &limits, now);
+        self.forget_if_unused(group_id);
+        out
+    }
+
+    /// SyncGroup.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+        now: i64,
+    ) -> (Reply<SyncOutcome>, Vec<GroupRecord>) {
+        match self.groups.get_mut(group_id) {
+            Some(g) => g.sync(
+                member_id,
+                instance_id,
+                generation,
+                protocol_type,
+                protocol_name,
+                assignments,
+                now,
+            ),
+            None => (
+                Reply::Now(SyncOutcome {
+                    error: E::UnknownMemberId.code(),
+                    ..Default::default()
+                }),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// Heartbeat.
+    pub fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: i64,
+    ) -> i16 {
+        match self.groups.get_mut(group_id) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, now),
+            None => E::UnknownMemberId.code(),
+        }
+    }
+
+    /// LeaveGroup: the error per (member id, instance id), and records to write.
+    pub fn leave(
+        &mut self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+        now: i64,
+    ) -> (Vec<i16>, Vec<GroupRecord>) {
+        let limits = self.limits;
+        let Some(g) = self.groups.get_mut(group_id) else {
+            return (vec![E::UnknownMemberId.code(); members.len()], Vec::new());
+        };
+        let mut errors = Vec::with_capacity(members.len());
+        let mut records = Vec::new();
+        for (id, inst) in members {
+            let (e, r) = g.leave(id, inst.as_deref(), &limits, now);
+            errors.push(e);
+            records.extend(r);
+        }
+        (errors, records)
+    }
+
+    /// OffsetCommit: validates the group and member, then returns the records for `items` (partitions that
+    /// exist; the caller answered the others). `Err` is the error for every partition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        items: &[CommitItem],
+        api_version: i16,
+        now: i64,
+    ) -> Result<Vec<GroupRecord>, i16> {
+        match self.groups.get_mut(group_id) {
+            Some(g) => g.validate_commit(member_id, instance_id, generation, now)?,
+            None if generation < 0 => {}
+            // A generation for a group that does not exist: GROUP_ID_NOT_FOUND from OffsetCommit v9,
+            // ILLEGAL_GENERATION before (Kafka's OffsetMetadataManager).
+            None if api_version >= 9 => return Err(E::GroupIdNotFound.code()),
+            None => return Err(E::IllegalGeneration.code()),
+        }
+        Ok(items
+            .iter()
+            .map(|i| {
+                Offsets::commit_record(
+                    group_id,
+                    &i.topic,
+                    i.partition,
+                    OffsetValue {
+                        offset: i.offset,
+                        leader_epoch: i.leader_epoch,
+                        metadata: i.metadata.clone(),
+                        commit_timestamp: now,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// DeleteGroups for one group: NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if unknown.
+    pub fn delete_group(&mut self, group_id: &str) -> Result<Vec<GroupRecord>, i16> {
+        let known = self.groups.contains_key(group_id) || self.offsets.has_group(group_id);
+        if !known {
+            return Err(E::GroupIdNotFound.code());
+        }
+        if self
+            .groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return Err(E::NonEmptyGroup.code());
+        }
+        let mut records = self.offsets.delete_records(group_id);
+        records.push(GroupRecord {
+            key: RecordKey::Group {
+                group: group_id.to_string(),
+            },
+            value: None,
+        });
+        Ok(records)
+    }
+
+    /// OffsetDelete: `Err` is the group's error (GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP); otherwise the error per
+    /// requested (topic, partition) — GROUP_SUBSCRIBED_TO_TOPIC while a member is subscribed to the topic —
+    /// and the tombstones to write.
+    #[allow(clippy::type_complexity)]
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(Vec<i16>, Vec<GroupRecord>), i16> {
+        let group = self.groups.get(group_id);
+        if group.is_none() && !self.offsets.has_group(group_id) {
+            return Err(E::GroupIdNotFound.code());
+        }
+        let subscribed = match group {
+            Some(g) if !g.members.is_empty() => {
+                if g.protocol_type.as_deref() != Some("consumer") {
+                    return Err(E::NonEmptyGroup.code());
+                }
+                Some(subscribed_topics(g))
+            }
+            _ => None,
+        };
+        let mut errors = Vec::with_capacity(partitions.len());
+        let mut records = Vec::new();
+        for (topic, partition) in partitions {
+            // Subscriptions that cannot be read count as subscribed to everything: never delete in doubt.
+            let busy = subscribed
+                .as_ref()
+                .is_some_and(|s| s.as_ref().is_none_or(|t| t.contains(topic)));
+            if busy {
+                errors.push(E::GroupSubscribedToTopic.code());
+                continue;
+            }
+            errors.push(0);
+            if self.offsets.get(group_id, topic, *partition).is_some() {
+                records.push(GroupRecord {
+                    key: RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    value: None,
+                });
+            }
+        }
+        Ok((errors, records))
+    }
+
+    /// Applies one written (or loaded) record.
+    pub fn replay(&mut self, record: &GroupRecord, now: i64) {
+        match (&record.key, &record.value) {
+            (
+                RecordKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                },
+                v,
+            ) => {
+                let v = match v {
+                    Some(RecordValue::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                self.offsets.replay(group, topic, *partition, v);
+            }
+            (RecordKey::Group { group }, Some(RecordValue::Group(v))) => {
+                self.groups
+                    .entry(group.clone())
+                    .or_insert_with(|| ClassicGroup::new(group, now))
+                    .replay(v, now);
+                self.forget_if_unused(group);
+            }
+            (RecordKey::Group { group }, _) => {
+                if self.groups.get(group).is_some_and(|g| g.members.is_empty()) {
+                    self.groups.remove(group);
+                }
+            }
+        }
+    }
+
+    /// Records could not be written: a leader's sync fails for everyone waiting and the group rebalances.
+    pub fn write_failed(&mut self, records: &[GroupRecord], error: i16, now: i64) {
+        let limits = self.limits;
+        for r in records {
+            if let (RecordKey::Group { group }, Some(RecordValue::Group(v))) = (&r.key, &r.value) {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.write_failed(v.generation, error, &limits, now);
+                }
+            }
+        }
+    }
+
+    /// Timers of every group.
+    pub fn tick(&mut self, now: i64) -> Vec<GroupRecord> {
+        let limits = self.limits;
+        let mut records = Vec::new();
+        for g in self.groups.values_mut() {
+            records.extend(g.tick(&limits, now));
+        }
+        let unused: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.is_empty() && g.generation == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unused {
+            self.groups.remove(&id);
+        }
+        records
+    }
+
+    /// Drops an in-memory group that never had a generation and holds nothing (a refused first join).
+    fn forget_if_unused(&mut self, group_id: &str) {
+        if self
+            .groups
+            .get(group_id)
+            .is_some_and(|g| g.is_empty() && g.generation == 0)
+        {
+            self.groups.remove(group_id);
+        }
+    }
+}
+
+/// The topics a consumer group's members subscribe to, read from their `ConsumerProtocolSubscription`
+/// metadata (every version starts with `int16 version, [string topics]`); `None` if one cannot be read.
+fn subscribed_topics(g: &ClassicGroup) -> Option<std::collections::HashSet<String>> {
+    let protocol = g.protocol.as_deref().unwrap_or_default();
+    let mut out = std::collections::HashSet::new();
+    for m in g.members.values() {
+        let meta = m.metadata_for(protocol);
+        let mut r: &[u8] = &meta;
+        let take = |r: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+            (r.len() >= n).then(|| {
+                let (a, b) = r.split_at(n);
+                *r = b;
+                a.to_vec()
+            })
+        };
+        take(&mut r, 2)?;
+        let n = i32::from_be_bytes(take(&mut r, 4)?.try_into().ok()?);
+        for _ in 0..n.max(0) {
+            let len = i16::from_be_bytes(take(&mut r, 2)?.try_into().ok()?);
+            let name = take(&mut r, usize::try_from(len).ok()?)?;
+            out.insert(String::from_utf8(name).ok()?);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;
