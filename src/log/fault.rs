@@ -18,6 +18,8 @@ pub(crate) enum Point {
     Fsync,
     /// Truncating a segment or index file (rollback after a failed append).
     Truncate,
+    /// Writing a recovery-point or log-start-offset file.
+    Checkpoint,
 }
 
 /// Ok, or the injected error for `point`.

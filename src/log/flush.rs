@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 
 use tracing::error;
 
-use super::checkpoint;
+use super::checkpoint::Checkpoint;
 use super::error::LogError;
 use super::fault::{self, Point};
-use super::log::{Log, RECOVERY_POINT_FILE};
+use super::log::Log;
 
 /// Whether a log still matches its files. Written once (online -> offline), read lock-free.
 #[derive(Debug, Default)]
@@ -150,7 +150,7 @@ impl Log {
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
         let durable = self.durable.load(Ordering::Acquire);
         if durable > self.recovery_point && durable <= self.log_end_offset() {
-            self.set_recovery_point(durable)?;
+            self.set_recovery_point(durable);
         }
         if self.log_end_offset() > self.recovery_point
             && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
@@ -179,7 +179,7 @@ impl Log {
         }
         self.dir_synced = self.dir_synced.max(job.dir_changes);
         if job.target > self.recovery_point && job.target <= self.log_end_offset() {
-            self.set_recovery_point(job.target)?;
+            self.set_recovery_point(job.target);
         }
         Ok(())
     }
@@ -193,7 +193,7 @@ impl Log {
             let now = self.last_seen_ms;
             self.complete_flush(&job, result, now)?;
         }
-        Ok(())
+        self.checkpoints.sync()
     }
 
     /// [`Log::flush_job_if_due`] and the flush, in one call. Returns whether it flushed.
@@ -202,22 +202,19 @@ impl Log {
             Some(job) => {
                 let result = job.run();
                 self.complete_flush(&job, result, now_ms)?;
+                self.checkpoints.sync()?;
                 Ok(true)
             }
-            None => Ok(false),
+            None => self.checkpoints.sync().map(|()| false),
         }
     }
 
-    /// Persists a new recovery point; memory follows the file only once it is written, and a failed write takes
-    /// the log offline (the directory is failing).
-    pub(super) fn set_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
-        if offset != self.recovery_point {
-            if let Err(e) = checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset) {
-                return Err(self.go_offline(format!("cannot write the recovery point: {e}")));
-            }
-            self.recovery_point = offset;
-        }
-        Ok(())
+    /// Moves the recovery point in memory (what is durable: the fsync already happened) and asks for its file to
+    /// be rewritten; the file is written after the lock by [`super::checkpoint::OffsetCheckpoints::sync`], whose
+    /// failure takes the log offline (the directory is failing).
+    pub(super) fn set_recovery_point(&mut self, offset: i64) {
+        self.recovery_point = offset;
+        self.checkpoints.want(Checkpoint::RecoveryPoint, offset);
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::checkpoint::{self, TMP_SUFFIX};
+use super::checkpoint::{self, OffsetCheckpoints, TMP_SUFFIX};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::LogHealth;
@@ -88,7 +88,8 @@ impl Log {
         fs::create_dir_all(dir)?;
         let clean = dir.join(CLEAN_SHUTDOWN_FILE).exists();
         let bases = scan_dir(dir)?;
-        let persisted_rp = checkpoint::read_offset(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(0);
+        let persisted_rp_file = checkpoint::read_offset(&dir.join(RECOVERY_POINT_FILE))?;
+        let persisted_rp = persisted_rp_file.unwrap_or(0);
         let seg_cfg = segment_config(&config);
 
         let mut older = BTreeMap::new();
@@ -124,6 +125,14 @@ impl Log {
         checkpoint::remove_marker(dir, CLEAN_SHUTDOWN_FILE)?;
         // Segment files created or deleted above must survive a power loss like the data in them.
         checkpoint::sync_dir(dir)?;
+        let health = Arc::new(LogHealth::default());
+        let checkpoints = Arc::new(OffsetCheckpoints::new(
+            dir,
+            [RECOVERY_POINT_FILE, LOG_START_OFFSET_FILE],
+            health.clone(),
+            [recovery_point, log_start_offset],
+            [persisted_rp_file, persisted_lso],
+        ));
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -134,10 +143,11 @@ impl Log {
             durable: Arc::new(AtomicI64::new(recovery_point)),
             last_flush_ms: now_ms,
             last_seen_ms: now_ms,
-            health: Arc::new(LogHealth::default()),
+            health,
             generation: 0,
             dir_changes: 0,
             dir_synced: 0,
+            checkpoints,
         })
     }
 }

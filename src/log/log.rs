@@ -24,7 +24,7 @@ use super::batch::{
     assign_offsets, validate_follower_records, validate_producer_records, TimestampType,
     ValidatedBatch, ValidatedRecords, NO_TIMESTAMP,
 };
-use super::checkpoint;
+use super::checkpoint::{self, Checkpoint, OffsetCheckpoints};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::LogHealth;
@@ -91,6 +91,9 @@ pub struct Log {
     /// Segment files created or removed so far, and how many of those changes a directory fsync covers.
     pub(super) dir_changes: u64,
     pub(super) dir_synced: u64,
+    /// The recovery-point and log-start-offset files: memory moves under the caller's lock, the files are
+    /// written after it by [`OffsetCheckpoints::sync`] (see `checkpoint.rs`).
+    pub(super) checkpoints: Arc<OffsetCheckpoints>,
 }
 
 pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
@@ -404,13 +407,21 @@ impl Log {
         Ok(())
     }
 
-    /// Persists a new log start offset; memory follows the file only once it is written.
-    pub(super) fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
-        if offset != self.log_start_offset {
-            checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
-            self.log_start_offset = offset;
-        }
-        Ok(())
+    /// Moves the log start offset; its file is written by the next [`Log::sync_checkpoints`] (or the
+    /// caller's [`OffsetCheckpoints::sync`] after releasing its lock).
+    pub(super) fn set_log_start_offset(&mut self, offset: i64) {
+        self.log_start_offset = offset;
+        self.checkpoints.want(Checkpoint::LogStart, offset);
+    }
+
+    /// The log's checkpoint files, to sync after releasing the lock.
+    pub fn checkpoints(&self) -> Arc<OffsetCheckpoints> {
+        self.checkpoints.clone()
+    }
+
+    /// Writes the checkpoint files now (for callers that hold the log without a lock to release: close, tests).
+    pub fn sync_checkpoints(&self) -> Result<(), LogError> {
+        self.checkpoints.sync()
     }
 
     /// All segments, oldest first.
@@ -589,12 +600,15 @@ impl Log {
         self.active.truncate_to(offset)?;
         let leo = self.log_end_offset();
         if self.log_start_offset > leo {
-            self.set_log_start_offset(leo)?;
+            self.set_log_start_offset(leo);
         }
         if self.recovery_point > leo {
-            self.set_recovery_point(leo)?;
+            self.set_recovery_point(leo);
         }
-        Ok(())
+        // Written here, under the lock, on purpose: a lowered recovery point must be on disk before any append
+        // reuses the truncated offsets, or a crash could make the loader trust segments that were never fsynced.
+        // Truncation is rare (followers only).
+        self.checkpoints.sync()
     }
 
     /// Deletes every segment and restarts the log empty at `offset`, which
@@ -622,10 +636,10 @@ impl Log {
             )?;
             std::mem::replace(&mut self.active, fresh).delete()?;
         }
-        self.log_start_offset = offset;
-        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
-        self.recovery_point = offset;
-        checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)
+        self.set_log_start_offset(offset);
+        self.set_recovery_point(offset);
+        // Under the lock for the same reason as in `truncate_to`.
+        self.checkpoints.sync()
     }
 
     /// Replaces the configuration; new index settings apply to new segments

@@ -22,7 +22,7 @@ impl Log {
             return Err(self.out_of_range(offset));
         }
         if offset > self.log_start_offset {
-            self.set_log_start_offset(offset)?;
+            self.set_log_start_offset(offset);
         }
         self.delete_segments_below_log_start()?;
         Ok(self.log_start_offset)
@@ -136,7 +136,7 @@ impl Log {
                 .first_key_value()
                 .map_or(self.active.base_offset(), |(b, _)| *b);
             if first_base > self.log_start_offset {
-                self.set_log_start_offset(first_base)?;
+                self.set_log_start_offset(first_base);
             }
         }
         Ok(count)
@@ -235,6 +235,14 @@ mod tests {
             log.delete_records_before(41),
             Err(LogError::OffsetOutOfRange { .. })
         ));
+        // The file is written after the partition lock is released (here: by hand).
+        let file = dir.path().join(crate::log::LOG_START_OFFSET_FILE);
+        assert!(!file.exists());
+        log.sync_checkpoints().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim(),
+            (second + 1).to_string()
+        );
         drop(log); // unclean
         let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
         assert_eq!(log.log_start_offset(), second + 1);

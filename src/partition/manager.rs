@@ -408,6 +408,7 @@ impl ReplicaManager {
             match p
                 .with_log_mut(|log| log.apply_retention(now))
                 .unwrap_or(Ok(0))
+                .and_then(|n| p.sync_checkpoints().map(|()| n))
             {
                 Ok(n) => deleted += n,
                 Err(e) => {

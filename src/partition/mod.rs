@@ -11,7 +11,8 @@
 //! append, read and DeleteRecords answers [`LogError::Offline`] (KAFKA_STORAGE_ERROR), and the replica manager
 //! reports the partition offline in Metadata. fsync never runs under the log lock: an append that reaches
 //! `flush.messages` and the periodic `flush.ms` check take a [`FlushJob`] under the lock, run it after releasing
-//! it, and re-take the lock only to record the result.
+//! it, and re-take the lock only to record the result. The recovery-point and log-start-offset files are written
+//! after the lock is released too (`OffsetCheckpoints::sync`), except by truncation (see `Log::truncate_to`).
 
 pub mod manager;
 
@@ -110,26 +111,38 @@ impl Partition {
         self.is_offline().then(|| self.health.reason()).flatten()
     }
 
-    /// Runs a flush job with the log lock released, then records its outcome under the lock.
+    /// Runs a flush job with the log lock released, records its outcome under the lock, then writes the
+    /// recovery-point file with the lock released again.
     fn run_flush(&self, job: FlushJob, now_ms: i64) -> Result<(), LogError> {
         let result = job.run();
-        match self.write() {
-            Some(mut log) => log.complete_flush(&job, result, now_ms),
+        let checkpoints = match self.write() {
+            Some(mut log) => {
+                log.complete_flush(&job, result, now_ms)?;
+                log.checkpoints()
+            }
             // Deleted meanwhile: nothing left to record.
-            None => Ok(()),
-        }
+            None => return Ok(()),
+        };
+        checkpoints.sync()
     }
 
     /// Flushes if `flush.ms` has passed since the last flush (the background flush loop).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
-        let job = match self.write() {
-            Some(mut log) => log.flush_job_if_due(now_ms)?,
-            None => None,
+        let (job, checkpoints) = match self.write() {
+            Some(mut log) => (log.flush_job_if_due(now_ms)?, log.checkpoints()),
+            None => return Ok(()),
         };
         match job {
             Some(job) => self.run_flush(job, now_ms),
-            None => Ok(()),
+            // The recovery point may have moved after a background roll fsync.
+            None => checkpoints.sync(),
         }
+    }
+
+    /// Writes the log's checkpoint files if memory moved past them (after retention, under no lock).
+    pub fn sync_checkpoints(&self) -> Result<(), LogError> {
+        let checkpoints = self.read_log().checkpoints();
+        checkpoints.sync()
     }
 
     /// The log for writing, or `None` once the partition was deleted (its directory may by then belong to a
@@ -273,7 +286,12 @@ impl Partition {
                 log_end: hw,
             });
         }
-        log.delete_records_before(target)
+        let start = log.delete_records_before(target)?;
+        let checkpoints = log.checkpoints();
+        drop(log);
+        // Answered only once the new log start offset is on disk, written without the partition lock.
+        checkpoints.sync()?;
+        Ok(start)
     }
 }
 
