@@ -40,11 +40,15 @@ fn parse_base(name: &str, suffix: &str) -> Option<i64> {
 /// Lists segment base offsets in `dir` (sorted), deleting stray files and
 /// index files that have no log file.
 fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
+    // A swap of cleaned segments that a crash interrupted is finished or rolled back first; what it leaves
+    // behind are strays.
+    super::cleaner::recover_interrupted_cleaning(dir)?;
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
     let our_tmp_files = [
         format!("{RECOVERY_POINT_FILE}{TMP_SUFFIX}"),
         format!("{LOG_START_OFFSET_FILE}{TMP_SUFFIX}"),
+        format!("{}{TMP_SUFFIX}", super::cleaner::CLEANER_CHECKPOINT_FILE),
     ];
     for entry in fs::read_dir(dir)? {
         let entry = entry?;

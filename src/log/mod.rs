@@ -18,6 +18,7 @@
 
 pub mod batch;
 mod checkpoint;
+pub mod cleaner;
 mod config;
 mod error;
 mod fault;

@@ -148,6 +148,19 @@ impl LogSegment {
         config: SegmentConfig,
         now_ms: i64,
     ) -> Result<Self, LogError> {
+        Self::create_with_suffix(dir, base_offset, config, now_ms, "")
+    }
+
+    /// [`LogSegment::create`] with `suffix` after each file name (the cleaner writes `.cleaned` segments, which
+    /// it renames itself; such a segment is only ever appended to and flushed).
+    pub fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        config: SegmentConfig,
+        now_ms: i64,
+        suffix: &str,
+    ) -> Result<Self, LogError> {
+        let with = |p: PathBuf| PathBuf::from(format!("{}{suffix}", p.display()));
         if base_offset < 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -155,7 +168,7 @@ impl LogSegment {
             )
             .into());
         }
-        let log_path = log_path(dir, base_offset);
+        let log_path = with(log_path(dir, base_offset));
         let log = OpenOptions::new()
             .read(true)
             .write(true)
@@ -170,13 +183,13 @@ impl LogSegment {
             .into());
         }
         let mut offset_index = OffsetIndex::open(
-            &index_path(dir, base_offset),
+            &with(index_path(dir, base_offset)),
             base_offset,
             config.max_index_bytes,
         )?;
         offset_index.reset()?;
         let mut time_index = TimeIndex::open(
-            &time_index_path(dir, base_offset),
+            &with(time_index_path(dir, base_offset)),
             base_offset,
             config.max_index_bytes,
         )?;
@@ -593,6 +606,11 @@ impl LogSegment {
     /// True if the segment holds no batches.
     pub fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// Max timestamp of the first batch, if the segment has one (the cleaner's `max.compaction.lag.ms` clock).
+    pub fn first_batch_timestamp(&self) -> Option<i64> {
+        self.rolling_base_timestamp
     }
 
     /// Largest batch max timestamp so far (`NO_TIMESTAMP` if none).
