@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::log::cleaner::{self, CleanStats, CompactionConfig};
 use crate::log::{
     AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig, LogError, LogHealth,
 };
@@ -266,6 +267,31 @@ impl Partition {
         if let Some(mut log) = self.write() {
             log.update_config(config);
         }
+    }
+
+    /// One compaction pass if one is due (see `log::cleaner`): the plan and the rewrite run without the log
+    /// lock; the lock is taken briefly to snapshot the segments and to swap cleaned ones in. Blocking.
+    pub fn clean(
+        &self,
+        config: &CompactionConfig,
+        dedupe_buffer_bytes: usize,
+        now_ms: i64,
+    ) -> Result<Option<CleanStats>, LogError> {
+        self.health.check()?;
+        let snap = self.read_log().cleaner_snapshot()?;
+        let checkpoint = cleaner::CleanerCheckpoint::read(&snap.dir);
+        let plan = cleaner::plan(&snap, checkpoint, config, self.high_watermark(), now_ms);
+        if !plan.due {
+            return Ok(None);
+        }
+        let stats = cleaner::clean(&snap, &plan, config, dedupe_buffer_bytes, now_ms, |group| {
+            match self.write() {
+                Some(mut log) => log.install_cleaned(group),
+                // Deleted meanwhile: the cleaned files are abandoned.
+                None => Ok(false),
+            }
+        })?;
+        Ok(Some(stats))
     }
 
     /// Raises the log start offset (DeleteRecords). The offset must not exceed the high watermark.
