@@ -510,3 +510,17 @@ fn a_changed_log_is_not_swapped() {
         "{n:?}"
     );
 }
+
+#[test]
+fn a_fetch_in_flight_keeps_reading_the_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), NOW).unwrap();
+    fill(&mut log);
+    let slices = log.read_slices(0, usize::MAX, i64::MAX, true).unwrap();
+    let before: Vec<u8> = slices.iter().flat_map(|s| s.read_all().unwrap()).collect();
+    run_pass(&mut log, &CompactionConfig::default(), 1 << 20, NOW).unwrap();
+    // The old files are renamed and removed, but the handles the fetch took still read them whole.
+    let after: Vec<u8> = slices.iter().flat_map(|s| s.read_all().unwrap()).collect();
+    assert_eq!(after, before);
+    assert!(testutil::read_all(&log).len() < before.len());
+}
