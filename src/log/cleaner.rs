@@ -119,6 +119,9 @@ pub struct SegmentView {
 #[derive(Debug, Clone)]
 pub struct CleanerSnapshot {
     pub(crate) dir: PathBuf,
+    /// (device, inode) of the directory, so a pass never writes into a re-created topic's directory of the
+    /// same name (the partition may be deleted while the pass runs).
+    pub(crate) dir_id: Option<(u64, u64)>,
     pub(crate) generation: u64,
     pub(crate) segments: Vec<SegmentView>,
     pub(crate) active_base: i64,
@@ -144,6 +147,7 @@ impl Log {
         }
         Ok(CleanerSnapshot {
             dir: self.dir.clone(),
+            dir_id: dir_id(&self.dir),
             generation: self.generation,
             segments,
             active_base: self.active.base_offset(),
@@ -152,6 +156,12 @@ impl Log {
             max_segment_bytes: self.config.segment_bytes.min(i32::MAX as u64),
         })
     }
+}
+
+/// (device, inode) of a directory, `None` if it is gone.
+pub(crate) fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The cleanable part of a log and whether it is due.

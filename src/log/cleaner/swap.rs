@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use super::{for_each_batch, CleanerSnapshot, Filtered, SegmentView};
+use super::{dir_id, for_each_batch, CleanerSnapshot, Filtered, SegmentView};
 use crate::log::batch::BatchHeader;
 use crate::log::checkpoint::{sync_dir, write_file_durably};
 use crate::log::error::LogError;
@@ -69,6 +69,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub struct CleanedGroup {
     pub(crate) dir: PathBuf,
+    pub(crate) dir_id: Option<(u64, u64)>,
     pub(crate) base: i64,
     /// The old segments' (base, size, next offset), checked again under the lock.
     pub(crate) old: Vec<(i64, u64, i64)>,
@@ -90,6 +91,15 @@ pub(crate) fn write_cleaned(
         return Err(LogError::InvalidRecord("empty cleaning group".into()));
     };
     let dir = &snap.dir;
+    let moved = || {
+        LogError::Io(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} was removed or replaced during cleaning", dir.display()),
+        ))
+    };
+    if snap.dir_id.is_none() || dir_id(dir) != snap.dir_id {
+        return Err(moved());
+    }
     let base = first.base;
     let end = last.next_offset.max(last.base + 1);
     let written = (|| -> Result<u64, LogError> {
@@ -119,6 +129,7 @@ pub(crate) fn write_cleaned(
     })();
     let cleaned = CleanedGroup {
         dir: dir.clone(),
+        dir_id: snap.dir_id,
         base,
         old: group
             .iter()
@@ -134,6 +145,11 @@ pub(crate) fn write_cleaned(
             return Err(e);
         }
     };
+    if dir_id(dir) != snap.dir_id {
+        // The partition was deleted (and maybe re-created) meanwhile: a marker here could make another log's
+        // loader act on our offsets. Our files went with the old directory.
+        return Err(moved());
+    }
     let staged = (|| -> io::Result<()> {
         write_file_durably(
             dir,
@@ -157,6 +173,9 @@ impl CleanedGroup {
     /// Drops a cleaned segment that was not installed. The marker goes first (durably): a marker whose
     /// `.cleaned` and `.swap` files are gone would read as "installed" at the next open.
     pub(crate) fn abandon(&self) {
+        if dir_id(&self.dir) != self.dir_id {
+            return; // the directory was deleted or replaced; nothing of ours is in the new one
+        }
         let marker = self.dir.join(marker_name(self.base));
         if let Err(e) =
             remove_if_exists(&marker).and_then(|()| sync_dir(&self.dir).map_err(io::Error::other))
@@ -176,6 +195,9 @@ impl CleanedGroup {
 
     /// Step 5: makes the swap durable, then removes the marker and the old files.
     pub(crate) fn finish(&self) -> Result<(), LogError> {
+        if dir_id(&self.dir) != self.dir_id {
+            return Ok(()); // deleted right after the swap: nothing left to tidy here
+        }
         sync_dir(&self.dir)?;
         fs::remove_file(self.dir.join(marker_name(self.base)))?;
         sync_dir(&self.dir)?;

@@ -524,3 +524,25 @@ fn a_fetch_in_flight_keeps_reading_the_old_segments() {
     assert_eq!(after, before);
     assert!(testutil::read_all(&log).len() < before.len());
 }
+
+#[test]
+fn a_pass_never_writes_into_a_recreated_directory() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("t-0");
+    let mut log = Log::open(&dir, config(), NOW).unwrap();
+    fill(&mut log);
+    let cc = CompactionConfig::default();
+    let snap = log.cleaner_snapshot().unwrap();
+    let p = plan(
+        &snap,
+        CleanerCheckpoint::default(),
+        &cc,
+        log.log_end_offset(),
+        NOW,
+    );
+    // The topic is deleted (directory moved aside) and re-created under the same name while the pass runs.
+    fs::rename(&dir, parent.path().join("t-0.x-delete")).unwrap();
+    fs::create_dir(&dir).unwrap();
+    assert!(clean(&snap, &p, &cc, 1 << 20, NOW, |_| Ok(true)).is_err());
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+}
