@@ -92,7 +92,7 @@ impl Broker {
         self.controller.image()
     }
 
-    /// Starts the retention and flush loops; they stop with the shutdown token.
+    /// Starts the retention, cleaner and flush loops; they stop with the shutdown token.
     pub fn spawn_background(self: &Arc<Self>) {
         let b = self.clone();
         tokio::spawn(async move {
@@ -113,6 +113,27 @@ impl Broker {
                 }
             }
         });
+        if self.config.log_cleaner_enable {
+            let b = self.clone();
+            tokio::spawn(async move {
+                let backoff = Duration::from_millis(b.config.log_cleaner_backoff_ms.max(1) as u64);
+                loop {
+                    let (replicas, image, stop) =
+                        (b.replicas.clone(), b.image(), b.shutdown.clone());
+                    let cleaned = tokio::task::spawn_blocking(move || {
+                        replicas.clean_compacted(&image, &|| stop.is_cancelled())
+                    })
+                    .await
+                    .unwrap_or(0);
+                    // Like Kafka's cleaner threads: straight on while logs were due, else back off.
+                    let pause = if cleaned > 0 { Duration::ZERO } else { backoff };
+                    tokio::select! {
+                        _ = b.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            });
+        }
         let b = self.clone();
         tokio::spawn(async move {
             // Check often enough for the smallest sensible flush.ms; the log decides whether it is due.
