@@ -170,13 +170,18 @@ impl OffsetCheckpoints {
     /// I/O error: the wanted value stays wanted and the next sync writes it.
     pub fn sync(&self) -> Result<(), LogError> {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        // Through the directory the log holds open, not its name: this runs after the partition lock is released,
+        // and the partition may have been deleted meanwhile (its directory moved aside) and re-created under the
+        // same name; the new log's files must not get this one's values. A removed directory fails the create
+        // (an I/O error, nothing written).
+        let dir = open_dir_path(&self.dir_file).unwrap_or_else(|| self.dir.clone());
         for i in 0..2 {
             let value = self.wanted[i].load(Ordering::Acquire);
             if written[i] == Some(value) {
                 continue;
             }
             let name = self.names[i];
-            match write_offset_in(&self.dir, &self.dir_file, name, value) {
+            match write_offset_in(&dir, &self.dir_file, name, value) {
                 Ok(()) => written[i] = Some(value),
                 Err(WriteError::Sync(e)) => {
                     let reason = format!("cannot fsync {name}: {e}");
@@ -203,6 +208,14 @@ impl OffsetCheckpoints {
             other => other,
         }
     }
+}
+
+/// A path that names the directory `dir` is open on, wherever it was moved (Linux's `/proc/self/fd`), if there is
+/// one.
+fn open_dir_path(dir: &File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    path.is_dir().then_some(path)
 }
 
 /// Creates an empty marker file durably.
@@ -246,6 +259,36 @@ mod tests {
         remove_marker(dir.path(), "m").unwrap();
         remove_marker(dir.path(), "m").unwrap();
         assert!(!dir.path().join("m").exists());
+    }
+
+    /// A sync after the partition's directory was moved aside (a deleted topic) and a new one made under its name
+    /// writes into the moved directory, never the new one.
+    #[test]
+    fn offset_checkpoints_follow_the_open_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("t-0");
+        fs::create_dir(&dir).unwrap();
+        let dir_file = Arc::new(File::open(&dir).unwrap());
+        let ck = OffsetCheckpoints::new(
+            &dir,
+            dir_file,
+            ["a", "b"],
+            Arc::new(LogHealth::default()),
+            [0, 0],
+            [None, None],
+        );
+        let moved = root.path().join("t-0.x-delete");
+        fs::rename(&dir, &moved).unwrap();
+        fs::create_dir(&dir).unwrap();
+        ck.want(Checkpoint::LogStart, 5);
+        ck.sync().unwrap();
+        assert_eq!(read_offset(&moved.join("b")).unwrap(), Some(5));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "the new directory");
+        // Removed altogether: nothing is written, and the log is not taken offline for it.
+        fs::remove_dir_all(&moved).unwrap();
+        ck.want(Checkpoint::LogStart, 6);
+        assert!(matches!(ck.sync(), Err(LogError::Io(_))));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "the new directory");
     }
 
     /// The files follow the newest wanted value, whoever syncs; only a failed fsync takes the log offline.
