@@ -140,7 +140,17 @@ fn bad_settings_stop_startup_naming_the_setting() {
         for (env, value, name) in [
             ("VLTAVA_NUM_PARTITIONS", "0", "num_partitions"),
             ("VLTAVA_MESSAGE_MAX_BYTES", "lots", "message_max_bytes"),
-            ("VLTAVA_LOG_CLEANUP_POLICY", "compact", "log_cleanup_policy"),
+            (
+                "VLTAVA_LOG_CLEANUP_POLICY",
+                "compacted",
+                "log_cleanup_policy",
+            ),
+            ("VLTAVA_LOG_CLEANER_THREADS", "0", "log_cleaner_threads"),
+            (
+                "VLTAVA_LOG_CLEANER_MIN_CLEANABLE_RATIO",
+                "1.5",
+                "log_cleaner_min_cleanable_ratio",
+            ),
             ("VLTAVA_LOG_SEGMENT_BYTES", "262144", "log_segment_bytes"),
             ("VLTAVA_NO_SUCH_SETTING", "1", "no_such_setting"),
         ] {

@@ -638,8 +638,28 @@ fn find_coordinator_batched_and_transaction_keys() {
             r.coordinators[0].error_code, 15,
             "COORDINATOR_NOT_AVAILABLE for transactions"
         );
-        // __consumer_offsets exists, with Kafka's default partition count.
+        // __consumer_offsets exists, with Kafka's default partition count, compacted as in Kafka.
         assert!(b.dir.join("__consumer_offsets-49").is_dir());
+        let mut res = describe_configs_request::DescribeConfigsResource::default();
+        res.resource_type = 2;
+        res.resource_name = sbytes("__consumer_offsets");
+        res.configuration_keys = Some(vec![sbytes("cleanup.policy")]);
+        let mut req = DescribeConfigsRequest::default();
+        req.resources.push(res);
+        let r: DescribeConfigsResponse = raw.call(ApiKey::DescribeConfigs, 4, &req);
+        let policy = r.results[0].configs[0]
+            .value
+            .as_ref()
+            .map(|v| v.to_string());
+        assert_eq!(policy.as_deref(), Some("compact"));
+        // Only the coordinator writes it: a client's produce is INVALID_TOPIC_EXCEPTION (17), as in Kafka.
+        let records = crate::common::encode_batch(
+            &[(Some(b"k"), b"v")],
+            kafka_protocol::records::Compression::None,
+        );
+        let req = crate::common::build_produce("__consumer_offsets", 1, &[(0, records)]);
+        let r: ProduceResponse = raw.call(ApiKey::Produce, 9, &req);
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 17);
     });
 }
 

@@ -416,3 +416,81 @@ fn other_connections_are_served_while_heavy_produces_validate() {
         assert_peak_rss(&b);
     });
 }
+
+/// Log end offset of partition `p`.
+fn partition_end(raw: &mut Raw, topic: &str, p: i32) -> i64 {
+    let mut req = ListOffsetsRequest::default();
+    let mut t = list_offsets_request::ListOffsetsTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    let mut lp = list_offsets_request::ListOffsetsPartition::default();
+    lp.partition_index = p;
+    lp.timestamp = -1;
+    t.partitions.push(lp);
+    req.topics.push(t);
+    let r: ListOffsetsResponse = raw.call(ApiKey::ListOffsets, 8, &req);
+    let lp = &r.topics[0].partitions[0];
+    assert_eq!(lp.error_code, 0);
+    lp.offset
+}
+
+/// A compacted topic (`cleanup.policy=compact`) refuses a batch holding a record without a key, as Kafka does:
+/// INVALID_RECORD with `record_errors` naming the record's index (Produce v8+), nothing of the batch stored;
+/// the keyed batch for another partition of the same request is stored. The same batch is accepted on a
+/// `delete` topic.
+#[test]
+fn keyless_record_refused_on_a_compacted_topic() {
+    let b = Broker::start();
+    bounded(60, move || {
+        let mut raw = Raw::connect(&b);
+        for (topic, policy) in [("compacted", "compact"), ("deleting", "delete")] {
+            let mut t = create_topics_request::CreatableTopic::default();
+            t.name = TopicName(StrBytes::from_string(topic.to_string()));
+            t.num_partitions = 2;
+            t.replication_factor = 1;
+            let mut c = create_topics_request::CreatableTopicConfig::default();
+            c.name = StrBytes::from_static_str("cleanup.policy");
+            c.value = Some(StrBytes::from_string(policy.to_string()));
+            t.configs.push(c);
+            let mut ct = CreateTopicsRequest::default();
+            ct.topics.push(t);
+            ct.timeout_ms = 30_000;
+            let r: CreateTopicsResponse = raw.call(ApiKey::CreateTopics, 7, &ct);
+            assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+        }
+        let mixed: &[(Option<&[u8]>, &[u8])] = &[
+            (Some(b"k0"), b"v0"),
+            (None, b"no key"),
+            (Some(b"k2"), b"v2"),
+        ];
+        let keyed: &[(Option<&[u8]>, &[u8])] = &[(Some(b"a"), b"1"), (Some(b"b"), b"2")];
+        for codec in [Compression::None, Compression::Zstd] {
+            let batches = [encode_batch(mixed, codec), encode_batch(keyed, codec)];
+            let r: ProduceResponse =
+                raw.call(ApiKey::Produce, 9, &produce_req("compacted", &batches));
+            let parts = &r.responses[0].partition_responses;
+            let p0 = parts.iter().find(|p| p.index == 0).unwrap();
+            let p1 = parts.iter().find(|p| p.index == 1).unwrap();
+            assert_eq!(p0.error_code, 87, "{codec:?}: {:?}", p0.error_message);
+            let indexes: Vec<i32> = p0.record_errors.iter().map(|e| e.batch_index).collect();
+            assert_eq!(indexes, vec![1], "{codec:?}");
+            assert!(
+                p0.error_message.is_some()
+                    || p0.record_errors[0].batch_index_error_message.is_some(),
+                "{codec:?}"
+            );
+            assert_eq!(p1.error_code, 0, "{codec:?}: {:?}", p1.error_message);
+        }
+        assert_eq!(partition_end(&mut raw, "compacted", 0), 0, "nothing stored");
+        assert_eq!(partition_end(&mut raw, "compacted", 1), 4);
+        // The same request to a `delete` topic is stored whole.
+        let batches = [
+            encode_batch(mixed, Compression::None),
+            encode_batch(keyed, Compression::None),
+        ];
+        let r: ProduceResponse = raw.call(ApiKey::Produce, 9, &produce_req("deleting", &batches));
+        for p in &r.responses[0].partition_responses {
+            assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+        }
+        assert_eq!(partition_end(&mut raw, "deleting", 0), 3);
+    });
+}

@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod bad_input;
 mod cli_config;
+mod compaction;
 mod durability;
 mod fetch_semantics;
 mod groups;

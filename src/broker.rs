@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
-use crate::controller::{Controller, ControllerError, NewTopic};
+use crate::controller::{ConfigOp, Controller, ControllerError, NewTopic};
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::{BrokerInfo, MetadataImage};
 use crate::partition::manager::ReplicaManager;
@@ -98,7 +98,7 @@ impl Broker {
     }
 
     /// Starts the group coordinator (creates `__consumer_offsets` if needed, loads its partitions) and the
-    /// retention, flush and group timer loops; they stop with the shutdown token.
+    /// retention, cleaner, flush and group timer loops; they stop with the shutdown token.
     pub fn spawn_background(self: &Arc<Self>) {
         let b = self.clone();
         tokio::spawn(async move {
@@ -153,6 +153,27 @@ impl Broker {
                 }
             }
         });
+        if self.config.log_cleaner_enable {
+            let b = self.clone();
+            tokio::spawn(async move {
+                let backoff = Duration::from_millis(b.config.log_cleaner_backoff_ms.max(1) as u64);
+                loop {
+                    let (replicas, image, stop) =
+                        (b.replicas.clone(), b.image(), b.shutdown.clone());
+                    let cleaned = tokio::task::spawn_blocking(move || {
+                        replicas.clean_compacted(&image, &|| stop.is_cancelled())
+                    })
+                    .await
+                    .unwrap_or(0);
+                    // Like Kafka's cleaner threads: straight on while logs were due, else back off.
+                    let pause = if cleaned > 0 { Duration::ZERO } else { backoff };
+                    tokio::select! {
+                        _ = b.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            });
+        }
         let b = self.clone();
         tokio::spawn(async move {
             // Check often enough for the smallest sensible flush.ms; the log decides whether it is due.
@@ -187,14 +208,27 @@ impl Broker {
 /// Creates `__consumer_offsets` on first start (Kafka creates it on the first FindCoordinator; creating it up
 /// front keeps FindCoordinator free of controller round trips).
 ///
-/// Kafka gives it `cleanup.policy=compact`; the topic config validator refuses `compact` until log compaction
-/// lands (another branch), so it is created with the default policy for now and switched to compact at merge.
-/// Retention therefore applies to it: `retention.ms=-1` keeps committed offsets until compaction exists.
+/// As in Kafka it is compacted (`cleanup.policy=compact`): the cleaner keeps the latest record per group and
+/// per committed partition and drops tombstones after `delete.retention.ms`, so replaying it rebuilds the same
+/// state. A topic created by an earlier build without the policy gets it set here.
 async fn create_offsets_topic(
     config: &BrokerConfig,
     controller: &Controller,
 ) -> Result<(), ControllerError> {
-    if controller.image().topic(OFFSETS_TOPIC).is_some() {
+    if let Some(existing) = controller.image().topic(OFFSETS_TOPIC) {
+        if existing.configs.get("cleanup.policy").map(String::as_str) != Some("compact") {
+            let ops = vec![
+                (
+                    "cleanup.policy".to_string(),
+                    ConfigOp::Set,
+                    Some("compact".to_string()),
+                ),
+                ("retention.ms".to_string(), ConfigOp::Delete, None),
+            ];
+            controller
+                .alter_topic_configs(OFFSETS_TOPIC, ops, true, false)
+                .await?;
+        }
         return Ok(());
     }
     let mut configs = std::collections::BTreeMap::new();
@@ -202,7 +236,7 @@ async fn create_offsets_topic(
         "segment.bytes".to_string(),
         config.offsets_topic_segment_bytes.to_string(),
     );
-    configs.insert("retention.ms".to_string(), "-1".to_string());
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: config.offsets_topic_num_partitions,

@@ -100,8 +100,24 @@ pub struct BrokerConfig {
     pub log_message_timestamp_before_max_ms: i64,
     /// Largest allowed lead of a CreateTime timestamp over the broker clock.
     pub log_message_timestamp_after_max_ms: i64,
-    /// Default `cleanup.policy`; only `delete` is implemented.
+    /// Default `cleanup.policy`: `delete`, `compact` or `compact,delete`.
     pub log_cleanup_policy: String,
+    /// Run the log cleaner (compaction of `compact` topics).
+    pub log_cleaner_enable: bool,
+    /// Partitions cleaned at the same time.
+    pub log_cleaner_threads: i32,
+    /// Pause between cleaner rounds when nothing was due, in ms.
+    pub log_cleaner_backoff_ms: i64,
+    /// Bound in bytes of the cleaner's key -> offset map, across threads (each gets its share).
+    pub log_cleaner_dedupe_buffer_size: i64,
+    /// Default `min.cleanable.dirty.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// Default `delete.retention.ms`: how long tombstones stay after a clean.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// Default `min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// Default `max.compaction.lag.ms`.
+    pub log_cleaner_max_compaction_lag_ms: i64,
     /// Minimum in-sync replicas for `acks=all`.
     pub min_insync_replicas: i32,
     /// Upper bound of a Fetch response, across partitions.
@@ -165,6 +181,14 @@ impl Default for BrokerConfig {
             log_message_timestamp_before_max_ms: i64::MAX,
             log_message_timestamp_after_max_ms: 3_600_000,
             log_cleanup_policy: "delete".into(),
+            log_cleaner_enable: true,
+            log_cleaner_threads: 1,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 134_217_728,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_delete_retention_ms: 86_400_000,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_max_compaction_lag_ms: i64::MAX,
             min_insync_replicas: 1,
             fetch_max_bytes: 57_671_680,
             compression_type: "producer".into(),
@@ -321,11 +345,31 @@ impl BrokerConfig {
         {
             return Err(bad("log_message_timestamp_before_max_ms", "must be >= 0"));
         }
-        if self.log_cleanup_policy != "delete" {
+        if let Err(e) =
+            crate::metadata::topic_config::validate("cleanup.policy", &self.log_cleanup_policy)
+        {
+            return Err(bad("log_cleanup_policy", e));
+        }
+        if self.log_cleaner_threads < 1 {
+            return Err(bad("log_cleaner_threads", "must be >= 1"));
+        }
+        if self.log_cleaner_backoff_ms < 1 {
+            return Err(bad("log_cleaner_backoff_ms", "must be >= 1"));
+        }
+        if self.log_cleaner_dedupe_buffer_size < 1024 {
+            return Err(bad("log_cleaner_dedupe_buffer_size", "must be >= 1024"));
+        }
+        if !(0.0..=1.0).contains(&self.log_cleaner_min_cleanable_ratio) {
             return Err(bad(
-                "log_cleanup_policy",
-                "only `delete` is supported (compaction is not implemented yet)",
+                "log_cleaner_min_cleanable_ratio",
+                "must be between 0 and 1",
             ));
+        }
+        if self.log_cleaner_delete_retention_ms < 0 || self.log_cleaner_min_compaction_lag_ms < 0 {
+            return Err(bad("log_cleaner_delete_retention_ms", "must be >= 0"));
+        }
+        if self.log_cleaner_max_compaction_lag_ms < 1 {
+            return Err(bad("log_cleaner_max_compaction_lag_ms", "must be >= 1"));
         }
         if self.min_insync_replicas < 1 {
             return Err(bad("min_insync_replicas", "must be >= 1"));

@@ -178,6 +178,13 @@ impl Broker {
         self.spawn();
     }
 
+    /// Sets a `VLTAVA_*` setting for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        let key = format!("VLTAVA_{key}");
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.to_string()));
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -20,7 +20,7 @@ use super::s;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::controller::{ControllerError, NewTopic};
-use crate::metadata::{validate_topic_name, MetadataImage, TopicInfo};
+use crate::metadata::{is_internal_topic, validate_topic_name, MetadataImage, TopicInfo};
 use crate::partition::manager::ReplicaManager;
 
 /// Answers Metadata.
@@ -166,10 +166,7 @@ fn topic_response(t: &TopicInfo, version: i16, here: &Here<'_>) -> MetadataRespo
         r.topic_id = t.id;
     }
     if version >= 1 {
-        r.is_internal = matches!(
-            t.name.as_str(),
-            "__consumer_offsets" | "__transaction_state" | "__share_group_state"
-        );
+        r.is_internal = is_internal_topic(&t.name);
     }
     r.partitions = t
         .partitions

@@ -21,6 +21,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 use super::{append_error_code, hosted_partition, s, RequestContext, TopicRef};
 use crate::broker::Broker;
 use crate::log::LogError;
+use crate::metadata::is_internal_topic;
 use crate::partition::manager::now_ms;
 use crate::partition::AppendError;
 
@@ -79,6 +80,13 @@ fn append_all(
             pr.log_append_time_ms = -1;
             let result = if !(-1..=1).contains(&acks) {
                 Err((ResponseError::InvalidRequiredAcks.code(), None, Vec::new()))
+            } else if found.is_some_and(|t| is_internal_topic(&t.name)) {
+                // Kafka: "Cannot append to internal topic"; only the coordinators write there.
+                Err((
+                    ResponseError::InvalidTopicException.code(),
+                    Some("Cannot append to internal topic".to_string()),
+                    Vec::new(),
+                ))
             } else if let Some(t) = found {
                 let by = if version >= 13 {
                     TopicRef::Id(topic.topic_id)

@@ -8,7 +8,9 @@
 //! Concurrency: one `tokio::sync::Mutex` serialises commands (they are rare and small); readers use the published
 //! `Arc<MetadataImage>` and never take it. A command returns only after the listener (the broker's replica
 //! manager) has applied its image, but the listener runs after the mutex is released: opening and recovering
-//! logs for new partitions never happens under the controller's mutex. In a single-node cluster the controller runs in-process and its log is
+//! logs for new partitions never happens under the controller's mutex. The metadata log's write and fsync run on
+//! the blocking pool, holding the (owned) mutex guard, so commits stay in order without an async worker waiting
+//! on the disk. In a single-node cluster the controller runs in-process and its log is
 //! a local file; the multi-node cluster will put this same log behind Raft (openraft), which is why commands only
 //! ever produce records instead of mutating state directly.
 
@@ -21,7 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use futures::future::BoxFuture;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
@@ -105,8 +107,9 @@ type Listener = Box<dyn Fn(Arc<MetadataImage>) -> BoxFuture<'static, ()> + Send 
 /// The in-process controller.
 pub struct Controller {
     config: Arc<BrokerConfig>,
-    inner: Mutex<Inner>,
-    published: RwLock<Arc<MetadataImage>>,
+    /// `Arc` so a commit can move its guard onto the blocking thread that writes the metadata log.
+    inner: Arc<Mutex<Inner>>,
+    published: Arc<RwLock<Arc<MetadataImage>>>,
     listener: std::sync::OnceLock<Listener>,
 }
 
@@ -133,8 +136,8 @@ impl Controller {
         }
         Ok(Controller {
             config,
-            published: RwLock::new(Arc::new(image.clone())),
-            inner: Mutex::new(Inner { image, store }),
+            published: Arc::new(RwLock::new(Arc::new(image.clone()))),
+            inner: Arc::new(Mutex::new(Inner { image, store })),
             listener: std::sync::OnceLock::new(),
         })
     }
@@ -157,24 +160,33 @@ impl Controller {
     }
 
     /// Appends `records` durably, applies and publishes them, releases the mutex and then announces the image.
+    ///
+    /// The write and its fsync run on the blocking pool, so an async worker never waits for the disk. The guard
+    /// moves there too: commits stay serialised, and a caller that gives up (its connection closed) cannot leave
+    /// a record on disk that the image lacks, because append, apply and publish finish together regardless.
     async fn commit(
         &self,
-        mut inner: MutexGuard<'_, Inner>,
+        mut inner: OwnedMutexGuard<Inner>,
         records: Vec<MetadataRecord>,
     ) -> Result<(), ControllerError> {
         if records.is_empty() {
             return Ok(());
         }
-        inner.store.append(&records)?;
-        for r in &records {
-            state::apply(&mut inner.image, r);
-        }
-        let image = Arc::new(inner.image.clone());
-        match self.published.write() {
-            Ok(mut g) => *g = image.clone(),
-            Err(p) => *p.into_inner() = image.clone(),
-        }
-        drop(inner);
+        let published = self.published.clone();
+        let image = tokio::task::spawn_blocking(move || -> std::io::Result<Arc<MetadataImage>> {
+            inner.store.append(&records)?;
+            for r in &records {
+                state::apply(&mut inner.image, r);
+            }
+            let image = Arc::new(inner.image.clone());
+            match published.write() {
+                Ok(mut g) => *g = image.clone(),
+                Err(p) => *p.into_inner() = image.clone(),
+            }
+            Ok(image)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("metadata commit did not finish: {e}")))??;
         self.announce(image).await;
         Ok(())
     }
@@ -196,7 +208,7 @@ impl Controller {
 
     /// Registers (or updates) a broker's advertised address.
     pub async fn register_broker(&self, info: BrokerInfo) -> Result<(), ControllerError> {
-        let inner = self.inner.lock().await;
+        let inner = self.inner.clone().lock_owned().await;
         if inner.image.brokers.get(&info.id) == Some(&info) {
             return Ok(());
         }
@@ -210,7 +222,7 @@ impl Controller {
         t: NewTopic,
         validate_only: bool,
     ) -> Result<(Uuid, i32, i16), ControllerError> {
-        let inner = self.inner.lock().await;
+        let inner = self.inner.clone().lock_owned().await;
         validate_topic_name(&t.name).map_err(ControllerError::InvalidTopic)?;
         if inner.image.topics.contains_key(&t.name) {
             return Err(ControllerError::TopicAlreadyExists(format!(
@@ -314,7 +326,7 @@ impl Controller {
         if !self.config.delete_topic_enable {
             return Err(ControllerError::DeletionDisabled);
         }
-        let inner = self.inner.lock().await;
+        let inner = self.inner.clone().lock_owned().await;
         let topic = match (name, id) {
             (Some(n), _) if !n.is_empty() => {
                 inner.image.topic(n).ok_or(ControllerError::UnknownTopic)?
@@ -343,7 +355,7 @@ impl Controller {
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let inner = self.inner.lock().await;
+        let inner = self.inner.clone().lock_owned().await;
         let topic = inner
             .image
             .topic(name)
@@ -409,7 +421,7 @@ impl Controller {
         incremental: bool,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
-        let inner = self.inner.lock().await;
+        let inner = self.inner.clone().lock_owned().await;
         let topic = inner
             .image
             .topic(name)

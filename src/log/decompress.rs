@@ -13,6 +13,7 @@
 use std::io::{self, Read};
 
 use super::batch::Compression;
+use super::error::LogError;
 use super::record::{RecordError, Source};
 
 /// Most bytes one batch may decompress to. Decompression costs CPU in proportion to its output, and a small
@@ -285,6 +286,35 @@ impl<'a> StreamSource<'a> {
             Some(f) => Err(f),
             None => Ok(clean_end),
         }
+    }
+}
+
+/// Decompresses a whole records section into memory and runs `f` over it (the cleaner, which rewrites the records
+/// and so needs them all); `Compression::None` runs `f` over `payload` itself. Bounded like the streaming path: at
+/// most [`MAX_DECOMPRESSED_BATCH_BYTES`], the same decoders and window limits. A failure is a corrupt batch.
+pub(crate) fn decompress_and<R>(
+    codec: Compression,
+    payload: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, LogError> {
+    if codec == Compression::None {
+        return Ok(f(payload));
+    }
+    let bad = |e: StreamFailure| {
+        LogError::CorruptMessage(format!("cannot decompress {codec:?} batch: {e}"))
+    };
+    let mut src = StreamSource::open(codec, payload).map_err(bad)?;
+    let mut out = Vec::new();
+    loop {
+        out.extend_from_slice(&src.buf[src.pos..src.end]);
+        src.pos = src.end;
+        if !src.fill() {
+            break;
+        }
+    }
+    match src.failure() {
+        Some(e) => Err(bad(e)),
+        None => Ok(f(&out)),
     }
 }
 

@@ -8,8 +8,8 @@
 //! so a retry could "succeed" without the data being on disk.
 //!
 //! Only a failed fsync takes the log offline. The log holds its directory open, so no file is opened on the way to
-//! an fsync; a checkpoint file that cannot even be created (EMFILE) leaves the recovery point where it was, to be
-//! written by the next flush.
+//! an fsync; a checkpoint file that cannot even be created (EMFILE) is left to the next sync (see
+//! `checkpoint::OffsetCheckpoints`).
 //!
 //! [`LogHealth`] is shared (`Arc`) by the log, its partition (which reads it without the log lock) and the
 //! background fsync after a roll ([`RollFlush`]). Once offline a log stays offline: every operation answers
@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{error, warn};
 
-use super::checkpoint::{self, WriteError};
+use super::checkpoint::Checkpoint;
 use super::error::LogError;
 use super::fault::{self, Point};
-use super::log::{Log, RECOVERY_POINT_FILE};
+use super::log::Log;
 
 /// Whether a log still matches its files. Written once (online -> offline), read lock-free.
 #[derive(Debug, Default)]
@@ -155,7 +155,7 @@ impl Log {
         self.last_seen_ms = self.last_seen_ms.max(now_ms);
         if let Some(durable) = self.roll_flush.durable(self.generation) {
             if durable > self.recovery_point && durable <= self.log_end_offset() {
-                self.raise_recovery_point(durable)?;
+                self.set_recovery_point(durable);
             }
         }
         if self.log_end_offset() > self.recovery_point
@@ -185,13 +185,13 @@ impl Log {
         }
         self.dir_synced = self.dir_synced.max(job.dir_changes);
         if job.target > self.recovery_point && job.target <= self.log_end_offset() {
-            self.raise_recovery_point(job.target)?;
+            self.set_recovery_point(job.target);
         }
         Ok(())
     }
 
-    /// fsyncs every segment that may hold unflushed data and advances (and persists) the recovery point to the
-    /// log end offset, all under the caller's `&mut` (close, tests). The broker uses the three steps instead.
+    /// fsyncs every segment that may hold unflushed data and advances (and persists, or leaves to the next sync if
+    /// its file cannot be created) the recovery point to the log end offset, all under the caller's `&mut` (close, tests). The broker uses the three steps instead.
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.check_online()?;
         if let Some(job) = self.flush_job() {
@@ -199,7 +199,7 @@ impl Log {
             let now = self.last_seen_ms;
             self.complete_flush(&job, result, now)?;
         }
-        Ok(())
+        self.checkpoints.sync_or_retry_later()
     }
 
     /// [`Log::flush_job_if_due`] and the flush, in one call. Returns whether it flushed.
@@ -208,42 +208,20 @@ impl Log {
             Some(job) => {
                 let result = job.run();
                 self.complete_flush(&job, result, now_ms)?;
+                self.checkpoints.sync_or_retry_later()?;
                 Ok(true)
             }
-            None => Ok(false),
+            None => self.checkpoints.sync_or_retry_later().map(|()| false),
         }
     }
 
-    /// Persists a new recovery point; memory follows the file only once it is written. A failed fsync takes the log
-    /// offline; a file that could not even be written is an I/O error and changes nothing.
-    pub(super) fn set_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
-        if offset != self.recovery_point {
-            match checkpoint::write_offset_in(
-                &self.dir,
-                &self.dir_file,
-                RECOVERY_POINT_FILE,
-                offset,
-            ) {
-                Ok(()) => self.recovery_point = offset,
-                Err(WriteError::Sync(e)) => {
-                    return Err(self.go_offline(format!("cannot fsync the recovery point: {e}")))
-                }
-                Err(WriteError::NotWritten(e)) => return Err(LogError::Io(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Raises the recovery point after data became durable. If its file cannot be written (say, EMFILE) the data
-    /// is still durable: the point stays where it was and the next flush writes it.
-    fn raise_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
-        match self.set_recovery_point(offset) {
-            Err(LogError::Io(e)) => {
-                warn!(dir = %self.dir.display(), error = %e, "cannot write the recovery point; retried at the next flush");
-                Ok(())
-            }
-            other => other,
-        }
+    /// Moves the recovery point in memory (what is durable: the fsync already happened) and asks for its file to
+    /// be rewritten; the file is written after the lock by [`super::checkpoint::OffsetCheckpoints::sync`]. Only a
+    /// failed fsync of it takes the log offline; a file that cannot even be created (EMFILE) is retried by the
+    /// next sync.
+    pub(super) fn set_recovery_point(&mut self, offset: i64) {
+        self.recovery_point = offset;
+        self.checkpoints.want(Checkpoint::RecoveryPoint, offset);
     }
 }
 
@@ -404,6 +382,7 @@ mod tests {
     use super::*;
     use crate::log::config::LogConfig;
     use crate::log::fault::plan;
+    use crate::log::log::RECOVERY_POINT_FILE;
     use crate::log::testutil::{cfg, produce, read_all, Codec, NOW};
 
     #[test]
@@ -628,10 +607,10 @@ mod tests {
         plan::clear();
         flushed.unwrap();
         assert!(!log.health().is_offline());
-        assert_eq!(log.recovery_point(), 0);
+        // The data is durable (memory says so); the file lags and is written by the next sync.
+        assert_eq!(log.recovery_point(), 2);
         assert!(!rp_file.exists());
         log.flush().unwrap();
-        assert_eq!(log.recovery_point(), 2);
         assert_eq!(std::fs::read_to_string(&rp_file).unwrap().trim(), "2");
         // The job fsyncs the active segment's three files; the fourth fsync is the checkpoint's.
         produce(&mut log, Codec::None, &[3]);
@@ -640,6 +619,6 @@ mod tests {
         plan::clear();
         assert!(matches!(flushed, Err(LogError::Offline(_))), "{flushed:?}");
         assert!(log.health().is_offline());
-        assert_eq!(log.recovery_point(), 2);
+        assert_eq!(std::fs::read_to_string(&rp_file).unwrap().trim(), "2");
     }
 }

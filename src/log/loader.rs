@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::checkpoint::{self, TMP_SUFFIX};
+use super::checkpoint::{self, OffsetCheckpoints, TMP_SUFFIX};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
@@ -39,11 +39,15 @@ fn parse_base(name: &str, suffix: &str) -> Option<i64> {
 /// Lists segment base offsets in `dir` (sorted), deleting stray files and
 /// index files that have no log file.
 fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
+    // A swap of cleaned segments that a crash interrupted is finished or rolled back first; what it leaves
+    // behind are strays.
+    super::cleaner::recover_interrupted_cleaning(dir)?;
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
     let our_tmp_files = [
         format!("{RECOVERY_POINT_FILE}{TMP_SUFFIX}"),
         format!("{LOG_START_OFFSET_FILE}{TMP_SUFFIX}"),
+        format!("{}{TMP_SUFFIX}", super::cleaner::CLEANER_CHECKPOINT_FILE),
     ];
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -87,7 +91,8 @@ impl Log {
         fs::create_dir_all(dir)?;
         let clean = dir.join(CLEAN_SHUTDOWN_FILE).exists();
         let bases = scan_dir(dir)?;
-        let persisted_rp = checkpoint::read_offset(&dir.join(RECOVERY_POINT_FILE))?.unwrap_or(0);
+        let persisted_rp_file = checkpoint::read_offset(&dir.join(RECOVERY_POINT_FILE))?;
+        let persisted_rp = persisted_rp_file.unwrap_or(0);
         let seg_cfg = segment_config(&config);
 
         let mut older = BTreeMap::new();
@@ -131,6 +136,14 @@ impl Log {
             health.clone(),
             recovery_point,
         ));
+        let checkpoints = Arc::new(OffsetCheckpoints::new(
+            dir,
+            dir_file.clone(),
+            [RECOVERY_POINT_FILE, LOG_START_OFFSET_FILE],
+            health.clone(),
+            [recovery_point, log_start_offset],
+            [persisted_rp_file, persisted_lso],
+        ));
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -146,6 +159,7 @@ impl Log {
             generation: 0,
             dir_changes: 0,
             dir_synced: 0,
+            checkpoints,
         })
     }
 }

@@ -23,7 +23,7 @@ use super::batch::{
     assign_offsets, validate_follower_records, validate_producer_records, TimestampType,
     ValidatedBatch, ValidatedRecords, NO_TIMESTAMP,
 };
-use super::checkpoint::{self, WriteError};
+use super::checkpoint::{self, Checkpoint, OffsetCheckpoints};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
@@ -92,6 +92,9 @@ pub struct Log {
     /// Segment files created or removed so far, and how many of those changes a directory fsync covers.
     pub(super) dir_changes: u64,
     pub(super) dir_synced: u64,
+    /// The recovery-point and log-start-offset files: memory moves under the caller's lock, the files are
+    /// written after it by [`OffsetCheckpoints::sync`] (see `checkpoint.rs`).
+    pub(super) checkpoints: Arc<OffsetCheckpoints>,
 }
 
 pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
@@ -422,24 +425,34 @@ impl Log {
         Ok(())
     }
 
-    /// Persists a new log start offset; memory follows the file only once it is written. As for the recovery point,
-    /// a failed fsync takes the log offline; a file that could not even be written is an I/O error.
-    pub(super) fn set_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
-        if offset != self.log_start_offset {
-            match checkpoint::write_offset_in(
-                &self.dir,
-                &self.dir_file,
-                LOG_START_OFFSET_FILE,
-                offset,
-            ) {
-                Ok(()) => self.log_start_offset = offset,
-                Err(WriteError::Sync(e)) => {
-                    return Err(self.go_offline(format!("cannot fsync the log start offset: {e}")))
-                }
-                Err(WriteError::NotWritten(e)) => return Err(LogError::Io(e)),
-            }
+    /// Moves the log start offset; its file is written by the next [`Log::sync_checkpoints`] (or the
+    /// caller's [`OffsetCheckpoints::sync`] after releasing its lock). Retention writes it before deleting
+    /// segments (see `retention.rs`).
+    pub(super) fn set_log_start_offset(&mut self, offset: i64) {
+        self.log_start_offset = offset;
+        self.checkpoints.want(Checkpoint::LogStart, offset);
+    }
+
+    /// The log's checkpoint files, to sync after releasing the lock.
+    pub fn checkpoints(&self) -> Arc<OffsetCheckpoints> {
+        self.checkpoints.clone()
+    }
+
+    /// Writes the checkpoint files now (for callers that hold the log without a lock to release: close, tests).
+    pub fn sync_checkpoints(&self) -> Result<(), LogError> {
+        self.checkpoints.sync()
+    }
+
+    /// The checkpoint sync of a truncation. A lowered recovery point that cannot be written at all (unlike a raised
+    /// one, which may lag) takes the log offline too: appends must not reuse the truncated offsets while the file
+    /// still claims they were fsynced.
+    fn sync_checkpoints_after_truncation(&self) -> Result<(), LogError> {
+        match self.checkpoints.sync() {
+            Err(LogError::Io(e)) => Err(self.go_offline(format!(
+                "cannot write the checkpoints after a truncation: {e}"
+            ))),
+            other => other,
         }
-        Ok(())
     }
 
     /// All segments, oldest first.
@@ -618,12 +631,15 @@ impl Log {
         self.active.truncate_to(offset)?;
         let leo = self.log_end_offset();
         if self.log_start_offset > leo {
-            self.set_log_start_offset(leo)?;
+            self.set_log_start_offset(leo);
         }
         if self.recovery_point > leo {
-            self.set_recovery_point(leo)?;
+            self.set_recovery_point(leo);
         }
-        Ok(())
+        // Written here, under the lock, on purpose: a lowered recovery point must be on disk before any append
+        // reuses the truncated offsets, or a crash could make the loader trust segments that were never fsynced.
+        // Truncation is rare (followers only).
+        self.sync_checkpoints_after_truncation()
     }
 
     /// Deletes every segment and restarts the log empty at `offset`, which
@@ -651,10 +667,10 @@ impl Log {
             )?;
             std::mem::replace(&mut self.active, fresh).delete()?;
         }
-        self.log_start_offset = offset;
-        checkpoint::write_offset(&self.dir, LOG_START_OFFSET_FILE, offset)?;
-        self.recovery_point = offset;
-        checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, offset)
+        self.set_log_start_offset(offset);
+        self.set_recovery_point(offset);
+        // Under the lock for the same reason as in `truncate_to`.
+        self.sync_checkpoints_after_truncation()
     }
 
     /// Replaces the configuration; new index settings apply to new segments
@@ -673,6 +689,8 @@ impl Log {
         self.check_online()?;
         self.active.on_become_inactive()?;
         self.flush()?;
+        // The files must hold what memory says before the marker claims a clean shutdown.
+        self.checkpoints.sync()?;
         checkpoint::write_marker(&self.dir, CLEAN_SHUTDOWN_FILE)
     }
 

@@ -20,6 +20,7 @@
 
 pub mod batch;
 mod checkpoint;
+pub mod cleaner;
 mod config;
 mod decompress;
 mod error;
@@ -39,7 +40,7 @@ pub use batch::{
     assign_offsets, validate_follower_records, validate_producer_records, AssignResult,
     BatchHeader, Compression, TimestampType, ValidatedBatch, ValidatedRecords, BATCH_HEADER_LEN,
 };
-pub use checkpoint::write_file_durably;
+pub use checkpoint::{write_file_durably, OffsetCheckpoints};
 pub use config::{LogConfig, MIN_SEGMENT_BYTES};
 pub use error::{BadRecord, LogError, MAX_RECORD_ERRORS};
 pub use flush::{FlushJob, LogHealth};

@@ -39,6 +39,39 @@ impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf }
     }
+
+    /// Bytes not yet consumed.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Reads one signed byte.
+    pub(crate) fn read_i8(&mut self) -> Result<i8, RecordError> {
+        let b = self
+            .byte()
+            .map_err(|_| RecordError("truncated record attributes"))?;
+        Ok(i8::from_be_bytes([b]))
+    }
+
+    /// Reads a zigzag-encoded 32-bit varint.
+    pub(crate) fn read_varint(&mut self) -> Result<i32, RecordError> {
+        read_varint(self)
+    }
+
+    /// Reads a zigzag-encoded 64-bit varint.
+    pub(crate) fn read_varlong(&mut self) -> Result<i64, RecordError> {
+        read_varlong(self)
+    }
+
+    /// Consumes exactly `n` bytes and borrows them (the cleaner keeps keys and record bodies it copies).
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], RecordError> {
+        if n > self.buf.len() {
+            return Err(RecordError(what));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
 }
 
 impl Source for Reader<'_> {

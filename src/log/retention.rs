@@ -23,7 +23,7 @@ impl Log {
             return Err(self.out_of_range(offset));
         }
         if offset > self.log_start_offset {
-            self.set_log_start_offset(offset)?;
+            self.set_log_start_offset(offset);
         }
         self.delete_segments_below_log_start()?;
         Ok(self.log_start_offset)
@@ -136,8 +136,12 @@ impl Log {
             .copied()
             .unwrap_or(self.active.base_offset());
         if first_base > self.log_start_offset {
-            self.set_log_start_offset(first_base)?;
+            self.set_log_start_offset(first_base);
         }
+        // Here, under the lock, unlike other checkpoint writes (which wait for the lock to be released): the file
+        // must hold the new start before any segment below it goes. One that cannot be written deletes nothing
+        // (an I/O error; the next retention pass or DeleteRecords writes it and deletes).
+        self.checkpoints.sync()?;
         for _ in 0..count {
             if let Some((base, seg)) = self.older.pop_first() {
                 info!(dir = %self.dir.display(), base, "deleting segment");
@@ -230,7 +234,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = filled(dir.path(), small_segments());
         let second = log.segment_base_offsets()[1];
+        let file = dir.path().join(crate::log::LOG_START_OFFSET_FILE);
+        // A start that deletes no segment: the file is written after the partition lock is released (here: by
+        // hand).
+        assert_eq!(log.delete_records_before(1).unwrap(), 1);
+        assert!(!file.exists());
+        log.sync_checkpoints().unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "1");
+        // One that deletes segments writes the file first.
         assert_eq!(log.delete_records_before(second + 1).unwrap(), second + 1);
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim(),
+            (second + 1).to_string()
+        );
         assert_eq!(log.segment_base_offsets()[0], second);
         assert!(matches!(
             log.read(second, 100, i64::MAX, true),
@@ -292,12 +308,15 @@ mod tests {
         ));
     }
 
-    /// The log-start-offset file is handled like the recovery point's: one that cannot be created changes nothing
-    /// (an I/O error, retried by the caller), a failed fsync of it takes the log offline.
+    /// The log-start-offset file is handled like the recovery point's: one that cannot be created deletes no
+    /// segment (an I/O error, retried by the caller), a failed fsync of it takes the log offline; either way no
+    /// segment goes before the file holds the new start.
     #[test]
     fn log_start_offset_checkpoint_failures() {
+        use crate::log::checkpoint::read_offset;
         use crate::log::fault::plan;
         let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(crate::log::LOG_START_OFFSET_FILE);
         let mut log = filled(dir.path(), small_segments());
         let bases = log.segment_base_offsets();
         plan::fail(Point::Open, 0, libc::EMFILE, 1);
@@ -305,13 +324,16 @@ mod tests {
         plan::clear();
         assert!(matches!(err, LogError::Io(_)), "{err}");
         assert!(!log.health().is_offline());
-        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(read_offset(&file).unwrap(), None);
         assert_eq!(log.segment_base_offsets(), bases);
         plan::fail(Point::Fsync, 0, libc::EIO, 1);
         let err = log.delete_records_before(bases[1] + 1).unwrap_err();
         plan::clear();
         assert!(matches!(err, LogError::Offline(_)), "{err}");
         assert!(log.health().is_offline());
-        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(log.segment_base_offsets(), bases);
+        drop(log);
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.segment_base_offsets(), bases);
     }
 }

@@ -91,6 +91,14 @@ impl MetadataImage {
     }
 }
 
+/// Kafka's internal topics (`Topic.isInternal`): flagged internal in Metadata, written only by coordinators.
+pub fn is_internal_topic(name: &str) -> bool {
+    matches!(
+        name,
+        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
+    )
+}
+
 /// Kafka's topic name rules: 1-249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

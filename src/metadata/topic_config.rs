@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::BrokerConfig;
+use crate::log::cleaner::CompactionConfig;
 use crate::log::{LogConfig, TimestampType, MIN_SEGMENT_BYTES};
 
 /// Kafka's `ConfigSource` codes.
@@ -110,11 +111,21 @@ fn index_bytes(v: &str) -> Result<(), String> {
     }
 }
 fn cleanup_policy(v: &str) -> Result<(), String> {
-    if v.split(',').map(str::trim).all(|p| p == "delete") && !v.trim().is_empty() {
+    if !v.trim().is_empty()
+        && v.split(',')
+            .map(str::trim)
+            .all(|p| p == "delete" || p == "compact")
+    {
         Ok(())
     } else {
-        Err("only `delete` is supported (log compaction is not implemented yet)".into())
+        Err("must be `delete`, `compact` or `compact,delete`".into())
     }
+}
+
+/// The policies named by a `cleanup.policy` value: (compact, delete).
+pub fn cleanup_policies(v: &str) -> (bool, bool) {
+    let has = |name: &str| v.split(',').map(str::trim).any(|p| p == name);
+    (has("compact"), has("delete"))
 }
 fn compression(v: &str) -> Result<(), String> {
     if v == "producer" {
@@ -164,7 +175,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("log.cleanup.policy"),
         |b| b.log_cleanup_policy.clone(),
         cleanup_policy,
-        "Retention policy for old segments: delete."
+        "delete (retention), compact (keep the latest record per key) or both."
     ),
     def!(
         "compression.gzip.level",
@@ -202,7 +213,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "delete.retention.ms",
         Long,
         Some("log.cleaner.delete.retention.ms"),
-        |_| "86400000".into(),
+        |b| b.log_cleaner_delete_retention_ms.to_string(),
         non_negative,
         "Tombstone retention for compacted topics."
     ),
@@ -274,9 +285,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "max.compaction.lag.ms",
         Long,
         Some("log.cleaner.max.compaction.lag.ms"),
-        |_| i64::MAX.to_string(),
+        |b| b.log_cleaner_max_compaction_lag_ms.to_string(),
         at_least_one,
-        "Compaction lag (unused)."
+        "Dirty data older than this is compacted even below the dirty ratio."
     ),
     def!(
         "max.message.bytes",
@@ -314,17 +325,17 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "min.cleanable.dirty.ratio",
         Double,
         Some("log.cleaner.min.cleanable.ratio"),
-        |_| "0.5".into(),
+        |b| b.log_cleaner_min_cleanable_ratio.to_string(),
         ratio,
-        "Compaction trigger (unused)."
+        "Compact when dirty bytes / cleanable bytes reach this."
     ),
     def!(
         "min.compaction.lag.ms",
         Long,
         Some("log.cleaner.min.compaction.lag.ms"),
-        |_| "0".into(),
+        |b| b.log_cleaner_min_compaction_lag_ms.to_string(),
         non_negative,
-        "Compaction lag (unused)."
+        "Records younger than this are not compacted."
     ),
     def!(
         "min.insync.replicas",
@@ -467,6 +478,7 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
     let get = |name: &str| effective(broker, overrides, name).unwrap_or_default();
     let int = |name: &str, fallback: i64| get(name).parse::<i64>().unwrap_or(fallback);
     let defaults = LogConfig::default();
+    let (compacts, deletes) = cleanup_policies(&get("cleanup.policy"));
     LogConfig {
         segment_bytes: overrides
             .get("internal.segment.bytes")
@@ -478,8 +490,17 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
             as usize,
         index_interval_bytes: int("index.interval.bytes", defaults.index_interval_bytes as i64)
             .max(0) as usize,
-        retention_ms: int("retention.ms", defaults.retention_ms),
-        retention_bytes: int("retention.bytes", defaults.retention_bytes),
+        // Retention deletes segments only under the `delete` policy; a `compact`-only topic keeps them.
+        retention_ms: if deletes {
+            int("retention.ms", defaults.retention_ms)
+        } else {
+            -1
+        },
+        retention_bytes: if deletes {
+            int("retention.bytes", defaults.retention_bytes)
+        } else {
+            -1
+        },
         flush_messages: int("flush.messages", defaults.flush_messages),
         flush_ms: int("flush.ms", defaults.flush_ms),
         max_message_bytes: int("max.message.bytes", defaults.max_message_bytes as i64).max(0)
@@ -497,10 +518,31 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
             "message.timestamp.after.max.ms",
             defaults.message_timestamp_after_max_ms,
         ),
-        compacted: get("cleanup.policy")
-            .split(',')
-            .any(|p| p.trim() == "compact"),
+        // The same test as `compaction_config`'s: a log the cleaner compacts refuses keyless records.
+        compacted: compacts,
     }
+}
+
+/// The cleaner's settings for a topic, or `None` unless its `cleanup.policy` includes `compact`.
+pub fn compaction_config(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Option<CompactionConfig> {
+    let get = |name: &str| effective(broker, overrides, name).unwrap_or_default();
+    let (compacts, _) = cleanup_policies(&get("cleanup.policy"));
+    if !compacts {
+        return None;
+    }
+    let d = CompactionConfig::default();
+    let long = |name: &str, fallback: i64| get(name).parse::<i64>().unwrap_or(fallback);
+    Some(CompactionConfig {
+        min_cleanable_ratio: get("min.cleanable.dirty.ratio")
+            .parse::<f64>()
+            .unwrap_or(d.min_cleanable_ratio),
+        delete_retention_ms: long("delete.retention.ms", d.delete_retention_ms),
+        min_compaction_lag_ms: long("min.compaction.lag.ms", d.min_compaction_lag_ms),
+        max_compaction_lag_ms: long("max.compaction.lag.ms", d.max_compaction_lag_ms),
+    })
 }
 
 #[cfg(test)]
@@ -547,10 +589,41 @@ mod tests {
         assert!(validate("internal.segment.bytes", "4096").is_ok());
         assert_eq!(log_config(&b, &o).segment_bytes, 4096);
         assert!(validate("no.such", "1").is_err());
-        assert!(validate("cleanup.policy", "compact").is_err());
-        assert!(!log_config(&b, &o).compacted);
-        // Refused by validation today, but a compacted log refuses keyless records once compaction exists.
-        o.insert("cleanup.policy".to_string(), "delete, compact".to_string());
+        for ok in ["compact", "delete", "compact,delete", "delete, compact"] {
+            assert!(validate("cleanup.policy", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "compacted", "delete,nope"] {
+            assert!(validate("cleanup.policy", bad).is_err(), "{bad}");
+        }
+        assert!(compaction_config(&b, &o).is_none());
+        // compact only: no retention; compact,delete: both.
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        o.insert("delete.retention.ms".to_string(), "5".to_string());
+        let c = log_config(&b, &o);
+        assert_eq!((c.retention_ms, c.retention_bytes), (-1, -1));
+        let cc = compaction_config(&b, &o).unwrap();
+        assert_eq!(cc.delete_retention_ms, 5);
+        assert_eq!(cc.min_cleanable_ratio, 0.5);
+        o.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        assert_eq!(log_config(&b, &o).retention_ms, 1000);
+        assert!(compaction_config(&b, &o).is_some());
+        // One source of truth: the log refuses keyless records exactly when the cleaner compacts it.
+        for policy in [
+            "delete",
+            "compact",
+            "compact,delete",
+            "delete, compact",
+            " compact ",
+        ] {
+            o.insert("cleanup.policy".to_string(), policy.to_string());
+            assert_eq!(
+                log_config(&b, &o).compacted,
+                compaction_config(&b, &o).is_some(),
+                "{policy}"
+            );
+        }
         assert!(log_config(&b, &o).compacted);
+        o.remove("cleanup.policy");
+        assert!(!log_config(&b, &o).compacted);
     }
 }

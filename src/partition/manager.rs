@@ -425,6 +425,53 @@ impl ReplicaManager {
         }
     }
 
+    /// One cleaner round over the hosted partitions of compacted topics, `log_cleaner_threads` at a time, each
+    /// with its share of `log_cleaner_dedupe_buffer_size`. Blocking; stops starting passes once `stop` says so.
+    /// Returns the number of partitions cleaned.
+    pub fn clean_compacted(
+        &self,
+        image: &MetadataImage,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> usize {
+        let mut work = Vec::new();
+        for p in self.all().into_iter().filter(|p| !p.is_offline()) {
+            let Some(topic) = image.topic(&p.topic).filter(|t| t.id == p.topic_id) else {
+                continue;
+            };
+            if let Some(cc) = topic_config::compaction_config(&self.config, &topic.configs) {
+                work.push((p, cc));
+            }
+        }
+        let threads = usize::try_from(self.config.log_cleaner_threads.max(1)).unwrap_or(1);
+        let buffer = usize::try_from(self.config.log_cleaner_dedupe_buffer_size)
+            .unwrap_or(usize::MAX)
+            / threads;
+        let queue = std::sync::Mutex::new(work);
+        let cleaned = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    if stop() {
+                        break;
+                    }
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some((p, cc)) = next else { break };
+                    match p.clean(&cc, buffer, now_ms()) {
+                        // Only a pass that swapped something in counts; one the log changed under retries later.
+                        Ok(Some(stats)) if stats.segments_written > 0 => {
+                            cleaned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "cleaning failed")
+                        }
+                    }
+                });
+            }
+        });
+        cleaned.into_inner()
+    }
+
     /// Runs retention on every partition; returns the number of segments deleted.
     pub fn apply_retention(&self) -> usize {
         let now = super::manager::now_ms();
@@ -434,6 +481,7 @@ impl ReplicaManager {
             match p
                 .with_log_mut(|log| log.apply_retention(now))
                 .unwrap_or(Ok(0))
+                .and_then(|n| p.sync_checkpoints().map(|()| n))
             {
                 Ok(n) => deleted += n,
                 Err(e) => {

@@ -14,7 +14,10 @@
 //! `flush.messages` and the periodic `flush.ms` check take a [`FlushJob`] under the lock, run it after releasing
 //! it, and re-take the lock only to record the result. An append that needs a `flush.messages` fsync moves the
 //! high watermark only once that fsync succeeded (Kafka flushes inside the append, before the high watermark
-//! moves), so no consumer ever reads a batch whose produce then fails with KAFKA_STORAGE_ERROR.
+//! moves), so no consumer ever reads a batch whose produce then fails with KAFKA_STORAGE_ERROR. The
+//! recovery-point and log-start-offset files are written after the lock is released too
+//! (`OffsetCheckpoints::sync`), except by truncation (see `Log::truncate_to`) and by a segment deletion, which
+//! writes the new log start offset first (see `log/retention.rs`).
 
 pub mod manager;
 
@@ -25,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::log::cleaner::{self, CleanStats, CompactionConfig};
 use crate::log::{
     validate_producer_records, AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig,
     LogError, LogHealth,
@@ -132,14 +136,19 @@ impl Partition {
         self.is_offline().then(|| self.health.reason()).flatten()
     }
 
-    /// Runs a flush job with the log lock released, then records its outcome under the lock.
+    /// Runs a flush job with the log lock released, records its outcome under the lock, then writes the
+    /// recovery-point file with the lock released again.
     fn run_flush(&self, job: FlushJob, now_ms: i64) -> Result<(), LogError> {
         let result = job.run();
-        match self.write() {
-            Some(mut log) => log.complete_flush(&job, result, now_ms),
+        let checkpoints = match self.write() {
+            Some(mut log) => {
+                log.complete_flush(&job, result, now_ms)?;
+                log.checkpoints()
+            }
             // Deleted meanwhile: nothing left to record.
-            None => Ok(()),
-        }
+            None => return Ok(()),
+        };
+        checkpoints.sync_or_retry_later()
     }
 
     /// Moves the high watermark up to the log end offset, but not past an append whose `flush.messages` fsync is
@@ -182,31 +191,45 @@ impl Partition {
         now_ms: i64,
     ) -> Result<(), LogError> {
         let result = job.run();
-        let outcome = match self.write() {
+        let (outcome, checkpoints) = match self.write() {
             Some(mut log) => {
                 let outcome = log.complete_flush(&job, result, now_ms);
                 if outcome.is_ok() {
                     self.advance_hw(&log, Some(first_offset), None);
                 }
-                outcome
+                (outcome, Some(log.checkpoints()))
             }
             // Deleted meanwhile: nothing left to record.
-            None => Ok(()),
+            None => (Ok(()), None),
         };
         self.publish_hw(0);
-        outcome
+        outcome?;
+        // The recovery-point file, with the lock released (the data is durable: a file that cannot be created
+        // waits for the next sync).
+        match checkpoints {
+            Some(c) => c.sync_or_retry_later(),
+            None => Ok(()),
+        }
     }
 
     /// Flushes if `flush.ms` has passed since the last flush (the background flush loop).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
-        let job = match self.write() {
-            Some(mut log) => log.flush_job_if_due(now_ms)?,
-            None => None,
+        let (job, checkpoints) = match self.write() {
+            Some(mut log) => (log.flush_job_if_due(now_ms)?, log.checkpoints()),
+            None => return Ok(()),
         };
         match job {
             Some(job) => self.run_flush(job, now_ms),
-            None => Ok(()),
+            // The recovery point may have moved after a background roll fsync.
+            None => checkpoints.sync_or_retry_later(),
         }
+    }
+
+    /// Writes the log's checkpoint files if memory moved past them (after retention, under no lock; retention
+    /// already wrote the log start offset before deleting any segment).
+    pub fn sync_checkpoints(&self) -> Result<(), LogError> {
+        let checkpoints = self.read_log().checkpoints();
+        checkpoints.sync_or_retry_later()
     }
 
     /// The log for writing, or `None` once the partition was deleted (its directory may by then belong to a
@@ -351,6 +374,31 @@ impl Partition {
         }
     }
 
+    /// One compaction pass if one is due (see `log::cleaner`): the plan and the rewrite run without the log
+    /// lock; the lock is taken briefly to snapshot the segments and to swap cleaned ones in. Blocking.
+    pub fn clean(
+        &self,
+        config: &CompactionConfig,
+        dedupe_buffer_bytes: usize,
+        now_ms: i64,
+    ) -> Result<Option<CleanStats>, LogError> {
+        self.health.check()?;
+        let snap = self.read_log().cleaner_snapshot()?;
+        let checkpoint = cleaner::CleanerCheckpoint::read(&snap.dir);
+        let plan = cleaner::plan(&snap, checkpoint, config, self.high_watermark(), now_ms);
+        if !plan.due {
+            return Ok(None);
+        }
+        let stats = cleaner::clean(&snap, &plan, config, dedupe_buffer_bytes, now_ms, |group| {
+            match self.write() {
+                Some(mut log) => log.install_cleaned(group),
+                // Deleted meanwhile: the cleaned files are abandoned.
+                None => Ok(false),
+            }
+        })?;
+        Ok(Some(stats))
+    }
+
     /// Raises the log start offset (DeleteRecords). The offset must not exceed the high watermark.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         self.health.check()?;
@@ -369,7 +417,12 @@ impl Partition {
                 log_end: hw,
             });
         }
-        log.delete_records_before(target)
+        let start = log.delete_records_before(target)?;
+        let checkpoints = log.checkpoints();
+        drop(log);
+        // Answered only once the new log start offset is on disk, written without the partition lock.
+        checkpoints.sync()?;
+        Ok(start)
     }
 }
 
