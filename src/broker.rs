@@ -111,7 +111,8 @@ impl Broker {
                 return;
             }
             if let Some(t) = b.image().topic(OFFSETS_TOPIC) {
-                b.groups.set_partition_count(t.partitions.len() as i32);
+                b.groups
+                    .set_partition_count(i32::try_from(t.partitions.len()).unwrap_or(i32::MAX));
             }
             // Every hosted __consumer_offsets partition is led here (one broker): load them all. With
             // replication, leadership changes will call `load`/`unload` per partition.
@@ -312,6 +313,7 @@ fn new_cluster_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

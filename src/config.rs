@@ -505,6 +505,7 @@ impl BrokerConfig {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

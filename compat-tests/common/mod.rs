@@ -196,6 +196,7 @@ impl Broker {
     /// SIGTERM; returns the exit status code.
     pub fn sigterm(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
+        // SAFETY: kill(2) on our own child process; no memory is involved.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
         }

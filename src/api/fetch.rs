@@ -335,6 +335,7 @@ impl super::IntoFrame for FetchReply {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     fn hw(appended_bytes: u64) -> HighWatermark {

@@ -360,6 +360,7 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use std::collections::BTreeMap;
 
     use super::*;

@@ -592,6 +592,7 @@ fn check_assignments(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     async fn controller(dir: &Path) -> Controller {

@@ -70,6 +70,7 @@ pub fn apply(image: &mut MetadataImage, record: &MetadataRecord) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::metadata::PartitionInfo;
     use uuid::Uuid;

@@ -131,6 +131,7 @@ enum Commit {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use uuid::Uuid;
 

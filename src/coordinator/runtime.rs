@@ -344,7 +344,7 @@ fn append(p: &Partition, records: &[GroupRecord], now: i64) -> Result<(), Coordi
                 offset: i as i64,
                 // kafka-protocol keeps records in one batch while offset - sequence stays the same; the
                 // batch's base sequence is the first record's, -1 (no producer id).
-                sequence: i as i32 - 1,
+                sequence: i32::try_from(i).unwrap_or(i32::MAX) - 1,
                 timestamp: now,
                 key: Some(key),
                 value,
@@ -382,6 +382,7 @@ fn append(p: &Partition, records: &[GroupRecord], now: i64) -> Result<(), Coordi
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     /// Values from Java: `Utils.abs("my-group".hashCode()) % 50` and friends.

@@ -26,6 +26,7 @@ pub const BATCH_HEADER_LEN: usize = 61;
 /// Bytes before the part counted by `batchLength` (baseOffset + batchLength).
 pub const LOG_OVERHEAD: usize = 12;
 /// Smallest legal `batchLength`: the header minus [`LOG_OVERHEAD`].
+#[allow(clippy::cast_possible_truncation)] // 49, a constant
 pub const MIN_BATCH_LENGTH: i32 = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
 /// The only supported batch format version.
 pub const CURRENT_MAGIC: i8 = 2;
@@ -688,6 +689,7 @@ fn rewrite_crc(buf: &mut [u8], pos: usize, size: usize) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::log::testutil::{self, fix_crc, Codec};
 

@@ -241,6 +241,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

@@ -353,6 +353,7 @@ impl Source for StreamSource<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     fn drain(codec: Compression, payload: &[u8]) -> Result<Vec<u8>, StreamFailure> {

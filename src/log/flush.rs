@@ -379,6 +379,7 @@ impl RollFlush {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::log::config::LogConfig;
     use crate::log::fault::plan;

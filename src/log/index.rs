@@ -491,6 +491,7 @@ impl TimeIndex {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

@@ -166,6 +166,7 @@ impl Log {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::log::batch::BatchHeader;
     use crate::log::segment::{index_path, log_path, time_index_path};

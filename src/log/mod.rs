@@ -46,3 +46,9 @@ pub use error::{BadRecord, LogError, MAX_RECORD_ERRORS};
 pub use flush::{FlushJob, LogHealth};
 pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
 pub use segment::FileSlice;
+
+/// A file size or position as `usize`. Segments are at most 4 GiB (32-bit index positions), so on the 64-bit
+/// targets the broker runs on this never saturates; it exists so that no cast can silently truncate.
+pub(crate) fn usize_from(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}

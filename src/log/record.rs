@@ -137,6 +137,7 @@ fn read_unsigned(src: &mut impl Source, max_bytes: u32) -> Result<u64, RecordErr
 /// Reads a zigzag-encoded 32-bit varint (at most 5 bytes, like Kafka).
 fn read_varint(src: &mut impl Source) -> Result<i32, RecordError> {
     // Truncation to 32 bits mirrors Kafka's int arithmetic.
+    #[allow(clippy::cast_possible_truncation)]
     let raw = read_unsigned(src, 5)? as u32;
     Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
 }
@@ -273,6 +274,7 @@ pub(crate) fn find_record(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     fn zigzag32(v: i32) -> Vec<u8> {

@@ -160,6 +160,7 @@ impl Log {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::log::config::LogConfig;
     use crate::log::testutil::{bases, filled, produce, small_segments, Codec, NOW};

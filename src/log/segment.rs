@@ -391,7 +391,7 @@ impl LogSegment {
         if position + len > u64::from(u32::MAX) {
             return Err(LogError::MessageTooLarge {
                 size: records.len(),
-                max: (u64::from(u32::MAX) - position) as usize,
+                max: crate::log::usize_from(u64::from(u32::MAX) - position),
             });
         }
         // On failure nothing in memory has changed yet; the caller rolls the file back to its mark (a partial
@@ -648,6 +648,7 @@ fn remove_if_exists(path: &Path) -> Result<(), LogError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::log::batch::{assign_offsets, validate_producer_records, BatchHeader};
     use crate::log::testutil::{self, Codec};

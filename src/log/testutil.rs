@@ -1,5 +1,6 @@
 //! Test-only helpers: building real batches with kafka-protocol's encoder,
 //! decoding them back, and hand-corrupting bytes. Owned by the log tests.
+#![allow(clippy::cast_possible_truncation)] // test data is small
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{

@@ -125,6 +125,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

@@ -477,6 +477,8 @@ pub fn effective(
 pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
     let get = |name: &str| effective(broker, overrides, name).unwrap_or_default();
     let int = |name: &str, fallback: i64| get(name).parse::<i64>().unwrap_or(fallback);
+    // Sizes as usize; values were validated as ints, so saturation never happens on 64-bit targets.
+    let size = |v: i64| usize::try_from(v.max(0)).unwrap_or(usize::MAX);
     let defaults = LogConfig::default();
     let (compacts, deletes) = cleanup_policies(&get("cleanup.policy"));
     LogConfig {
@@ -486,10 +488,13 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
             .unwrap_or_else(|| int("segment.bytes", defaults.segment_bytes as i64))
             .max(14) as u64,
         segment_ms: int("segment.ms", defaults.segment_ms),
-        segment_index_bytes: int("segment.index.bytes", defaults.segment_index_bytes as i64).max(8)
-            as usize,
-        index_interval_bytes: int("index.interval.bytes", defaults.index_interval_bytes as i64)
-            .max(0) as usize,
+        segment_index_bytes: size(
+            int("segment.index.bytes", defaults.segment_index_bytes as i64).max(8),
+        ),
+        index_interval_bytes: size(int(
+            "index.interval.bytes",
+            defaults.index_interval_bytes as i64,
+        )),
         // Retention deletes segments only under the `delete` policy; a `compact`-only topic keeps them.
         retention_ms: if deletes {
             int("retention.ms", defaults.retention_ms)
@@ -503,8 +508,7 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
         },
         flush_messages: int("flush.messages", defaults.flush_messages),
         flush_ms: int("flush.ms", defaults.flush_ms),
-        max_message_bytes: int("max.message.bytes", defaults.max_message_bytes as i64).max(0)
-            as usize,
+        max_message_bytes: size(int("max.message.bytes", defaults.max_message_bytes as i64)),
         message_timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
             TimestampType::LogAppendTime
         } else {
@@ -547,6 +551,7 @@ pub fn compaction_config(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

@@ -607,6 +607,7 @@ mod test_hook {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     fn image_with(name: &str, id: Uuid, partitions: i32) -> Arc<MetadataImage> {

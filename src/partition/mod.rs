@@ -435,6 +435,7 @@ impl Partition {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::log::fault::{plan, Point};
     use crate::log::testutil::{self, Codec};

@@ -92,6 +92,7 @@ pub fn check(key: i16, version: i16) -> Result<&'static ApiRange, Refusal> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::Message;

@@ -324,6 +324,7 @@ fn describe_bad_size(size: i32, prefix: &[u8], max: i32) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     async fn pair() -> (TcpStream, TcpStream) {

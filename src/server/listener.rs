@@ -235,6 +235,7 @@ pub fn fd_limit() -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     #[test]

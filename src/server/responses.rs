@@ -222,6 +222,7 @@ fn send_file(_: &TcpStream, _: &File, _: u64, _: usize) -> io::Result<usize> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
     use crate::log::FileSlice;
 

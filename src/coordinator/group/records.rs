@@ -111,8 +111,9 @@ pub struct GroupRecord {
 fn put_str(b: &mut BytesMut, s: &str) {
     // Strings reaching here are bounded well below i16::MAX by the request validation (group ids, topic
     // names, member ids); a longer one is cut rather than written with a wrong length.
-    let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
-    b.put_i16(bytes.len() as i16);
+    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
+    let bytes = &s.as_bytes()[..len.unsigned_abs() as usize];
+    b.put_i16(len);
     b.put_slice(bytes);
 }
 
@@ -124,8 +125,10 @@ fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
 }
 
 fn put_bytes(b: &mut BytesMut, v: &[u8]) {
-    b.put_i32(v.len() as i32);
-    b.put_slice(v);
+    // Member metadata and assignments are capped at 1 MiB when they are received.
+    let len = i32::try_from(v.len()).unwrap_or(i32::MAX);
+    b.put_i32(len);
+    b.put_slice(&v[..len.unsigned_abs() as usize]);
 }
 
 impl RecordKey {
@@ -219,7 +222,7 @@ impl GroupValue {
         put_nullable_str(&mut b, self.protocol.as_deref());
         put_nullable_str(&mut b, self.leader.as_deref());
         b.put_i64(self.current_state_timestamp);
-        b.put_i32(self.members.len() as i32);
+        b.put_i32(i32::try_from(self.members.len()).unwrap_or(i32::MAX));
         for m in &self.members {
             put_str(&mut b, &m.member_id);
             put_nullable_str(&mut b, m.group_instance_id.as_deref());
@@ -370,6 +373,7 @@ fn get_bytes(r: &mut &[u8]) -> Result<Bytes, RecordDecodeError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
 
     /// Bytes written by hand from OffsetCommitKey.json (version 1) and OffsetCommitValue.json (version 3).

@@ -207,10 +207,10 @@ pub(crate) fn filter_batch(
 fn put_varlong(buf: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        buf.push((z as u8 & 0x7f) | 0x80);
+        buf.push((z.to_le_bytes()[0] & 0x7f) | 0x80);
         z >>= 7;
     }
-    buf.push(z as u8);
+    buf.push(z.to_le_bytes()[0]);
 }
 
 /// Builds a batch holding `keep` with `h`'s identity (see the module doc).
@@ -242,7 +242,10 @@ fn rewrite(
     let payload = compress(codec, &records)
         .map_err(|e| LogError::CorruptMessage(format!("cannot recompress {codec:?} batch: {e}")))?;
     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + payload.len());
-    let batch_length = (BATCH_HEADER_LEN - 12 + payload.len()) as i32;
+    // The rewritten batch holds a subset of a stored batch's records with the same codec; one that no longer
+    // fits a batch's length field cannot be written.
+    let batch_length = i32::try_from(BATCH_HEADER_LEN - 12 + payload.len())
+        .map_err(|_| LogError::CorruptMessage("cleaned batch is too large".into()))?;
     let mut attributes = h.attributes;
     if horizon.is_some() {
         attributes |= DELETE_HORIZON_FLAG;
@@ -259,7 +262,9 @@ fn rewrite(
     out.extend_from_slice(&h.producer_id.to_be_bytes());
     out.extend_from_slice(&h.producer_epoch.to_be_bytes());
     out.extend_from_slice(&h.base_sequence.to_be_bytes());
-    out.extend_from_slice(&(keep.len() as i32).to_be_bytes());
+    let count = i32::try_from(keep.len())
+        .map_err(|_| LogError::CorruptMessage("cleaned batch has too many records".into()))?;
+    out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&payload);
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());

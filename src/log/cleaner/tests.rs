@@ -1,5 +1,6 @@
 //! Unit tests of the cleaner: planning, grouping, cleaning plain and compressed batches, tombstones, bounded
 //! maps and the swap protocol at each crash point. Time is passed in; nothing sleeps.
+#![allow(clippy::cast_possible_truncation)] // test data is small
 
 use std::collections::BTreeMap;
 use std::fs;

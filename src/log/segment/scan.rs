@@ -44,12 +44,12 @@ impl BatchScan<'_> {
             } else {
                 SCAN_WINDOW
             };
-            let len = (self.segment.size - pos).min(want as u64) as usize;
+            let len = crate::log::usize_from((self.segment.size - pos).min(want as u64));
             self.window.resize(len, 0);
             self.segment.log.read_exact_at(&mut self.window, pos)?;
             self.window_start = pos;
         }
-        let at = (pos - self.window_start) as usize;
+        let at = crate::log::usize_from(pos - self.window_start);
         let mut raw = [0u8; BATCH_HEADER_LEN];
         raw.copy_from_slice(&self.window[at..at + BATCH_HEADER_LEN]);
         Ok(raw)
@@ -133,9 +133,9 @@ impl LogSegment {
         let mut crc = 0u32;
         let mut at = pos + 21;
         let end = pos + total;
-        let mut chunk = vec![0u8; CRC_CHUNK.min(total as usize)];
+        let mut chunk = vec![0u8; CRC_CHUNK.min(crate::log::usize_from(total))];
         while at < end {
-            let n = CRC_CHUNK.min((end - at) as usize);
+            let n = CRC_CHUNK.min(crate::log::usize_from(end - at));
             let part = chunk.get_mut(..n).unwrap_or_default();
             self.log.read_exact_at(part, at)?;
             crc = crc32c::crc32c_append(crc, part);
@@ -260,7 +260,7 @@ impl LogSegment {
             file: FileSlice {
                 file: self.log.clone(),
                 position: start,
-                len: (end - start) as usize,
+                len: crate::log::usize_from(end - start),
             },
             next_offset,
             reached_end,
