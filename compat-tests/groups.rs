@@ -609,7 +609,7 @@ fn raw_commit_and_fetch_round_trip_every_version() {
 #[test]
 fn find_coordinator_batched_and_transaction_keys() {
     bounded(30, || {
-        let b = Broker::start();
+        let b = Broker::start_with(&[("OFFSETS_TOPIC_NUM_PARTITIONS", "50")]);
         let mut raw = Raw::connect(&b);
         for key in ["a", "b"] {
             wait_coordinator(&mut raw, key);

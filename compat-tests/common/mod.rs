@@ -116,6 +116,10 @@ impl Broker {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // One __consumer_offsets partition unless a test asks for more: creating Kafka's 50 at start costs ~150
+        // fsyncs, and with several brokers of parallel tests fsyncing on one disk that can hold up a test's
+        // first topic creation for tens of seconds (commands apply images one at a time).
+        cmd.env("VLTAVA_OFFSETS_TOPIC_NUM_PARTITIONS", "1");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
