@@ -174,6 +174,28 @@ impl Broker {
             }
         }
         self.child = Some(child);
+        self.wait_for_startup_work();
+    }
+
+    /// Waits (bounded) until the broker finished the work it starts right after its ready line (creating and
+    /// loading `__consumer_offsets`), so that a test's first topic creation does not race it: an rdkafka
+    /// producer's first produce to an auto-created topic was seen to time out when it did (under
+    /// investigation). FindCoordinator answers without error once the coordinator is loaded.
+    fn wait_for_startup_work(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(stream) = TcpStream::connect(self.bootstrap()) {
+                let mut raw = Raw::from_stream(stream);
+                let mut req = kafka_protocol::messages::FindCoordinatorRequest::default();
+                req.key = StrBytes::from_static_str("startup-probe");
+                let r: kafka_protocol::messages::FindCoordinatorResponse =
+                    raw.call(ApiKey::FindCoordinator, 3, &req);
+                if r.error_code == 0 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// kill -9, then start again on the same port and data dir.
