@@ -56,7 +56,7 @@ fn kafkajs() {
 
 #[test]
 fn java_kafka_clients() {
-    // The official Java client (kafka-clients 3.9 from the shigawire-apache-flink-libraries wheel), run as a
+    // The official Java client (kafka-clients 4.1 from the shigawire-apache-flink-libraries wheel), run as a
     // single-file source program; classpath.sh finds the jars.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("compat-tests")

@@ -1,4 +1,4 @@
-// Consumer group with the official Java client (kafka-clients 3.9, group.protocol=classic, its default):
+// Consumer group with the official Java client (kafka-clients 4.1, group.protocol=classic, its default):
 // subscribe + commitSync + resume.
 //
 //   java -cp "$(compat-tests/java/classpath.sh)" compat-tests/java/GroupCommit.java --bootstrap HOST:PORT

@@ -1,5 +1,5 @@
 // Round trip through a Kafka-compatible broker with the official Java client
-// (kafka-clients 3.9), using only kafka-clients APIs.
+// (kafka-clients 4.1), using only kafka-clients APIs.
 //
 //   java -cp "$(compat-tests/java/classpath.sh)" compat-tests/java/RoundTrip.java --bootstrap HOST:PORT
 //
