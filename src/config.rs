@@ -143,6 +143,11 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// Most members one classic group may have; more get GROUP_MAX_SIZE_REACHED.
     pub group_max_size: i32,
+    /// How long a partition remembers an idempotent producer after its last write, in ms
+    /// (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+    /// Most producer ids one partition remembers; a new one beyond evicts the least recently written.
+    pub producer_state_max_producers: i32,
 }
 
 impl Default for BrokerConfig {
@@ -201,6 +206,8 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: i32::MAX,
+            producer_id_expiration_ms: 86_400_000,
+            producer_state_max_producers: 10_000,
         }
     }
 }
@@ -402,6 +409,12 @@ impl BrokerConfig {
                 "group_max_session_timeout_ms",
                 "must be >= group_min_session_timeout_ms >= 0",
             ));
+        }
+        if self.producer_id_expiration_ms < 1 {
+            return Err(bad("producer_id_expiration_ms", "must be >= 1"));
+        }
+        if self.producer_state_max_producers < 1 {
+            return Err(bad("producer_state_max_producers", "must be >= 1"));
         }
         if self.group_max_size < 1 {
             return Err(bad("group_max_size", "must be >= 1"));

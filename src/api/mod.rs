@@ -326,6 +326,9 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,
+        LogError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        LogError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
     }
     .code()
 }

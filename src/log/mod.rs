@@ -30,6 +30,8 @@ pub mod index;
 mod loader;
 #[allow(clippy::module_inception)] // `log::log` holds the `Log` type, like Kafka's UnifiedLog file
 mod log;
+mod producer_log;
+pub mod producer_state;
 mod record;
 mod retention;
 pub mod segment;
