@@ -10,6 +10,7 @@ pub mod group_admin;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer;
 pub mod splice;
 
 use std::future::Future;
@@ -231,6 +232,8 @@ requests! {
     DescribeGroups => DescribeGroupsRequest, group_admin::describe_groups;
     DeleteGroups => DeleteGroupsRequest, group_admin::delete_groups;
     OffsetDelete => OffsetDeleteRequest, group_admin::offset_delete;
+    InitProducerId => InitProducerIdRequest, producer::init_producer_id;
+    DescribeProducers => DescribeProducersRequest, producer::describe_producers;
 }
 
 /// Encodes `size | response header | body` for `api` at `version`.
