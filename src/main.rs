@@ -1,4 +1,5 @@
-//! The `vltava` command: `serve` (default) runs the broker; `topic` administers topics on a running broker.
+//! The `vltava` command: `serve` (default) runs the broker; `topic` administers topics and `producer` shows
+//! producer state on a running broker.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use vltava::broker::Broker;
+use vltava::cli::producer::ProducerCommand;
 use vltava::cli::topic::TopicCommand;
 use vltava::config::{BrokerConfig, Overrides};
 
@@ -25,6 +27,8 @@ enum Command {
     Serve(ServeArgs),
     /// Create, list, describe, alter or delete topics on a running broker.
     Topic(TopicCommand),
+    /// Show the idempotent producers a partition remembers.
+    Producer(ProducerCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -51,6 +55,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Topic(cmd)) => vltava::cli::topic::run(cmd).map_err(anyhow::Error::from),
+        Some(Command::Producer(cmd)) => {
+            vltava::cli::producer::run(cmd).map_err(anyhow::Error::from)
+        }
         Some(Command::Serve(args)) => serve(args, started),
         None => serve(cli.serve, started),
     };

@@ -74,7 +74,7 @@ fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
-fn check(code: i16, message: Option<&StrBytes>, what: &str) -> Result<(), ClientError> {
+pub(super) fn check(code: i16, message: Option<&StrBytes>, what: &str) -> Result<(), ClientError> {
     if code == 0 {
         return Ok(());
     }
