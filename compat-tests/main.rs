@@ -16,6 +16,7 @@ mod hostile_connections;
 mod hostile_requests;
 mod hostile_storage;
 mod hostile_validation;
+mod idempotence;
 mod metadata;
 mod other_clients;
 mod produce_consume;
