@@ -1,5 +1,7 @@
-//! The coordinator runtime: one [`GroupShard`] per `__consumer_offsets` partition this broker leads (Kafka's
-//! `CoordinatorRuntime`).
+//! The coordinator runtime: one shard per partition of an internal topic this broker leads (Kafka's
+//! `CoordinatorRuntime`), shared by the group coordinator ([`GroupShard`] over `__consumer_offsets`) and the
+//! transaction coordinator (`TxnShard` over `__transaction_state`) through the small [`Shard`] trait: how a
+//! record is encoded and decoded, how it is replayed, and what a failed write tells the shard.
 //!
 //! Ownership and locking: `shards` maps a partition index to its slot; the map's `RwLock` is taken only to find
 //! or insert/remove a slot. Each slot's `std::sync::Mutex` owns the shard and is held for exactly one operation:
@@ -9,11 +11,14 @@
 //! and no coordinator lock is ever taken on the produce/fetch path (produce and fetch only take the partition's
 //! own log lock, which the coordinator takes briefly through [`Partition::append`] like any producer).
 //!
-//! Lifecycle: [`GroupCoordinator::load`] marks a partition Loading (group requests get
+//! Lifecycle: [`CoordinatorRuntime::load`] marks a partition Loading (requests get
 //! COORDINATOR_LOAD_IN_PROGRESS), replays the whole partition on a blocking thread and then activates the
-//! shard; [`GroupCoordinator::unload`] drops it (waiting requests then answer NOT_COORDINATOR). Start-up
+//! shard; [`CoordinatorRuntime::unload`] drops it (waiting requests then answer NOT_COORDINATOR). Start-up
 //! calls `load` for every hosted partition; leadership changes will call the same two functions. Timers run as
-//! [`GroupShard::tick`] events from [`GroupCoordinator::tick_all`], called by a background loop.
+//! shard tick events from [`CoordinatorRuntime::tick_all`], called by a background loop.
+//!
+//! An operation that needs more than one write under one lock (the transaction coordinator's prepare, markers,
+//! complete) uses [`CoordinatorRuntime::run_with`], whose [`ShardWriter`] appends and replays each step.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -32,6 +37,49 @@ use crate::config::BrokerConfig;
 use crate::partition::manager::ReplicaManager;
 use crate::partition::{AppendError, Partition};
 
+/// A coordinator shard: state rebuilt by replaying the records of one internal partition.
+pub trait Shard: Send + 'static {
+    /// One record of the internal topic.
+    type Record: Send;
+    /// The internal topic.
+    const TOPIC: &'static str;
+    /// Decodes a record; `Ok(None)` is a record type this shard skips.
+    fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Self::Record>, String>;
+    /// Encodes a record: key, and value (`None` for a tombstone).
+    fn encode(record: &Self::Record) -> (Bytes, Option<Bytes>);
+    /// Applies a written or loaded record: the only way the shard's state changes.
+    fn replay(&mut self, record: &Self::Record, now: i64);
+    /// Records could not be written (`code` is the Kafka error); waiting requests may need an answer.
+    fn write_failed(&mut self, _records: &[Self::Record], _code: i16, _now: i64) {}
+    /// Timer event: the records it produces.
+    fn tick(&mut self, now: i64) -> Vec<Self::Record>;
+    /// How many entities (groups, transactional ids) the shard holds, for the load log line.
+    fn size(&self) -> usize;
+}
+
+impl Shard for GroupShard {
+    type Record = GroupRecord;
+    const TOPIC: &'static str = OFFSETS_TOPIC;
+    fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<GroupRecord>, String> {
+        GroupRecord::decode(key, value).map_err(|e| e.to_string())
+    }
+    fn encode(record: &GroupRecord) -> (Bytes, Option<Bytes>) {
+        record.encode()
+    }
+    fn replay(&mut self, record: &GroupRecord, now: i64) {
+        GroupShard::replay(self, record, now);
+    }
+    fn write_failed(&mut self, records: &[GroupRecord], code: i16, now: i64) {
+        GroupShard::write_failed(self, records, code, now);
+    }
+    fn tick(&mut self, now: i64) -> Vec<GroupRecord> {
+        GroupShard::tick(self, now)
+    }
+    fn size(&self) -> usize {
+        self.list().len()
+    }
+}
+
 /// The internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -44,17 +92,17 @@ const LOAD_READ_BYTES: usize = 1 << 20;
 /// Why an operation could not run or its records could not be written; the Kafka error code for the edge.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 pub enum CoordinatorError {
-    /// This broker does not lead the group's partition.
-    #[error("this broker is not the coordinator of the group")]
+    /// This broker does not lead the key's partition.
+    #[error("this broker is not the coordinator of the group or transactional id")]
     NotCoordinator,
     /// The partition is being loaded.
-    #[error("the coordinator is loading the group's partition")]
+    #[error("the coordinator is loading the partition")]
     Loading,
     /// The records could not be appended (storage error, partition offline).
-    #[error("the coordinator could not write the group's records")]
+    #[error("the coordinator could not write its records")]
     Unavailable,
     /// The records do not fit one batch.
-    #[error("the group's records are larger than a batch may be")]
+    #[error("the coordinator's records are larger than a batch may be")]
     TooLarge,
 }
 
@@ -70,23 +118,26 @@ impl CoordinatorError {
     }
 }
 
-enum Slot {
+enum Slot<S> {
     Loading,
-    Active(Box<GroupShard>),
+    Active(Box<S>),
 }
 
-/// The group coordinator of this broker.
-pub struct GroupCoordinator {
-    config: Arc<BrokerConfig>,
+/// The coordinator runtime of one internal topic on this broker.
+pub struct CoordinatorRuntime<S: Shard> {
     replicas: Arc<ReplicaManager>,
-    shards: RwLock<HashMap<i32, Arc<Mutex<Slot>>>>,
-    /// Partitions of `__consumer_offsets` as it exists (the configured count until it does): placement
-    /// follows the real topic, as Kafka's does.
+    make: Box<dyn Fn() -> S + Send + Sync>,
+    shards: RwLock<HashMap<i32, Arc<Mutex<Slot<S>>>>>,
+    /// Partitions of the internal topic as it exists (the configured count until it does): placement follows
+    /// the real topic, as Kafka's does.
     partitions: AtomicI32,
 }
 
+/// The group coordinator of this broker.
+pub type GroupCoordinator = CoordinatorRuntime<GroupShard>;
+
 /// Kafka's `Utils.abs(groupId.hashCode()) % partitions`: Java's `String.hashCode` over UTF-16 code units, so a
-/// group lands on the same partition as in Kafka.
+/// group (or transactional id) lands on the same partition as in Kafka.
 pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     let mut h: i32 = 0;
     for unit in group_id.encode_utf16() {
@@ -96,38 +147,92 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
-impl GroupCoordinator {
-    /// A coordinator with no shards loaded.
+impl CoordinatorRuntime<GroupShard> {
+    /// The group coordinator, with no shards loaded.
     pub fn new(config: Arc<BrokerConfig>, replicas: Arc<ReplicaManager>) -> GroupCoordinator {
-        let partitions = AtomicI32::new(config.offsets_topic_num_partitions);
-        GroupCoordinator {
-            config,
+        let limits = GroupLimits {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            max_size: usize::try_from(config.group_max_size).unwrap_or(usize::MAX),
+        };
+        CoordinatorRuntime::with_shards(replicas, config.offsets_topic_num_partitions, move || {
+            GroupShard::new(limits)
+        })
+    }
+}
+
+/// One operation's access to its shard under the shard's lock: read or change it only through [`Self::write`].
+pub struct ShardWriter<'a, S: Shard> {
+    runtime: &'a CoordinatorRuntime<S>,
+    index: i32,
+    shard: &'a mut S,
+    now: i64,
+}
+
+impl<S: Shard> ShardWriter<'_, S> {
+    /// The shard.
+    pub fn shard(&self) -> &S {
+        self.shard
+    }
+
+    /// The operation's time.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// The partition index of the shard.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The leader epoch of the shard's partition (Kafka's coordinator epoch), -1 if it is gone.
+    pub fn coordinator_epoch(&self) -> i32 {
+        self.runtime
+            .replicas
+            .get(S::TOPIC, self.index)
+            .map_or(-1, |p| p.leader_epoch())
+    }
+
+    /// Appends records to the partition and replays them; on failure the shard hears of it.
+    pub fn write(&mut self, records: Vec<S::Record>) -> Result<(), CoordinatorError> {
+        self.runtime
+            .write(self.index, self.shard, records, self.now)
+    }
+
+    /// The shard, for operations that keep runtime-only bookkeeping in it (the classic group protocol's
+    /// waiting requests); coordinator state still changes only by [`Self::write`].
+    pub fn shard_mut(&mut self) -> &mut S {
+        self.shard
+    }
+}
+
+impl<S: Shard> CoordinatorRuntime<S> {
+    /// A runtime with no shards loaded; `make` builds an empty shard.
+    pub fn with_shards(
+        replicas: Arc<ReplicaManager>,
+        partitions: i32,
+        make: impl Fn() -> S + Send + Sync + 'static,
+    ) -> Self {
+        CoordinatorRuntime {
             replicas,
+            make: Box::new(make),
             shards: RwLock::new(HashMap::new()),
-            partitions,
+            partitions: AtomicI32::new(partitions),
         }
     }
 
-    fn limits(&self) -> GroupLimits {
-        GroupLimits {
-            initial_rebalance_delay_ms: self.config.group_initial_rebalance_delay_ms,
-            max_size: usize::try_from(self.config.group_max_size).unwrap_or(usize::MAX),
-        }
+    /// The partition of a key (group id, transactional id).
+    pub fn partition_of(&self, key: &str) -> i32 {
+        partition_for(key, self.partitions.load(Ordering::Acquire))
     }
 
-    /// The `__consumer_offsets` partition of a group.
-    pub fn partition_of(&self, group_id: &str) -> i32 {
-        partition_for(group_id, self.partitions.load(Ordering::Acquire))
-    }
-
-    /// Records how many partitions `__consumer_offsets` has.
+    /// Records how many partitions the internal topic has.
     pub fn set_partition_count(&self, n: i32) {
         self.partitions.store(n.max(1), Ordering::Release);
     }
 
-    /// Whether this broker coordinates the group: `Ok` when its shard is loaded.
-    pub fn status(&self, group_id: &str) -> Result<(), CoordinatorError> {
-        let slot = self.slot(self.partition_of(group_id))?;
+    /// Whether this broker coordinates the key: `Ok` when its shard is loaded.
+    pub fn status(&self, key: &str) -> Result<(), CoordinatorError> {
+        let slot = self.slot(self.partition_of(key))?;
         let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
         match &*guard {
             Slot::Loading => Err(CoordinatorError::Loading),
@@ -135,7 +240,7 @@ impl GroupCoordinator {
         }
     }
 
-    fn slot(&self, index: i32) -> Result<Arc<Mutex<Slot>>, CoordinatorError> {
+    fn slot(&self, index: i32) -> Result<Arc<Mutex<Slot<S>>>, CoordinatorError> {
         let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
         shards
             .get(&index)
@@ -155,10 +260,10 @@ impl GroupCoordinator {
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let shard = me.replay_partition(index);
-            let groups = shard.list().len();
+            let size = shard.size();
             let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
             *guard = Slot::Active(Box::new(shard));
-            tracing::debug!(partition = index, groups, elapsed = ?started.elapsed(), "loaded group coordinator shard");
+            tracing::debug!(topic = S::TOPIC, partition = index, size, elapsed = ?started.elapsed(), "loaded coordinator shard");
         });
     }
 
@@ -169,11 +274,12 @@ impl GroupCoordinator {
     }
 
     /// Replays every record of the partition into a fresh shard.
-    fn replay_partition(&self, index: i32) -> GroupShard {
-        let mut shard = GroupShard::new(self.limits());
-        let Some(p) = self.replicas.get(OFFSETS_TOPIC, index) else {
+    fn replay_partition(&self, index: i32) -> S {
+        let mut shard = (self.make)();
+        let Some(p) = self.replicas.get(S::TOPIC, index) else {
             return shard;
         };
+        let topic = S::TOPIC;
         let now = crate::partition::manager::now_ms();
         let end = p.high_watermark();
         let mut offset = p.with_log(|l| l.log_start_offset());
@@ -186,7 +292,7 @@ impl GroupCoordinator {
                     tracing::error!(
                         partition = index,
                         offset,
-                        "cannot read {OFFSETS_TOPIC} while loading: {e}"
+                        "cannot read {topic} while loading: {e}"
                     );
                     break;
                 }
@@ -199,7 +305,7 @@ impl GroupCoordinator {
                         tracing::error!(
                             partition = index,
                             offset,
-                            "undecodable batch in {OFFSETS_TOPIC}: {e}"
+                            "undecodable batch in {topic}: {e}"
                         );
                         return shard;
                     }
@@ -210,10 +316,11 @@ impl GroupCoordinator {
                         continue;
                     }
                     let Some(key) = &r.key else { continue };
-                    match GroupRecord::decode(key, r.value.as_deref()) {
+                    match S::decode(key, r.value.as_deref()) {
                         Ok(Some(rec)) => shard.replay(&rec, now),
                         Ok(None) => {}
                         Err(e) => tracing::warn!(
+                            topic,
                             partition = index,
                             offset = r.offset,
                             "skipping record: {e}"
@@ -228,33 +335,47 @@ impl GroupCoordinator {
         shard
     }
 
-    /// Runs one operation on the group's shard: `op` returns an answer and records; the records are appended
-    /// and replayed before this returns. If the append fails, `on_fail` runs on the shard and the error comes
-    /// back with the answer.
+    /// Runs one operation on the key's shard: `op` returns an answer and records; the records are appended
+    /// and replayed before this returns. If the append fails, the shard hears of it and the error comes back
+    /// with the answer.
     pub fn run<R>(
         &self,
-        group_id: &str,
-        op: impl FnOnce(&mut GroupShard, i64) -> (R, Vec<GroupRecord>),
+        key: &str,
+        op: impl FnOnce(&mut S, i64) -> (R, Vec<S::Record>),
     ) -> Result<(R, Option<CoordinatorError>), CoordinatorError> {
-        let index = self.partition_of(group_id);
+        self.run_with(key, |w| {
+            let now = w.now;
+            let (answer, records) = op(w.shard, now);
+            let failed = w.write(records).err();
+            (answer, failed)
+        })
+    }
+
+    /// Runs `f` with the key's shard under its lock; `f` writes through the [`ShardWriter`], as often as it
+    /// needs.
+    pub fn run_with<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut ShardWriter<'_, S>) -> R,
+    ) -> Result<R, CoordinatorError> {
+        let index = self.partition_of(key);
         let slot = self.slot(index)?;
         let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
         let Slot::Active(shard) = &mut *guard else {
             return Err(CoordinatorError::Loading);
         };
-        let now = crate::partition::manager::now_ms();
-        let (answer, records) = op(shard, now);
-        let failed = self.write(index, shard, records, now).err();
-        Ok((answer, failed))
+        let mut w = ShardWriter {
+            runtime: self,
+            index,
+            shard,
+            now: crate::partition::manager::now_ms(),
+        };
+        Ok(f(&mut w))
     }
 
     /// Reads a shard without writing.
-    pub fn read<R>(
-        &self,
-        group_id: &str,
-        f: impl FnOnce(&GroupShard) -> R,
-    ) -> Result<R, CoordinatorError> {
-        let slot = self.slot(self.partition_of(group_id))?;
+    pub fn read<R>(&self, key: &str, f: impl FnOnce(&S) -> R) -> Result<R, CoordinatorError> {
+        let slot = self.slot(self.partition_of(key))?;
         let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
         match &*guard {
             Slot::Loading => Err(CoordinatorError::Loading),
@@ -263,7 +384,7 @@ impl GroupCoordinator {
     }
 
     /// Runs `f` on every loaded shard (ListGroups).
-    pub fn for_each_shard(&self, mut f: impl FnMut(&GroupShard)) -> bool {
+    pub fn for_each_shard(&self, mut f: impl FnMut(&S)) -> bool {
         let slots: Vec<_> = {
             let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
             shards.values().cloned().collect()
@@ -281,17 +402,34 @@ impl GroupCoordinator {
 
     /// Feeds the timer event to every loaded shard and writes what it produced.
     pub fn tick_all(&self, now: i64) {
-        let slots: Vec<(i32, Arc<Mutex<Slot>>)> = {
+        self.tick_all_with(now, |w| {
+            let records = w.shard.tick(now);
+            if let Err(e) = w.write(records) {
+                tracing::warn!(
+                    topic = S::TOPIC,
+                    partition = w.index,
+                    "timer records not written: {e}"
+                );
+            }
+        });
+    }
+
+    /// Runs `f` on every loaded shard, under its lock, at time `now`.
+    pub fn tick_all_with(&self, now: i64, mut f: impl FnMut(&mut ShardWriter<'_, S>)) {
+        let slots: Vec<(i32, Arc<Mutex<Slot<S>>>)> = {
             let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
             shards.iter().map(|(i, s)| (*i, s.clone())).collect()
         };
         for (index, slot) in slots {
             let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
             if let Slot::Active(shard) = &mut *guard {
-                let records = shard.tick(now);
-                if let Err(e) = self.write(index, shard, records, now) {
-                    tracing::warn!(partition = index, "group timer records not written: {e}");
-                }
+                let mut w = ShardWriter {
+                    runtime: self,
+                    index,
+                    shard,
+                    now,
+                };
+                f(&mut w);
             }
         }
     }
@@ -300,15 +438,15 @@ impl GroupCoordinator {
     fn write(
         &self,
         index: i32,
-        shard: &mut GroupShard,
-        records: Vec<GroupRecord>,
+        shard: &mut S,
+        records: Vec<S::Record>,
         now: i64,
     ) -> Result<(), CoordinatorError> {
         if records.is_empty() {
             return Ok(());
         }
-        let result = match self.replicas.get(OFFSETS_TOPIC, index) {
-            Some(p) => append(&p, &records, now),
+        let result = match self.replicas.get(S::TOPIC, index) {
+            Some(p) => append::<S>(&p, &records, now),
             None => Err(CoordinatorError::NotCoordinator),
         };
         match result {
@@ -327,12 +465,16 @@ impl GroupCoordinator {
 }
 
 /// Appends records as one uncompressed v2 batch through the leader append path.
-fn append(p: &Partition, records: &[GroupRecord], now: i64) -> Result<(), CoordinatorError> {
+fn append<S: Shard>(
+    p: &Partition,
+    records: &[S::Record],
+    now: i64,
+) -> Result<(), CoordinatorError> {
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let (key, value) = r.encode();
+            let (key, value) = S::encode(r);
             Record {
                 transactional: false,
                 control: false,
@@ -371,9 +513,9 @@ fn append(p: &Partition, records: &[GroupRecord], now: i64) -> Result<(), Coordi
         Err(AppendError::Deleted) => Err(CoordinatorError::NotCoordinator),
         Err(e) => {
             tracing::warn!(
-                topic = OFFSETS_TOPIC,
+                topic = S::TOPIC,
                 partition = p.index,
-                "group records not written: {e}"
+                "coordinator records not written: {e}"
             );
             Err(CoordinatorError::Unavailable)
         }
