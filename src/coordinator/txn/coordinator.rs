@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{InitAnswer, MarkerWriter, TxnLimits, TxnRecord, TxnShard, TXN_STATE_TOPIC};
+use super::{EndAnswer, InitAnswer, MarkerWriter, TxnLimits, TxnRecord, TxnShard, TXN_STATE_TOPIC};
 use crate::coordinator::runtime::{CoordinatorError, CoordinatorRuntime, Shard, ShardWriter};
 use crate::partition::manager::ReplicaManager;
 
@@ -164,6 +164,29 @@ impl TxnCoordinator {
                 Ok(())
             })
             .map_err(CoordinatorError::code)?
+    }
+
+    /// EndTxn v5+ (transaction version 2, KIP-890): every end bumps the epoch. [`EndAnswer::NeedProducerId`]:
+    /// the epoch is used up, call again with a fresh producer id.
+    pub fn end_txn_v2(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        new_pid: Option<i64>,
+    ) -> Result<EndAnswer, CoordinatorError> {
+        self.runtime.run_with(id, |w| {
+            let (answer, records) = w
+                .shard()
+                .end_txn_v2(id, pid, epoch, commit, new_pid, w.now());
+            let answer = match w.write(records) {
+                Ok(()) => answer,
+                Err(e) => EndAnswer::Err(e.code()),
+            };
+            self.drive_markers(w);
+            answer
+        })
     }
 
     /// Timer: at most every [`TXN_TICK_MS`], aborts timed-out transactions, expires idle ids and retries

@@ -74,6 +74,22 @@ pub enum InitAnswer {
     NeedProducerId,
 }
 
+/// The answer of EndTxn with transaction version 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndAnswer {
+    /// The producer id and epoch the client goes on with.
+    Ok {
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch.
+        epoch: i16,
+    },
+    /// A Kafka error code.
+    Err(i16),
+    /// The epoch is used up: call again with a fresh producer id.
+    NeedProducerId,
+}
+
 /// The COMMIT/ABORT markers one transaction still needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkerJob {
@@ -403,6 +419,104 @@ impl TxnShard {
         }
     }
 
+    /// EndTxn, transaction version 2 (EndTxn v5+, KIP-890): every end bumps the epoch (the prepare record
+    /// carries it, so do the markers); an abort is also allowed with no transaction running (Empty or complete,
+    /// the client was unsure); a retry names the epoch before the bump. When the bumped epoch is the last one,
+    /// the answer carries a fresh producer id with epoch 0 (`new_pid`; [`EndAnswer::NeedProducerId`] asks
+    /// for one) and the completion rotates to it.
+    pub fn end_txn_v2(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        new_pid: Option<i64>,
+        now: i64,
+    ) -> (EndAnswer, Vec<TxnRecord>) {
+        let err = |e: E| (EndAnswer::Err(e.code()), Vec::new());
+        if id.is_empty() {
+            return err(E::InvalidRequest);
+        }
+        let Some(m) = self.txns.get(id) else {
+            return err(E::InvalidProducerIdMapping);
+        };
+        // Retries carry the epoch before the bump, or, after a rotation, the old producer id with its last
+        // epoch (Kafka's `retryOnEpochBump` / `retryOnOverflow`): both survive a load, unlike the last epoch.
+        let retry_on_overflow =
+            m.prev_producer_id == pid && epoch == i16::MAX - 1 && m.producer_epoch == 0;
+        let retry_on_bump = m.producer_id == pid && epoch.checked_add(1) == Some(m.producer_epoch);
+        let retry = retry_on_bump || retry_on_overflow;
+        if m.producer_id != pid && !retry_on_overflow {
+            return err(E::InvalidProducerIdMapping);
+        }
+        // With every end bumping the epoch, the same epoch in a prepare state is the *next* end, not a retry.
+        let valid_epoch = match m.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
+            TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                retry || epoch == m.producer_epoch
+            }
+            _ => epoch == m.producer_epoch,
+        };
+        let current = EndAnswer::Ok {
+            producer_id: m.producer_id,
+            epoch: m.producer_epoch,
+        };
+        let prepare = |m: &TxnMetadata, commit: bool| -> (EndAnswer, Vec<TxnRecord>) {
+            let mut next = m.clone();
+            let exhausted = TxnMetadata::epoch_exhausted(m.producer_epoch);
+            let answer = if exhausted {
+                let Some(p) = new_pid else {
+                    return (EndAnswer::NeedProducerId, Vec::new());
+                };
+                next.next_producer_id = p;
+                EndAnswer::Ok {
+                    producer_id: p,
+                    epoch: 0,
+                }
+            } else {
+                EndAnswer::Ok {
+                    producer_id: m.producer_id,
+                    epoch: m.producer_epoch + 1,
+                }
+            };
+            next.producer_epoch = m.fenced_epoch();
+            next.last_producer_epoch = m.producer_epoch;
+            next.state = if commit {
+                TxnState::PrepareCommit
+            } else {
+                TxnState::PrepareAbort
+            };
+            if m.state != TxnState::Ongoing {
+                next.start_ms = now; // an abort with no partition added
+            }
+            next.last_update_ms = now;
+            next.client_txn_version = 2;
+            if m.check_transition(&next).is_err() {
+                return (EndAnswer::Err(E::InvalidTxnState.code()), Vec::new());
+            }
+            (answer, vec![record(id, next)])
+        };
+        if !valid_epoch {
+            return err(E::ProducerFenced);
+        }
+        match (m.state, commit) {
+            (TxnState::Ongoing, _) => prepare(m, commit),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) if retry => {
+                (current, Vec::new())
+            }
+            // An abort while unsure (TV2 clients abort when they do not know the state): a new, empty abort.
+            (TxnState::CompleteCommit | TxnState::CompleteAbort | TxnState::Empty, false)
+                if !retry =>
+            {
+                prepare(m, false)
+            }
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                err(E::ConcurrentTransactions)
+            }
+            _ => err(E::InvalidTxnState),
+        }
+    }
+
     /// The transactions whose markers are still to be written (in a prepare state), in id order.
     pub fn pending_markers(&self) -> Vec<MarkerJob> {
         let mut out: Vec<MarkerJob> = self
@@ -444,6 +558,12 @@ impl TxnShard {
         } else {
             TxnState::CompleteAbort
         };
+        if m.next_producer_id != NO_PRODUCER_ID {
+            // KIP-890 epoch overflow: the client was already given the next producer id with epoch 0.
+            next.prev_producer_id = m.producer_id;
+            next.producer_id = m.next_producer_id;
+            next.producer_epoch = 0;
+        }
         next.partitions = BTreeSet::new();
         next.next_producer_id = NO_PRODUCER_ID;
         next.last_update_ms = now;

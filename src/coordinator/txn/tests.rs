@@ -622,3 +622,180 @@ fn every_written_record_is_a_legal_transition() {
     }
     h.assert_replay_matches();
 }
+
+impl H {
+    fn end2(
+        &mut self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        new_pid: Option<i64>,
+        now: i64,
+    ) -> EndAnswer {
+        let (a, r) = self.shard.end_txn_v2(id, pid, epoch, commit, new_pid, now);
+        self.apply(r);
+        a
+    }
+}
+
+/// KIP-890: every end bumps the epoch, markers carry the bumped epoch, retries name the epoch before it.
+#[test]
+fn v2_end_bumps_the_epoch_and_answers_retries() {
+    let mut h = H::new();
+    h.fresh("tx", 7, 0);
+    h.add("tx", 7, 0, &[("a", 0)], 1).unwrap();
+    assert_eq!(
+        h.end2("tx", 7, 0, true, None, 2),
+        EndAnswer::Ok {
+            producer_id: 7,
+            epoch: 1
+        }
+    );
+    let m = h.m("tx");
+    assert_eq!(
+        (
+            m.state,
+            m.producer_epoch,
+            m.last_producer_epoch,
+            m.client_txn_version
+        ),
+        (TxnState::PrepareCommit, 1, 0, 2)
+    );
+    assert_eq!(
+        h.end2("tx", 7, 0, true, None, 3),
+        EndAnswer::Err(code(E::ConcurrentTransactions)),
+        "a retry waits"
+    );
+    assert_eq!(
+        h.end2("tx", 7, 0, false, None, 3),
+        EndAnswer::Err(code(E::InvalidTxnState))
+    );
+    assert_eq!(
+        h.end2("tx", 7, 1, true, None, 3),
+        EndAnswer::Err(code(E::ProducerFenced)),
+        "not a retry"
+    );
+    assert_eq!(h.markers(4)[0].producer_epoch, 1);
+    assert_eq!(
+        h.end2("tx", 7, 0, true, None, 5),
+        EndAnswer::Ok {
+            producer_id: 7,
+            epoch: 1
+        },
+        "retry after completion"
+    );
+    assert_eq!(
+        h.log.len(),
+        4,
+        "init, add, prepare, complete: a retry writes nothing"
+    );
+    // The client goes on with epoch 1.
+    assert_eq!(h.add("tx", 7, 1, &[("b", 0)], 6), Ok(1));
+    assert_eq!(
+        h.end2("tx", 7, 5, true, None, 7),
+        EndAnswer::Err(code(E::ProducerFenced))
+    );
+    assert_eq!(
+        h.end2("tx", 8, 1, true, None, 7),
+        EndAnswer::Err(code(E::InvalidProducerIdMapping))
+    );
+    assert_eq!(
+        h.end2("tx", 7, 1, false, None, 7),
+        EndAnswer::Ok {
+            producer_id: 7,
+            epoch: 2
+        }
+    );
+    h.assert_replay_matches();
+}
+
+/// A v2 client unsure of the state aborts: from Empty or a completed transaction this is a new, empty abort.
+#[test]
+fn v2_abort_without_a_transaction() {
+    let mut h = H::new();
+    h.fresh("tx", 7, 0);
+    assert_eq!(
+        h.end2("tx", 7, 0, true, None, 1),
+        EndAnswer::Err(code(E::InvalidTxnState))
+    );
+    assert_eq!(
+        h.end2("tx", 7, 0, false, None, 2),
+        EndAnswer::Ok {
+            producer_id: 7,
+            epoch: 1
+        }
+    );
+    let m = h.m("tx");
+    assert_eq!((m.state, m.start_ms), (TxnState::PrepareAbort, 2));
+    let jobs = h.markers(3);
+    assert!(jobs[0].partitions.is_empty());
+    assert_eq!(h.m("tx").state, TxnState::CompleteAbort);
+    // The same epoch again is the next end, not a retry: another abort with a bump.
+    assert_eq!(
+        h.end2("tx", 7, 1, false, None, 4),
+        EndAnswer::Ok {
+            producer_id: 7,
+            epoch: 2
+        }
+    );
+    h.markers(5);
+    assert_eq!(
+        h.end2("tx", 7, 2, true, None, 6),
+        EndAnswer::Err(code(E::InvalidTxnState))
+    );
+    h.assert_replay_matches();
+}
+
+/// The last epoch: the end hands out a fresh producer id with epoch 0, the completion rotates to it, and a retry
+/// naming the old producer id and its last epoch is answered with the new one.
+#[test]
+fn v2_epoch_overflow_rotates_the_producer_id() {
+    let mut h = H::new();
+    h.fresh("tx", 7, 0);
+    h.add("tx", 7, 0, &[("a", 0)], 1).unwrap();
+    let mut m = h.m("tx").clone();
+    m.producer_epoch = i16::MAX - 1;
+    h.apply(vec![TxnRecord {
+        transactional_id: "tx".into(),
+        value: Some(m),
+    }]);
+    let last = i16::MAX - 1;
+    assert_eq!(
+        h.end2("tx", 7, last, true, None, 2),
+        EndAnswer::NeedProducerId
+    );
+    assert_eq!(
+        h.end2("tx", 7, last, true, Some(900), 2),
+        EndAnswer::Ok {
+            producer_id: 900,
+            epoch: 0
+        }
+    );
+    let m = h.m("tx");
+    assert_eq!((m.producer_epoch, m.next_producer_id), (i16::MAX, 900));
+    assert_eq!(
+        h.markers(3)[0].producer_epoch,
+        i16::MAX,
+        "markers fence every epoch of the old id"
+    );
+    let m = h.m("tx");
+    assert_eq!(
+        (
+            m.producer_id,
+            m.producer_epoch,
+            m.prev_producer_id,
+            m.next_producer_id
+        ),
+        (900, 0, 7, NO_PRODUCER_ID)
+    );
+    assert_eq!(
+        h.end2("tx", 7, last, true, None, 4),
+        EndAnswer::Ok {
+            producer_id: 900,
+            epoch: 0
+        }
+    );
+    assert_eq!(h.add("tx", 900, 0, &[("a", 0)], 5), Ok(1));
+    h.assert_replay_matches();
+}
