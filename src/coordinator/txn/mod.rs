@@ -15,9 +15,11 @@
 //!
 //! Bounds: at most [`TxnLimits::max_transactional_ids`] ids per shard (a new id beyond it is answered
 //! COORDINATOR_NOT_AVAILABLE, retriable, until idle ids expire) and [`MAX_PARTITIONS_PER_TXN`] partitions per
-//! transaction (INVALID_REQUEST beyond). The timer scan is O(ids in the shard).
+//! transaction, and [`MAX_VALUE_BYTES`] per transaction record (INVALID_REQUEST beyond). The timer scan is
+//! O(ids in the shard).
 
 pub mod coordinator;
+pub mod markers;
 pub mod records;
 pub mod state;
 
@@ -32,6 +34,10 @@ pub use state::{TxnMetadata, TxnState, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 /// Partitions one transaction may hold: keeps one `TransactionLogValue` well under a batch (each partition
 /// costs 4 bytes, each topic its name) and bounds the marker fan-out.
 pub const MAX_PARTITIONS_PER_TXN: usize = 10_000;
+
+/// The largest `TransactionLogValue` written: below the default `max.message.bytes` (1 MiB) of
+/// `__transaction_state`, so a transaction's record always fits a batch there.
+pub const MAX_VALUE_BYTES: usize = 900 * 1024;
 
 /// The internal topic holding transaction metadata.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
@@ -348,7 +354,16 @@ impl TxnShard {
         next.last_update_ms = now;
         m.check_transition(&next)
             .map_err(|_| E::InvalidTxnState.code())?;
-        Ok(vec![record(id, next)])
+        let rec = record(id, next);
+        // Long topic names can make the value outgrow a batch before the partition count does.
+        if rec.encode().1.map_or(0, |v| v.len()) > MAX_VALUE_BYTES {
+            tracing::warn!(
+                transactional_id = id,
+                "refusing partitions: the transaction's record would exceed {MAX_VALUE_BYTES} bytes"
+            );
+            return Err(E::InvalidRequest.code());
+        }
+        Ok(vec![rec])
     }
 
     /// AddPartitionsToTxn v4+ with `verify_only` (a broker asking whether a partition is in the transaction):

@@ -799,3 +799,21 @@ fn v2_epoch_overflow_rotates_the_producer_id() {
     assert_eq!(h.add("tx", 900, 0, &[("a", 0)], 5), Ok(1));
     h.assert_replay_matches();
 }
+
+/// 4,000 topics of 249 bytes fit the partition cap but not a batch: refused before the write.
+#[test]
+fn records_stay_below_a_batch() {
+    let mut h = H::new();
+    h.fresh("tx", 7, 0);
+    let long: Vec<(String, i32)> = (0..4000).map(|i| (format!("{i:0>249}"), 0)).collect();
+    assert_eq!(
+        h.shard.add_partitions("tx", 7, 0, &long, 1),
+        Err(code(E::InvalidRequest))
+    );
+    assert_eq!(
+        h.shard
+            .add_partitions("tx", 7, 0, &long[..3000], 1)
+            .map(|r| r.len()),
+        Ok(1)
+    );
+}
