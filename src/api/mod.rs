@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod produce;
 pub mod producer;
 pub mod splice;
+pub mod txn;
 
 use std::future::Future;
 use std::net::SocketAddr;
