@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod bad_input;
 mod cli_config;
+mod cli_group;
 mod compaction;
 mod durability;
 mod fetch_semantics;
