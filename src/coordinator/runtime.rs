@@ -296,6 +296,34 @@ impl GroupCoordinator {
         }
     }
 
+    /// The offsets retention event: expires offsets of every loaded shard (and deletes Empty groups left
+    /// without offsets) by writing tombstones through the normal append-and-replay path.
+    pub fn expire_all(&self, now: i64) {
+        let retention_ms = i64::from(self.config.offsets_retention_minutes).saturating_mul(60_000);
+        let slots: Vec<(i32, Arc<Mutex<Slot>>)> = {
+            let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
+            shards.iter().map(|(i, s)| (*i, s.clone())).collect()
+        };
+        for (index, slot) in slots {
+            let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Slot::Active(shard) = &mut *guard {
+                let records = shard.expire_offsets(now, retention_ms);
+                if records.is_empty() {
+                    continue;
+                }
+                let n = records.len();
+                match self.write(index, shard, records, now) {
+                    Ok(()) => tracing::info!(
+                        partition = index,
+                        records = n,
+                        "expired offsets and groups removed"
+                    ),
+                    Err(e) => tracing::warn!(partition = index, "offset expiry not written: {e}"),
+                }
+            }
+        }
+    }
+
     /// Appends records to the shard's partition and replays them; on failure the shard hears of it.
     fn write(
         &self,
