@@ -18,6 +18,7 @@ mod hostile_requests;
 mod hostile_storage;
 mod hostile_validation;
 mod metadata;
+mod offsets_retention;
 mod other_clients;
 mod produce_consume;
 mod versions;
