@@ -12,6 +12,7 @@ mod cli_group;
 mod compaction;
 mod durability;
 mod fetch_semantics;
+mod group_admin;
 mod groups;
 mod hostile_connections;
 mod hostile_requests;
