@@ -158,8 +158,10 @@ pub(crate) struct MemberView {
     assigned: Vec<(String, i32)>,
 }
 
-/// A group as DescribeGroups shows it.
+/// A group as DescribeGroups or ConsumerGroupDescribe shows it.
 pub(crate) struct GroupView {
+    /// "classic" or "consumer" (KIP-848).
+    kind: &'static str,
     pub state: String,
     protocol_type: String,
     protocol: String,
@@ -182,11 +184,80 @@ fn decode_assignment(mut b: bytes::Bytes) -> Vec<(String, i32)> {
     }
 }
 
-/// DescribeGroups for one group; `Ok(None)` if the group does not exist.
+/// Describes one group as the Admin client does: DescribeGroups, and for a group that is not a classic group
+/// (DescribeGroups answers Dead) ConsumerGroupDescribe where the cluster has it; `Ok(None)` if it does not exist.
 pub(crate) fn describe_group(
     c: &mut Cluster,
     group: &str,
 ) -> Result<Option<GroupView>, ClientError> {
+    if let Some(view) = describe_classic(c, group)? {
+        return Ok(Some(view));
+    }
+    if !c.supports(ApiKey::ConsumerGroupDescribe)? {
+        return Ok(None);
+    }
+    let mut req = ConsumerGroupDescribeRequest::default();
+    req.group_ids = vec![GroupId(s(group))];
+    let resp: ConsumerGroupDescribeResponse = c.call_coordinator(
+        group,
+        ApiKey::ConsumerGroupDescribe,
+        0,
+        &req,
+        |r: &ConsumerGroupDescribeResponse| r.groups.first().map_or(0, |g| g.error_code),
+    )?;
+    let g = resp.groups.into_iter().next().ok_or_else(|| {
+        ClientError::Protocol("ConsumerGroupDescribe: no group in the answer".into())
+    })?;
+    consumer_group_view(g, group)
+}
+
+/// A ConsumerGroupDescribe answer as a view; GROUP_ID_NOT_FOUND (also the answer for a classic group) is none.
+fn consumer_group_view(
+    g: consumer_group_describe_response::DescribedGroup,
+    group: &str,
+) -> Result<Option<GroupView>, ClientError> {
+    if g.error_code == kafka_protocol::error::ResponseError::GroupIdNotFound.code() {
+        return Ok(None);
+    }
+    check(
+        g.error_code,
+        g.error_message.as_ref(),
+        &format!("describe group {group}"),
+    )?;
+    if &*g.group_state == "Dead" {
+        return Ok(None);
+    }
+    let members = g
+        .members
+        .into_iter()
+        .map(|m| MemberView {
+            id: m.member_id.to_string(),
+            instance: m.instance_id.map(|x| x.to_string()),
+            client: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            assigned: m
+                .assignment
+                .topic_partitions
+                .iter()
+                .flat_map(|tp| {
+                    tp.partitions
+                        .iter()
+                        .map(|p| (tp.topic_name.to_string(), *p))
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Some(GroupView {
+        kind: "consumer",
+        state: g.group_state.to_string(),
+        protocol_type: "consumer".into(),
+        protocol: g.assignor_name.to_string(),
+        members,
+    }))
+}
+
+/// DescribeGroups (classic groups); `Ok(None)` if there is no classic group of that id.
+fn describe_classic(c: &mut Cluster, group: &str) -> Result<Option<GroupView>, ClientError> {
     let mut req = DescribeGroupsRequest::default();
     req.groups = vec![GroupId(s(group))];
     let resp: DescribeGroupsResponse = c.call_coordinator(
@@ -225,6 +296,7 @@ pub(crate) fn describe_group(
         })
         .collect();
     Ok(Some(GroupView {
+        kind: "classic",
         state: g.group_state.to_string(),
         protocol_type: g.protocol_type.to_string(),
         protocol: g.protocol_data.to_string(),
@@ -290,7 +362,8 @@ fn describe(
         )));
     };
     println!(
-        "GROUP {group}  STATE {}  PROTOCOL-TYPE {}  ASSIGNMENT-STRATEGY {}  MEMBERS {}",
+        "GROUP {group}  TYPE {}  STATE {}  PROTOCOL-TYPE {}  ASSIGNMENT-STRATEGY {}  MEMBERS {}",
+        view.kind,
         view.state,
         if view.protocol_type.is_empty() {
             "-"
@@ -455,5 +528,46 @@ mod tests {
         assert!(decode_assignment(bytes::Bytes::from_static(&[0, 1, 0xff])).is_empty());
         assert!(decode_assignment(bytes::Bytes::new()).is_empty());
         assert_eq!(format_assignment(&[]), "-");
+    }
+
+    #[test]
+    fn consumer_group_describe_answers() {
+        use consumer_group_describe_response::{DescribedGroup, Member, TopicPartitions};
+        let mut g = DescribedGroup::default();
+        g.group_state = s("Reconciling");
+        g.assignor_name = s("uniform");
+        let mut m = Member::default();
+        m.member_id = s("m1");
+        m.client_id = s("cl");
+        m.client_host = s("/10.0.0.1");
+        m.instance_id = Some(s("i1"));
+        let mut tp = TopicPartitions::default();
+        tp.topic_name = TopicName(s("t"));
+        tp.partitions = vec![1, 3];
+        m.assignment.topic_partitions.push(tp);
+        g.members.push(m);
+        let v = consumer_group_view(g, "g").unwrap().expect("a group");
+        assert_eq!(
+            (v.kind, v.state.as_str(), v.protocol.as_str()),
+            ("consumer", "Reconciling", "uniform")
+        );
+        let m = &v.members[0];
+        assert_eq!(
+            (
+                m.id.as_str(),
+                m.instance.as_deref(),
+                m.client.as_str(),
+                m.host.as_str()
+            ),
+            ("m1", Some("i1"), "cl", "/10.0.0.1")
+        );
+        assert_eq!(m.assigned, vec![("t".to_string(), 1), ("t".to_string(), 3)]);
+        // A classic group (or none) is GROUP_ID_NOT_FOUND to ConsumerGroupDescribe; other errors are errors.
+        let nf = DescribedGroup::default().with_error_code(69);
+        assert!(consumer_group_view(nf, "g").unwrap().is_none());
+        let dead = DescribedGroup::default().with_group_state(s("Dead"));
+        assert!(consumer_group_view(dead, "g").unwrap().is_none());
+        let err = DescribedGroup::default().with_error_code(16);
+        assert!(consumer_group_view(err, "g").is_err());
     }
 }

@@ -26,6 +26,8 @@ pub struct Cluster {
     /// node id → "host:port", from Metadata.
     brokers: BTreeMap<i32, String>,
     clients: HashMap<String, Client>,
+    /// The bootstrap broker's ApiVersions: api key → max version (asked once, when first needed).
+    versions: Option<HashMap<i16, i16>>,
 }
 
 impl Cluster {
@@ -44,7 +46,28 @@ impl Cluster {
             bootstrap,
             brokers,
             clients: HashMap::new(),
+            versions: None,
         })
+    }
+
+    /// Whether the cluster speaks `api` (ApiVersions of the bootstrap broker, asked once).
+    pub fn supports(&mut self, api: ApiKey) -> Result<bool, ClientError> {
+        if self.versions.is_none() {
+            let resp: ApiVersionsResponse =
+                self.bootstrap
+                    .call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())?;
+            check(resp.error_code, None, "ApiVersions")?;
+            self.versions = Some(
+                resp.api_keys
+                    .iter()
+                    .map(|k| (k.api_key, k.max_version))
+                    .collect(),
+            );
+        }
+        Ok(self
+            .versions
+            .as_ref()
+            .is_some_and(|v| v.contains_key(&(api as i16))))
     }
 
     /// Every broker's address.
