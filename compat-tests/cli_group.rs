@@ -165,6 +165,11 @@ fn group_cli_against_a_live_rdkafka_member() {
         assert_eq!(&row0[3..7], &["7", "10", "3", member_id.as_str()], "{out}");
         let row1 = line_with(&out, &[group, topic, "1"]).expect("partition 1 row");
         assert_eq!(&row1[3..7], &["6", "6", "0", member_id.as_str()], "{out}");
+        let (ok, out) = group_cmd(&b, &["describe", group, "--members"]);
+        assert!(
+            ok && out.contains(&member_id) && !out.contains("CURRENT-OFFSET"),
+            "{out}"
+        );
         let (ok, out) = group_cmd(&b, &["describe", group, "--offsets"]);
         assert!(
             ok && !out.contains("CLIENT-ID  HOST")
@@ -323,8 +328,12 @@ fn group_cli_against_a_live_rdkafka_member() {
         );
         assert_eq!(committed(&b, group, topic, 2), vec![Some(10), None]);
 
-        let (ok, out) = group_cmd(&b, &["delete", group]);
-        assert!(ok && out.contains("'cli-g' was successful"), "{out}");
+        // One of two groups cannot be deleted: the other is, and the exit code says something failed.
+        let (ok, out) = group_cmd(&b, &["delete", "no-such-group", group]);
+        assert!(
+            !ok && out.contains("GroupIdNotFound") && out.contains("'cli-g' was successful"),
+            "{out}"
+        );
         assert_eq!(committed(&b, group, topic, 2), vec![None, None]);
         let (ok, out) = group_cmd(&b, &["list"]);
         assert!(ok && line_with(&out, &[group]).is_none(), "{out}");
