@@ -170,6 +170,12 @@ fn group_cli_against_a_live_rdkafka_member() {
             ok && out.contains(&member_id) && !out.contains("CURRENT-OFFSET"),
             "{out}"
         );
+        let (ok, out) = group_cmd(&b, &["describe", group, "--state"]);
+        assert!(
+            ok && out.trim().lines().count() == 1
+                && out.contains("TYPE classic  STATE Stable  PROTOCOL-TYPE consumer  ASSIGNMENT-STRATEGY range  MEMBERS 1"),
+            "{out}"
+        );
         let (ok, out) = group_cmd(&b, &["describe", group, "--offsets"]);
         assert!(
             ok && !out.contains("CLIENT-ID  HOST")

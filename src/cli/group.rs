@@ -57,6 +57,9 @@ pub enum GroupAction {
         /// Only the partitions' offsets and lag.
         #[arg(long)]
         offsets: bool,
+        /// Only the group's state line (type, state, assignment strategy, member count).
+        #[arg(long, conflicts_with_all = ["members", "offsets"])]
+        state: bool,
     },
     /// Delete groups without members (their committed offsets go too).
     Delete {
@@ -85,7 +88,8 @@ pub fn run(cmd: GroupCommand) -> Result<(), ClientError> {
             group,
             members,
             offsets,
-        } => describe(&mut c, &group, !offsets, !members),
+            state,
+        } => describe(&mut c, &group, !offsets && !state, !members && !state),
         GroupAction::Delete { groups } => delete(&mut c, &groups),
         GroupAction::ResetOffsets(args) => offsets::reset(&mut c, &args),
         GroupAction::DeleteOffsets { group, topics } => {
