@@ -578,6 +578,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no_such_setting"), "{e}");
+        for bad in [
+            "offsets_retention_minutes = 0\n",
+            "offsets_retention_check_interval_ms = 0\n",
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = BrokerConfig::load(Some(&f), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
         std::fs::write(&f, "listen = \"nonsense\"\n").unwrap();
         let e = BrokerConfig::load(Some(&f), &Overrides::default())
             .unwrap_err()
