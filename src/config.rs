@@ -135,6 +135,11 @@ pub struct BrokerConfig {
     pub offsets_topic_segment_bytes: i32,
     /// Largest metadata string of one committed offset; longer ones get OFFSET_METADATA_TOO_LARGE.
     pub offset_metadata_max_bytes: i32,
+    /// How long committed offsets of an Empty group (or offsets committed without a group) are kept, in
+    /// minutes, counted from the later of the commit and the moment the group became Empty.
+    pub offsets_retention_minutes: i32,
+    /// How often expired offsets (and Empty groups left without offsets) are removed, in ms.
+    pub offsets_retention_check_interval_ms: i64,
     /// How long the first rebalance of an empty group waits for more members to join, in ms.
     pub group_initial_rebalance_delay_ms: i64,
     /// Smallest session timeout a member may ask for, in ms.
@@ -197,6 +202,8 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 1,
             offsets_topic_segment_bytes: 104_857_600,
             offset_metadata_max_bytes: 4096,
+            offsets_retention_minutes: 10080,
+            offsets_retention_check_interval_ms: 600_000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -392,6 +399,12 @@ impl BrokerConfig {
         if self.offset_metadata_max_bytes < 0 {
             return Err(bad("offset_metadata_max_bytes", "must be >= 0"));
         }
+        if self.offsets_retention_minutes < 1 {
+            return Err(bad("offsets_retention_minutes", "must be >= 1"));
+        }
+        if self.offsets_retention_check_interval_ms < 1 {
+            return Err(bad("offsets_retention_check_interval_ms", "must be >= 1"));
+        }
         if self.group_initial_rebalance_delay_ms < 0 {
             return Err(bad("group_initial_rebalance_delay_ms", "must be >= 0"));
         }
@@ -565,6 +578,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no_such_setting"), "{e}");
+        for bad in [
+            "offsets_retention_minutes = 0\n",
+            "offsets_retention_check_interval_ms = 0\n",
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = BrokerConfig::load(Some(&f), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
         std::fs::write(&f, "listen = \"nonsense\"\n").unwrap();
         let e = BrokerConfig::load(Some(&f), &Overrides::default())
             .unwrap_err()

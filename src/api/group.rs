@@ -349,7 +349,7 @@ pub async fn leave_group(
     Some(resp)
 }
 
-/// OffsetCommit v2–9. The retention time of v2–4 is ignored (offsets do not expire yet).
+/// OffsetCommit v2–9. The retention time of v2–4 is ignored (offsets follow `offsets.retention.minutes`).
 pub async fn offset_commit(
     ctx: &RequestContext,
     req: OffsetCommitRequest,

@@ -296,6 +296,41 @@ impl GroupCoordinator {
         }
     }
 
+    /// The offsets retention event: expires offsets of every loaded shard (and deletes Empty groups left
+    /// without offsets) by writing tombstones through the normal append-and-replay path.
+    pub fn expire_all(&self, now: i64) {
+        let retention_ms = i64::from(self.config.offsets_retention_minutes).saturating_mul(60_000);
+        let slots: Vec<(i32, Arc<Mutex<Slot>>)> = {
+            let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
+            shards.iter().map(|(i, s)| (*i, s.clone())).collect()
+        };
+        for (index, slot) in slots {
+            let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Slot::Active(shard) = &mut *guard {
+                let records = shard.expire_offsets(now, retention_ms);
+                // Many offsets may expire at once: write them in batches that fit `message_max_bytes`, in
+                // order (a group's tombstone after its offsets'); a failed batch leaves the rest to the next
+                // check, which decides afresh.
+                let mut written = 0;
+                for batch in expiry_batches(records) {
+                    let n = batch.len();
+                    if let Err(e) = self.write(index, shard, batch, now) {
+                        tracing::warn!(partition = index, "offset expiry not written: {e}");
+                        break;
+                    }
+                    written += n;
+                }
+                if written > 0 {
+                    tracing::info!(
+                        partition = index,
+                        tombstones = written,
+                        "expired offsets and emptied groups removed"
+                    );
+                }
+            }
+        }
+    }
+
     /// Appends records to the shard's partition and replays them; on failure the shard hears of it.
     fn write(
         &self,
@@ -324,6 +359,28 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// Bytes of keys in one batch of expiry tombstones (tombstones are all key; far below the 1 MiB default
+/// `message_max_bytes`).
+const EXPIRY_BATCH_BYTES: usize = 256 * 1024;
+
+/// Splits tombstones into batches of at most [`EXPIRY_BATCH_BYTES`] of keys (at least one record each), in order.
+fn expiry_batches(records: Vec<GroupRecord>) -> Vec<Vec<GroupRecord>> {
+    let mut out: Vec<Vec<GroupRecord>> = Vec::new();
+    let mut bytes = 0;
+    for r in records {
+        let size = r.key.encode().len() + 16;
+        if out.is_empty() || bytes + size > EXPIRY_BATCH_BYTES {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(last) = out.last_mut() {
+            last.push(r);
+        }
+    }
+    out
 }
 
 /// Appends records as one uncompressed v2 batch through the leader append path.
@@ -384,6 +441,35 @@ fn append(p: &Partition, records: &[GroupRecord], now: i64) -> Result<(), Coordi
 mod tests {
     #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
+
+    #[test]
+    fn expiry_tombstones_are_written_in_bounded_batches_in_order() {
+        use crate::coordinator::group::records::RecordKey;
+        let tomb = |p: i32| GroupRecord {
+            key: RecordKey::Offset {
+                group: "g".repeat(1000),
+                topic: "t".into(),
+                partition: p,
+            },
+            value: None,
+        };
+        let records: Vec<GroupRecord> = (0..1000).map(tomb).collect();
+        let batches = expiry_batches(records);
+        assert!(batches.len() > 1);
+        let mut next = 0;
+        for b in &batches {
+            let bytes: usize = b.iter().map(|r| r.key.encode().len() + 16).sum();
+            assert!(bytes <= EXPIRY_BATCH_BYTES && !b.is_empty());
+            for r in b {
+                assert!(
+                    matches!(&r.key, RecordKey::Offset { partition, .. } if *partition == next)
+                );
+                next += 1;
+            }
+        }
+        assert_eq!(next, 1000);
+        assert!(expiry_batches(Vec::new()).is_empty());
+    }
 
     /// Values from Java: `Utils.abs("my-group".hashCode()) % 50` and friends.
     #[test]

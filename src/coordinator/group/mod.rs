@@ -9,6 +9,7 @@
 //! metadata change, and loading a partition at start-up is the same replay.
 
 pub mod classic;
+mod expiry;
 pub mod member;
 pub mod offsets;
 pub mod records;

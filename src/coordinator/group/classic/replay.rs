@@ -98,11 +98,16 @@ impl ClassicGroup {
                 },
             );
         }
-        let state = if self.members.is_empty() {
-            GroupState::Empty
+        if self.members.is_empty() {
+            // Offsets expire counting from when the group became Empty: keep that moment across a reload
+            // rather than restarting the clock at every load.
+            let since = v.current_state_timestamp;
+            self.set_state(
+                GroupState::Empty,
+                if since > 0 { since.min(now) } else { now },
+            );
         } else {
-            GroupState::Stable
-        };
-        self.set_state(state, now);
+            self.set_state(GroupState::Stable, now);
+        }
     }
 }
