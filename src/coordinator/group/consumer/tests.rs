@@ -1,0 +1,2 @@
+//! Unit tests of consumer groups: the heartbeat state machine through the shard (records replayed as the
+//! runtime does), with injected time.
