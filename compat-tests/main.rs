@@ -9,6 +9,7 @@ mod admin;
 mod bad_input;
 mod cli_config;
 mod compaction;
+mod consumer_groups;
 mod durability;
 mod fetch_semantics;
 mod groups;
