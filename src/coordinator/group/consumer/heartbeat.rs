@@ -19,6 +19,9 @@ use crate::coordinator::group::records::{
 
 /// Largest compiled subscription regex (bytes of automaton), so a hostile pattern cannot take the memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Most bytes of one member's subscription (topic names, regex, ids) kept in the group and its record, so
+/// one member cannot make the group's records outgrow a batch or the shard's memory.
+const MAX_SUBSCRIPTION_BYTES: usize = 1 << 20;
 
 /// One topic as the coordinator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,25 @@ pub fn validate(req: &HeartbeatRequest, limits: &ConsumerLimits) -> Result<(), H
         e if e < LEAVE_STATIC_EPOCH => return invalid("MemberEpoch is invalid."),
         _ => {}
     }
+    let subscription_bytes: usize = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.len() + 2)
+        .sum::<usize>()
+        + [
+            &req.subscribed_topic_regex,
+            &req.instance_id,
+            &req.rack_id,
+            &req.server_assignor,
+        ]
+        .iter()
+        .map(|x| x.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+        + req.client_id.len();
+    if subscription_bytes > MAX_SUBSCRIPTION_BYTES {
+        return invalid("The subscription is too large.");
+    }
     if let Some(re) = req
         .subscribed_topic_regex
         .as_deref()
@@ -152,8 +174,16 @@ pub fn validate(req: &HeartbeatRequest, limits: &ConsumerLimits) -> Result<(), H
     Ok(())
 }
 
+/// Topic ids each distinct regex matched, so a group whose members share a pattern compiles it once per
+/// heartbeat rather than once per member.
+type RegexCache = BTreeMap<String, BTreeSet<Uuid>>;
+
 /// The topic ids a member's subscription resolves to (names that exist, plus regex matches).
-fn resolve(meta: &ConsumerMemberValue, topics: &TopicsView) -> BTreeSet<Uuid> {
+fn resolve(
+    meta: &ConsumerMemberValue,
+    topics: &TopicsView,
+    cache: &mut RegexCache,
+) -> BTreeSet<Uuid> {
     let mut out: BTreeSet<Uuid> = meta
         .subscribed_topic_names
         .iter()
@@ -164,15 +194,19 @@ fn resolve(meta: &ConsumerMemberValue, topics: &TopicsView) -> BTreeSet<Uuid> {
         .as_deref()
         .filter(|r| !r.is_empty())
     {
-        // Validated when the member sent it; a pattern that no longer compiles matches nothing.
-        if let Ok(re) = compile_regex(re) {
-            out.extend(
-                topics
-                    .iter()
-                    .filter(|(n, t)| !t.internal && re.is_match(n))
-                    .map(|(_, t)| t.id),
-            );
-        }
+        let matched = cache.entry(re.to_string()).or_insert_with(|| {
+            // Validated when the member sent it; a pattern that no longer compiles matches nothing.
+            compile_regex(re)
+                .map(|re| {
+                    topics
+                        .iter()
+                        .filter(|(n, t)| !t.internal && re.is_match(n))
+                        .map(|(_, t)| t.id)
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        out.extend(matched.iter().copied());
     }
     out
 }
@@ -369,12 +403,13 @@ pub fn heartbeat(
     // Subscriptions of the group with this member's update; the group epoch moves when they or the
     // subscribed topics' metadata change.
     let mut subscriptions: BTreeMap<String, BTreeSet<Uuid>> = BTreeMap::new();
+    let mut cache = RegexCache::new();
     for (id, m) in &g.members {
         if Some(id) != replaced.map(|r| &r.id) && *id != member_id {
-            subscriptions.insert(id.clone(), resolve(&m.meta, topics));
+            subscriptions.insert(id.clone(), resolve(&m.meta, topics, &mut cache));
         }
     }
-    subscriptions.insert(member_id.clone(), resolve(&member.meta, topics));
+    subscriptions.insert(member_id.clone(), resolve(&member.meta, topics, &mut cache));
     let all: BTreeSet<Uuid> = subscriptions.values().flatten().copied().collect();
     let hash = metadata_hash(&all, topics);
     let mut group_epoch = g.epoch;
