@@ -507,6 +507,41 @@ fn raw_heartbeat_revocation_and_errors() {
             "admin commit to a non-empty group"
         );
 
+        // OffsetFetch v9 checks the member id and epoch of a consumer group (an admin, no member id, may read).
+        let fetch = |raw: &mut Raw, member: Option<&str>, epoch: i32| -> (i16, i64) {
+            let r: OffsetFetchResponse = raw.call(
+                ApiKey::OffsetFetch,
+                9,
+                &OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(sb("rg")))
+                        .with_member_id(member.map(sb))
+                        .with_member_epoch(epoch)
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(TopicName(sb("raw848")))
+                                .with_partition_indexes(vec![0]),
+                        ])),
+                ]),
+            );
+            let g = &r.groups[0];
+            let offset = g
+                .topics
+                .first()
+                .map_or(-1, |t| t.partitions[0].committed_offset);
+            (g.error_code, offset)
+        };
+        assert_eq!(fetch(&mut raw, Some("member-a"), 2), (0, 5));
+        assert_eq!(
+            fetch(&mut raw, Some("member-a"), 1).0,
+            E::StaleMemberEpoch.code()
+        );
+        assert_eq!(
+            fetch(&mut raw, Some("nobody"), 2).0,
+            E::UnknownMemberId.code()
+        );
+        assert_eq!(fetch(&mut raw, None, -1), (0, 5));
+
         // DeleteGroups refuses a group with members; both leave (epoch -1), then it is deleted.
         let del = |raw: &mut Raw| -> i16 {
             let r: DeleteGroupsResponse = raw.call(

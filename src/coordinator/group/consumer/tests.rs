@@ -566,3 +566,43 @@ fn shared_namespace_with_classic_groups_and_offsets() {
     assert!(h.shard.consumer_group("g").is_none());
     assert!(h.shard.list_consumer().is_empty());
 }
+
+fn classic_join(member: &str) -> crate::coordinator::group::classic::JoinRequest {
+    crate::coordinator::group::classic::JoinRequest {
+        member_id: member.to_string(),
+        instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout: 10_000,
+        rebalance_timeout: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), bytes::Bytes::from_static(b"meta"))],
+        require_known_member_id: false,
+    }
+}
+
+/// One group id, one kind at a time: a non-empty group of the other kind refuses, an empty one converts.
+#[test]
+fn classic_and_consumer_groups_share_the_namespace() {
+    use crate::coordinator::group::classic::Reply;
+    let mut h = H::new();
+    h.hb(join("a", &["t"]));
+    let (reply, records) = h.shard.join("g", classic_join(""), h.now);
+    assert!(records.is_empty());
+    match reply {
+        Reply::Now(o) => assert_eq!(o.error, E::InconsistentGroupProtocol.code()),
+        Reply::Wait(_) => panic!("refused at once"),
+    }
+    // Empty: a classic join converts the group (the consumer group's tombstones come first).
+    h.hb(beat("a", -1));
+    let (_, records) = h.shard.join("g", classic_join(""), h.now);
+    h.apply(records);
+    assert!(h.shard.consumer_group("g").is_none());
+    h.tick(100); // the initial delay (0 here) completes the join
+    let g = h.shard.group("g").expect("a classic group");
+    assert_eq!(g.members.len(), 1);
+    // Now a consumer protocol join is refused: the classic group has a member.
+    let r = h.hb(join("b", &["t"]));
+    assert_eq!(r.error, E::GroupIdNotFound.code());
+    assert!(h.shard.consumer_group("g").is_none());
+}
