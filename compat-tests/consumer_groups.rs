@@ -213,6 +213,7 @@ fn consumer_protocol_idle_seventh_member_takes_over_from_a_killed_member() {
         let took = wait_until(30, "every rdkafka member with one partition", || {
             members.iter().all(|m| m.assigned().len() == 1)
         });
+        eprintln!("idle member took over {took:?} after the SIGKILL (session timeout 6 s)");
         assert!(took < Duration::from_secs(6 + 6), "takeover took {took:?}");
         assert!(
             took > Duration::from_secs(3),
