@@ -1,7 +1,7 @@
 //! KIP-848 consumer groups as real clients use them: rdkafka (librdkafka 2.12.1) with `group.protocol=consumer`
 //! sharing a topic, a member in its own process (confluent-kafka) killed with SIGKILL and fenced at the
 //! broker's session timeout, commits resuming after a consumer restart and a broker kill -9 (groups reloaded
-//! from `__consumer_offsets`); raw ConsumerGroupHeartbeat/ConsumerGroupDescribe checks of the revocation
+//! from `__consumer_offsets`), a regex subscription that picks up a topic created later; raw ConsumerGroupHeartbeat/ConsumerGroupDescribe checks of the revocation
 //! protocol and Kafka's error answers; ListGroups/DescribeGroups/DeleteGroups/JoinGroup/OffsetCommit against a
 //! consumer group; the Java client 4.1.1 with `group.protocol=consumer`.
 
@@ -596,5 +596,52 @@ fn java_client_consumer_protocol_subscribe_commit_resume() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "GroupCommit848.java failed:\n{text}");
+    });
+}
+
+/// librdkafka subscribes by pattern (`^rx848-.*`): with the consumer protocol the broker resolves it
+/// (SubscribedTopicRegex), and a topic created later that matches reaches the member without a resubscribe.
+#[test]
+fn consumer_protocol_regex_subscription_picks_up_new_topics() {
+    bounded(120, || {
+        let b = Broker::start_with(KIP848);
+        create_topic(&b, "rx848-a", 2, &[]);
+        create_topic(&b, "other848", 2, &[]);
+        let c: BaseConsumer = consumer_config(&b, "grx848").create().expect("consumer");
+        c.subscribe(&["^rx848-.*"]).expect("subscribe");
+        let assigned = |c: &BaseConsumer| -> Vec<(String, i32)> {
+            let mut v: Vec<(String, i32)> = c
+                .assignment()
+                .map(|t| {
+                    t.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let poll_until = |c: &BaseConsumer, want: usize, what: &str| {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while assigned(c).len() != want {
+                assert!(Instant::now() < deadline, "{what}: {:?}", assigned(c));
+                let _ = c.poll(Duration::from_millis(100));
+            }
+        };
+        poll_until(&c, 2, "rx848-a's two partitions");
+        assert!(assigned(&c).iter().all(|(t, _)| t == "rx848-a"));
+        create_topic(&b, "rx848-b", 1, &[]);
+        poll_until(&c, 3, "rx848-b added by the broker");
+        let mut raw = Raw::connect(&b);
+        let d = describe(&mut raw, "grx848");
+        assert_eq!(
+            d.members[0]
+                .subscribed_topic_regex
+                .as_deref()
+                .map(|r| r.contains("rx848-")),
+            Some(true)
+        );
+        drop(c);
     });
 }
