@@ -1,9 +1,10 @@
 //! KIP-848 consumer groups as real clients use them: rdkafka (librdkafka 2.12.1) with `group.protocol=consumer`
 //! sharing a topic, a member in its own process (confluent-kafka) killed with SIGKILL and fenced at the
 //! broker's session timeout, commits resuming after a consumer restart and a broker kill -9 (groups reloaded
-//! from `__consumer_offsets`), a regex subscription that picks up a topic created later; raw ConsumerGroupHeartbeat/ConsumerGroupDescribe checks of the revocation
-//! protocol and Kafka's error answers; ListGroups/DescribeGroups/DeleteGroups/JoinGroup/OffsetCommit against a
-//! consumer group; the Java client 4.1.1 with `group.protocol=consumer`.
+//! from `__consumer_offsets`), a regex subscription that picks up a topic created later; raw
+//! ConsumerGroupHeartbeat/ConsumerGroupDescribe checks of the revocation protocol and Kafka's error answers;
+//! ListGroups/DescribeGroups/DeleteGroups/JoinGroup/OffsetCommit/OffsetFetch against a consumer group; the
+//! Java client 4.1.1 with `group.protocol=consumer`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
