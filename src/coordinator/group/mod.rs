@@ -333,6 +333,10 @@ impl GroupShard {
     ) -> Result<Vec<GroupRecord>, i16> {
         if let Some(g) = self.consumer_groups.get(group_id) {
             validate_consumer_member(g, member_id, generation, true)?;
+            // A member of the consumer protocol commits with v9+ (member epochs), as Kafka requires.
+            if api_version < 9 && g.members.contains_key(member_id) {
+                return Err(E::UnsupportedVersion.code());
+            }
         } else {
             match self.groups.get_mut(group_id) {
                 Some(g) => g.validate_commit(member_id, instance_id, generation, now)?,

@@ -554,6 +554,13 @@ fn shared_namespace_with_classic_groups_and_offsets() {
             .unwrap_err(),
         E::UnknownMemberId.code()
     );
+    assert_eq!(
+        h.shard
+            .commit("g", "a", None, 1, items, 8, h.now)
+            .unwrap_err(),
+        E::UnsupportedVersion.code(),
+        "consumer protocol members commit with v9+"
+    );
     // DeleteGroups refuses it while a is in; after a leaves, it and its offsets go.
     assert_eq!(
         h.shard.delete_group("g").unwrap_err(),
