@@ -101,7 +101,7 @@ impl Drop for Member {
 }
 
 /// Waits until `check` holds, polling every 100 ms; panics with `what` after `secs`.
-fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check() {
         assert!(
@@ -114,7 +114,7 @@ fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duratio
 }
 
 /// Produces `per_partition` records to each of `partitions` partitions.
-fn produce(b: &Broker, topic: &str, partitions: i32, per_partition: usize) {
+pub(crate) fn produce(b: &Broker, topic: &str, partitions: i32, per_partition: usize) {
     let (p, acks) = producer(b, &[]);
     for part in 0..partitions {
         for i in 0..per_partition {

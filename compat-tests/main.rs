@@ -10,6 +10,7 @@ mod bad_input;
 mod cli_config;
 mod cli_group;
 mod compaction;
+mod consumer_groups;
 mod durability;
 mod fetch_semantics;
 mod group_admin;

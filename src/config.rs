@@ -148,6 +148,41 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// Most members one classic group may have; more get GROUP_MAX_SIZE_REACHED.
     pub group_max_size: i32,
+    /// Session timeout of consumer (KIP-848) group members, in ms: the broker decides it, not the client.
+    pub group_consumer_session_timeout_ms: i32,
+    /// Smallest allowed `group_consumer_session_timeout_ms`.
+    pub group_consumer_min_session_timeout_ms: i32,
+    /// Largest allowed `group_consumer_session_timeout_ms`.
+    pub group_consumer_max_session_timeout_ms: i32,
+    /// Heartbeat interval told to consumer group members, in ms.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// Most members one consumer group may have; more get GROUP_MAX_SIZE_REACHED.
+    pub group_consumer_max_size: i32,
+    /// Server-side assignors of consumer groups, comma-separated (`uniform`, `range`); the first is the
+    /// default.
+    pub group_consumer_assignors: String,
+}
+
+impl BrokerConfig {
+    /// `group_consumer_assignors` parsed; empty if any name is unknown (refused by validation).
+    pub fn consumer_assignors(&self) -> Vec<crate::coordinator::group::assignor::Assignor> {
+        use crate::coordinator::group::assignor::Assignor;
+        let names: Vec<&str> = self
+            .group_consumer_assignors
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let parsed: Vec<Assignor> = names
+            .iter()
+            .filter_map(|n| Assignor::from_name(n))
+            .collect();
+        if parsed.len() == names.len() {
+            parsed
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -208,6 +243,12 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: i32::MAX,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_min_session_timeout_ms: 45_000,
+            group_consumer_max_session_timeout_ms: 60_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_max_size: i32::MAX,
+            group_consumer_assignors: "uniform,range".into(),
         }
     }
 }
@@ -418,6 +459,33 @@ impl BrokerConfig {
         }
         if self.group_max_size < 1 {
             return Err(bad("group_max_size", "must be >= 1"));
+        }
+        if self.group_consumer_min_session_timeout_ms < 1
+            || self.group_consumer_session_timeout_ms < self.group_consumer_min_session_timeout_ms
+            || self.group_consumer_session_timeout_ms > self.group_consumer_max_session_timeout_ms
+        {
+            return Err(bad(
+                "group_consumer_session_timeout_ms",
+                "must be within group_consumer_min_session_timeout_ms (>= 1) and \
+                 group_consumer_max_session_timeout_ms",
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms < 1
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            return Err(bad(
+                "group_consumer_heartbeat_interval_ms",
+                "must be >= 1 and below group_consumer_session_timeout_ms",
+            ));
+        }
+        if self.group_consumer_max_size < 1 {
+            return Err(bad("group_consumer_max_size", "must be >= 1"));
+        }
+        if self.consumer_assignors().is_empty() {
+            return Err(bad(
+                "group_consumer_assignors",
+                "must name at least one of `uniform`, `range` (and nothing else)",
+            ));
         }
         if self.compression_type != "producer" {
             return Err(bad(

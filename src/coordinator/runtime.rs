@@ -26,6 +26,7 @@ use kafka_protocol::records::{
 };
 
 use super::group::classic::GroupLimits;
+use super::group::consumer::ConsumerLimits;
 use super::group::records::GroupRecord;
 use super::group::GroupShard;
 use crate::config::BrokerConfig;
@@ -115,6 +116,16 @@ impl GroupCoordinator {
         }
     }
 
+    fn consumer_limits(&self) -> ConsumerLimits {
+        let c = &self.config;
+        ConsumerLimits {
+            session_timeout_ms: c.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms: c.group_consumer_heartbeat_interval_ms,
+            max_size: usize::try_from(c.group_consumer_max_size).unwrap_or(usize::MAX),
+            assignors: c.consumer_assignors(),
+        }
+    }
+
     /// The `__consumer_offsets` partition of a group.
     pub fn partition_of(&self, group_id: &str) -> i32 {
         partition_for(group_id, self.partitions.load(Ordering::Acquire))
@@ -170,7 +181,7 @@ impl GroupCoordinator {
 
     /// Replays every record of the partition into a fresh shard.
     fn replay_partition(&self, index: i32) -> GroupShard {
-        let mut shard = GroupShard::new(self.limits());
+        let mut shard = GroupShard::with_consumer_limits(self.limits(), self.consumer_limits());
         let Some(p) = self.replicas.get(OFFSETS_TOPIC, index) else {
             return shard;
         };

@@ -65,6 +65,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// Looks up an API key; `None` means not implemented.
@@ -130,6 +132,8 @@ mod tests {
                 ApiKey::ListGroups => range::<ListGroupsRequest>(),
                 ApiKey::DeleteGroups => range::<DeleteGroupsRequest>(),
                 ApiKey::OffsetDelete => range::<OffsetDeleteRequest>(),
+                ApiKey::ConsumerGroupHeartbeat => range::<ConsumerGroupHeartbeatRequest>(),
+                ApiKey::ConsumerGroupDescribe => range::<ConsumerGroupDescribeRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
             assert!(
