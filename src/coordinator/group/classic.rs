@@ -123,9 +123,8 @@ impl ClassicGroup {
         if let Some(inst) = instance_id {
             match self.statics.get(inst) {
                 Some(m) if m != member_id => return Err(code(E::FencedInstanceId)),
-                None if !self.members.contains_key(member_id) => {
-                    return Err(code(E::UnknownMemberId))
-                }
+                // Kafka's `ClassicGroup.validateMember`: an instance id that names no static member.
+                None => return Err(code(E::UnknownMemberId)),
                 _ => {}
             }
         }
@@ -262,6 +261,11 @@ impl ClassicGroup {
         }
     }
 
+    /// A static member rejoined without its member id: the new incarnation takes the old one's place (Kafka's
+    /// `updateStaticMemberThenRebalanceOrCompleteJoin`). In a Stable group whose selected protocol stays the
+    /// same there is no rebalance: the group is written with the new member id and the member gets the current
+    /// generation once that record is replayed (its SyncGroup then returns its assignment). In
+    /// CompletingRebalance the leader may already be assigning to the old id, so the group rebalances.
     fn replace_static(
         &mut self,
         old: String,
@@ -285,7 +289,14 @@ impl ClassicGroup {
                 ..Default::default()
             });
         }
-        let changed = m.protocols != req.protocols;
+        let rejoin = StaticRejoin {
+            old_id: old.clone(),
+            old_leader: self.leader.clone(),
+            old_protocols: m.protocols.clone(),
+            old_session_timeout: m.session_timeout,
+            old_rebalance_timeout: m.rebalance_timeout,
+            supports_skip_assignment: req.supports_skip_assignment,
+        };
         m.id = new_id.clone();
         if self.leader.as_deref() == Some(old.as_str()) {
             self.leader = Some(new_id.clone());
@@ -293,18 +304,96 @@ impl ClassicGroup {
         if let Some(inst) = &req.instance_id {
             self.statics.insert(inst.clone(), new_id.clone());
         }
-        m.heartbeat_deadline = now + i64::from(req.session_timeout);
         self.members.insert(new_id.clone(), m);
-        if self.state == GroupState::Stable && !changed {
-            // KIP-345: a restarting static member gets its assignment back without a rebalance.
-            return (Reply::Now(self.join_outcome(&new_id)), Vec::new());
-        }
         let rx = self.update_member(&new_id, req, now);
-        if self.state != GroupState::PreparingRebalance {
-            self.prepare_rebalance(limits, now);
+        match self.state {
+            GroupState::Stable if self.select_protocol() == self.protocol => {
+                // KIP-345: no rebalance, whatever else changed in the member's metadata (a restarted
+                // cooperative member no longer lists owned partitions); the leader keeps the assignment.
+                if let Some(m) = self.members.get_mut(&new_id) {
+                    m.static_rejoin = Some(rejoin);
+                }
+                (Reply::Wait(rx), vec![self.metadata_record(now)])
+            }
+            GroupState::PreparingRebalance => {
+                (Reply::Wait(rx), self.try_complete_join(limits, now))
+            }
+            _ => {
+                self.prepare_rebalance(limits, now);
+                let recs = self.try_complete_join(limits, now);
+                (Reply::Wait(rx), recs)
+            }
         }
-        let recs = self.try_complete_join(limits, now);
-        (Reply::Wait(rx), recs)
+    }
+
+    /// The record naming rejoined static members' new ids was written: answer their joins with the current
+    /// generation. Before JoinGroup v9 the answer names the leader as it was before the replacement, so a
+    /// rejoining leader acts as a follower and does not assign (a Stable group would not hand its assignment
+    /// out); from v9 it names the leader and sets `skip_assignment` (KIP-814).
+    pub(super) fn answer_static_rejoins(&mut self) {
+        let ids: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.static_rejoin.is_some())
+            .map(|m| m.id.clone())
+            .collect();
+        for id in ids {
+            let mut out = self.join_outcome(&id);
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            let Some(rejoin) = m.static_rejoin.take() else {
+                continue;
+            };
+            if rejoin.supports_skip_assignment {
+                out.skip_assignment = !out.members.is_empty();
+            } else {
+                out.members.clear();
+                out.leader = rejoin.old_leader.unwrap_or_default();
+            }
+            if let Some(tx) = m.awaiting_join.take() {
+                let _ = tx.send(out);
+            }
+        }
+    }
+
+    /// The record naming rejoined static members' new ids could not be written: the old incarnations come
+    /// back (memory never disagrees with the log) and the joins fail with the write's error.
+    fn undo_static_rejoins(&mut self, error: i16, now: i64) {
+        let ids: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.static_rejoin.is_some())
+            .map(|m| m.id.clone())
+            .collect();
+        for id in ids {
+            let Some(mut m) = self.members.remove(&id) else {
+                continue;
+            };
+            let Some(rejoin) = m.static_rejoin.take() else {
+                continue;
+            };
+            if let Some(tx) = m.awaiting_join.take() {
+                let _ = tx.send(JoinOutcome {
+                    error,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: self.protocol.clone(),
+                    leader: rejoin.old_leader.clone().unwrap_or_default(),
+                    ..Default::default()
+                });
+            }
+            m.id = rejoin.old_id.clone();
+            m.protocols = rejoin.old_protocols;
+            m.session_timeout = rejoin.old_session_timeout;
+            m.rebalance_timeout = rejoin.old_rebalance_timeout;
+            m.heartbeat_deadline = now + i64::from(m.session_timeout);
+            if let Some(inst) = &m.instance_id {
+                self.statics.insert(inst.clone(), rejoin.old_id.clone());
+            }
+            self.leader = rejoin.old_leader;
+            self.members.insert(rejoin.old_id, m);
+        }
     }
 
     fn add_member_and_rebalance(
@@ -337,6 +426,7 @@ impl ClassicGroup {
                 awaiting_join: None,
                 awaiting_sync: None,
                 heartbeat_deadline: 0,
+                static_rejoin: None,
             },
         );
         let rx = self.update_member(&id, req, now);
@@ -484,6 +574,7 @@ impl ClassicGroup {
             } else {
                 Vec::new()
             },
+            skip_assignment: false,
         }
     }
 
@@ -605,6 +696,10 @@ impl ClassicGroup {
 
     /// The leader's assignment could not be written: every waiting sync fails and the group rebalances.
     pub fn write_failed(&mut self, generation: i32, error: i16, limits: &GroupLimits, now: i64) {
+        if self.state == GroupState::Stable && self.generation == generation {
+            self.undo_static_rejoins(error, now);
+            return;
+        }
         if self.state != GroupState::CompletingRebalance || self.generation != generation {
             return;
         }
