@@ -11,6 +11,7 @@ mod cli_config;
 mod compaction;
 mod durability;
 mod fetch_semantics;
+mod group_behaviour;
 mod groups;
 mod hostile_connections;
 mod hostile_requests;
