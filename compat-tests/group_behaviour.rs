@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
@@ -429,5 +431,325 @@ fn cooperative_sticky_moves_only_the_partitions_that_change_owner() {
         for m in members {
             m.close();
         }
+    });
+}
+
+// --- bad input (raw) -----------------------------------------------------------------------------------------
+
+/// Sends every request on one connection without waiting (pipelined), then reads the answers in order.
+fn pipeline<Req, Resp>(raw: &mut Raw, api: ApiKey, version: i16, reqs: &[Req]) -> Vec<Resp>
+where
+    Req: Encodable + HeaderVersion,
+    Resp: Decodable + HeaderVersion,
+{
+    let mut frames = Vec::new();
+    for r in reqs {
+        let body = raw.encode_request(api, version, r);
+        frames.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frames.extend_from_slice(&body);
+    }
+    std::io::Write::write_all(&mut raw.stream, &frames).expect("write");
+    (0..reqs.len())
+        .map(|_| {
+            let mut f = raw.read_frame().expect("response");
+            kafka_protocol::messages::ResponseHeader::decode(
+                &mut f,
+                api.response_header_version(version),
+            )
+            .expect("header");
+            Resp::decode(&mut f, version).expect("decode")
+        })
+        .collect()
+}
+
+fn join(group: &str, member: &str, rebalance_ms: i32, metadata: Bytes) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(sbytes(group)))
+        .with_session_timeout_ms(6000)
+        .with_rebalance_timeout_ms(rebalance_ms)
+        .with_member_id(sbytes(member))
+        .with_protocol_type(sbytes("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(sbytes("range"))
+        .with_metadata(metadata)])
+}
+
+fn sync(group: &str, member: &str, gen: i32, assignments: &[(&str, Bytes)]) -> SyncGroupRequest {
+    SyncGroupRequest::default()
+        .with_group_id(GroupId(sbytes(group)))
+        .with_generation_id(gen)
+        .with_member_id(sbytes(member))
+        .with_protocol_type(Some(sbytes("consumer")))
+        .with_protocol_name(Some(sbytes("range")))
+        .with_assignments(
+            assignments
+                .iter()
+                .map(|(m, a)| {
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(sbytes(m))
+                        .with_assignment(a.clone())
+                })
+                .collect(),
+        )
+}
+
+/// A member id for `group` (the MEMBER_ID_REQUIRED round trip).
+fn new_id(raw: &mut Raw, group: &str) -> String {
+    let r: JoinGroupResponse = raw.call(ApiKey::JoinGroup, 9, &join(group, "", 2000, Bytes::new()));
+    assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED");
+    r.member_id.to_string()
+}
+
+/// Joins with the given ids concurrently (one connection each) and returns their answers, in id order.
+fn join_all(b: &Broker, group: &str, ids: &[String], rebalance_ms: i32) -> Vec<JoinGroupResponse> {
+    let handles: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (mut raw, group, id) = (Raw::connect(b), group.to_string(), id.clone());
+            std::thread::spawn(move || -> JoinGroupResponse {
+                raw.call(
+                    ApiKey::JoinGroup,
+                    9,
+                    &join(&group, &id, rebalance_ms, Bytes::new()),
+                )
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn join_storm_is_refused_past_the_pending_bound_and_group_max_size() {
+    bounded(90, || {
+        let b = Broker::start_with(&[
+            ("GROUP_INITIAL_REBALANCE_DELAY_MS", "500"),
+            ("GROUP_MAX_SIZE", "50"),
+        ]);
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "storm");
+        let rss_before = b.rss_bytes();
+        // 10,050 first joins, pipelined: 10,000 member ids are handed out (MEMBER_ID_REQUIRED), then the
+        // group's bound on ids not yet used answers GROUP_MAX_SIZE_REACHED.
+        let mut ids = Vec::new();
+        let mut refused = 0;
+        for _ in 0..(10_050 / 450 + 1) {
+            let reqs = vec![join("storm", "", 2000, Bytes::from_static(b"m")); 450];
+            for r in pipeline::<_, JoinGroupResponse>(&mut raw, ApiKey::JoinGroup, 9, &reqs) {
+                match r.error_code {
+                    79 => ids.push(r.member_id.to_string()),
+                    81 => refused += 1,
+                    e => panic!("unexpected error {e}"),
+                }
+            }
+        }
+        assert_eq!(ids.len(), 10_000);
+        assert_eq!(refused, 10_350 - 10_000);
+        // Rejoining with 200 of the ids: group.max.size (50) admit the first ones, the rest are refused.
+        let reqs: Vec<JoinGroupRequest> = ids[..200]
+            .iter()
+            .map(|id| join("storm", id, 2000, Bytes::from_static(b"m")))
+            .collect();
+        let answers: Vec<JoinGroupResponse> = pipeline(&mut raw, ApiKey::JoinGroup, 9, &reqs);
+        let admitted: Vec<&JoinGroupResponse> =
+            answers.iter().filter(|r| r.error_code == 0).collect();
+        assert_eq!(admitted.len(), 50);
+        assert_eq!(answers.iter().filter(|r| r.error_code == 81).count(), 150);
+        // The admitted ones formed generation 1 once the rebalance timeout gave up on the unused ids.
+        assert!(admitted.iter().all(|r| r.generation_id == 1));
+        let leader = admitted
+            .iter()
+            .find(|r| r.leader == r.member_id)
+            .expect("a leader");
+        assert_eq!(leader.members.len(), 50);
+        let grew = b.rss_bytes().saturating_sub(rss_before);
+        assert!(grew < 64 << 20, "RSS grew by {grew} bytes");
+        // The group still works: the leader's sync makes it Stable.
+        let s: SyncGroupResponse = raw.call(
+            ApiKey::SyncGroup,
+            5,
+            &sync("storm", &leader.member_id, 1, &[]),
+        );
+        assert_eq!(s.error_code, 0);
+        let (state, members) = describe_members(&mut raw, "storm");
+        assert_eq!((state.as_str(), members.len()), ("Stable", 50));
+    });
+}
+
+#[test]
+fn leader_that_never_syncs_is_removed_and_the_group_recovers() {
+    bounded(60, || {
+        let b = Broker::start_with(&[("GROUP_INITIAL_REBALANCE_DELAY_MS", "300")]);
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "ns");
+        let ids = vec![new_id(&mut raw, "ns"), new_id(&mut raw, "ns")];
+        let answers = join_all(&b, "ns", &ids, 1500);
+        assert!(answers
+            .iter()
+            .all(|r| r.error_code == 0 && r.generation_id == 1));
+        let leader = answers[0].leader.to_string();
+        let follower = ids.iter().find(|id| **id != leader).unwrap().clone();
+        // The follower syncs and waits for the leader's assignment, which never comes.
+        let start = std::time::Instant::now();
+        let s: SyncGroupResponse = raw.call(ApiKey::SyncGroup, 5, &sync("ns", &follower, 1, &[]));
+        assert_eq!(
+            s.error_code, 27,
+            "REBALANCE_IN_PROGRESS once the leader is dropped"
+        );
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1200) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        // The follower rejoins alone and leads generation 2; the silent leader is gone.
+        let r: JoinGroupResponse = raw.call(
+            ApiKey::JoinGroup,
+            9,
+            &join("ns", &follower, 1500, Bytes::new()),
+        );
+        assert_eq!((r.error_code, r.generation_id), (0, 2));
+        assert_eq!(r.leader.as_str(), follower);
+        assert_eq!(r.members.len(), 1);
+        let s: SyncGroupResponse = raw.call(
+            ApiKey::SyncGroup,
+            5,
+            &sync(
+                "ns",
+                &follower,
+                2,
+                &[(&follower, Bytes::from_static(b"all"))],
+            ),
+        );
+        assert_eq!((s.error_code, &s.assignment[..]), (0, &b"all"[..]));
+        let h: HeartbeatResponse = raw.call(
+            ApiKey::Heartbeat,
+            4,
+            &HeartbeatRequest::default()
+                .with_group_id(GroupId(sbytes("ns")))
+                .with_generation_id(1)
+                .with_member_id(sbytes(&leader)),
+        );
+        assert_eq!(h.error_code, 25, "UNKNOWN_MEMBER_ID for the removed leader");
+    });
+}
+
+#[test]
+fn assignment_naming_strangers_and_oversized_metadata() {
+    bounded(60, || {
+        let b = Broker::start_with(&[("GROUP_INITIAL_REBALANCE_DELAY_MS", "300")]);
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "big");
+        // Metadata over the 1 MiB per-member bound is refused at once.
+        let r: JoinGroupResponse = raw.call(
+            ApiKey::JoinGroup,
+            9,
+            &join("big", "", 2000, Bytes::from(vec![1u8; (1 << 20) + 1])),
+        );
+        assert_eq!(r.error_code, 42, "INVALID_REQUEST");
+        let ids = vec![new_id(&mut raw, "big"), new_id(&mut raw, "big")];
+        let answers = join_all(&b, "big", &ids, 5000);
+        let leader = answers[0].leader.to_string();
+        let follower = ids.iter().find(|id| **id != leader).unwrap().clone();
+        // An assignment over 1 MiB is refused and changes nothing.
+        let s: SyncGroupResponse = raw.call(
+            ApiKey::SyncGroup,
+            5,
+            &sync(
+                "big",
+                &leader,
+                1,
+                &[(&leader, Bytes::from(vec![0u8; (1 << 20) + 1]))],
+            ),
+        );
+        assert_eq!(s.error_code, 42, "INVALID_REQUEST");
+        // The leader names members that are not (or no longer) in the group: ignored, as Kafka does; the
+        // follower it did not mention gets a valid empty assignment.
+        let mut fraw = Raw::connect(&b);
+        let f = follower.clone();
+        let fsync = std::thread::spawn(move || -> SyncGroupResponse {
+            fraw.call(ApiKey::SyncGroup, 5, &sync("big", &f, 1, &[]))
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let s: SyncGroupResponse = raw.call(
+            ApiKey::SyncGroup,
+            5,
+            &sync(
+                "big",
+                &leader,
+                1,
+                &[
+                    (&leader, Bytes::from_static(b"mine")),
+                    ("left-long-ago", Bytes::from_static(b"x")),
+                    ("never-joined", Bytes::from(vec![9u8; 1000])),
+                ],
+            ),
+        );
+        assert_eq!((s.error_code, &s.assignment[..]), (0, &b"mine"[..]));
+        let fs = fsync.join().unwrap();
+        assert_eq!(fs.error_code, 0);
+        assert!(fs.assignment.is_empty());
+        let (state, members) = describe_members(&mut raw, "big");
+        assert_eq!((state.as_str(), members.len()), ("Stable", 2));
+    });
+}
+
+#[test]
+fn commits_to_partitions_that_do_not_exist_fail_per_partition() {
+    bounded(60, || {
+        let b = Broker::start();
+        create_topic(&b, "cx", 2, &[]);
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "gx");
+        let part = |p: i32, o: i64| {
+            offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(p)
+                .with_committed_offset(o)
+        };
+        let topic = |t: &str, ps: Vec<offset_commit_request::OffsetCommitRequestPartition>| {
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(sbytes(t)))
+                .with_partitions(ps)
+        };
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(sbytes("gx")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                topic("cx", vec![part(0, 5), part(2, 5), part(-1, 5), part(1, 6)]),
+                topic("no-such-topic", vec![part(0, 1)]),
+            ]);
+        let r: OffsetCommitResponse = raw.call(ApiKey::OffsetCommit, 8, &req);
+        let codes: Vec<Vec<(i32, i16)>> = r
+            .topics
+            .iter()
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.error_code))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![vec![(0, 0), (2, 3), (-1, 3), (1, 0)], vec![(0, 3)]]
+        );
+        // Only the valid ones are stored.
+        let f: OffsetFetchResponse = raw.call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(sbytes("gx")))
+                .with_topics(None),
+        );
+        let mut stored: Vec<(String, i32, i64)> = f
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index, p.committed_offset))
+            })
+            .collect();
+        stored.sort();
+        assert_eq!(stored, vec![("cx".into(), 0, 5), ("cx".into(), 1, 6)]);
     });
 }
