@@ -753,3 +753,213 @@ fn commits_to_partitions_that_do_not_exist_fail_per_partition() {
         assert_eq!(stored, vec![("cx".into(), 0, 5), ("cx".into(), 1, 6)]);
     });
 }
+
+// --- four client libraries in one group ----------------------------------------------------------------------
+
+/// A group member run by a client script (python/group_member.py, js/group_member_kafkajs.js): its latest
+/// "assigned" line, its "record" lines, whether it printed "closed".
+struct ScriptMember {
+    name: &'static str,
+    child: Child,
+    assigned: Arc<Mutex<Vec<i32>>>,
+    records: Arc<Mutex<Vec<(i32, i64)>>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl ScriptMember {
+    fn start(name: &'static str, b: &Broker, topic: &str, group: &str) -> ScriptMember {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests");
+        let mut cmd = if name == "kafkajs" {
+            let mut c = Command::new("node");
+            c.arg(root.join("js/group_member_kafkajs.js"));
+            c
+        } else {
+            let mut c = Command::new("python3");
+            c.arg(root.join("python/group_member.py"))
+                .args(["--client", name]);
+            c
+        };
+        let mut child = cmd
+            .args([
+                "--bootstrap",
+                &b.bootstrap(),
+                "--topic",
+                topic,
+                "--group",
+                group,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("client script");
+        let assigned = Arc::new(Mutex::new(Vec::new()));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (a, r, c) = (assigned.clone(), records.clone(), closed.clone());
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut words = line.split_whitespace();
+                match words.next() {
+                    Some("assigned") => {
+                        *a.lock().unwrap() = words
+                            .next()
+                            .unwrap_or("")
+                            .split(',')
+                            .filter_map(|p| p.parse().ok())
+                            .collect();
+                    }
+                    Some("record") => {
+                        let p = words.next().and_then(|p| p.parse().ok());
+                        let o = words.next().and_then(|o| o.parse().ok());
+                        if let (Some(p), Some(o)) = (p, o) {
+                            r.lock().unwrap().push((p, o));
+                        }
+                    }
+                    Some("closed") => c.store(true, Ordering::Relaxed),
+                    _ => eprintln!("member: {line}"),
+                }
+            }
+        });
+        ScriptMember {
+            name,
+            child,
+            assigned,
+            records,
+            closed,
+        }
+    }
+
+    fn assigned(&self) -> Vec<i32> {
+        self.assigned.lock().unwrap().clone()
+    }
+
+    fn records(&self) -> Vec<(i32, i64)> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// SIGTERM: the script closes its consumer cleanly (commit, LeaveGroup) and prints "closed".
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for ScriptMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every partition of 0..n owned by exactly one of `members`, each owning at least one.
+fn spread(members: &[&ScriptMember], n: i32) -> bool {
+    let all: Vec<Vec<i32>> = members.iter().map(|m| m.assigned()).collect();
+    let mut flat: Vec<i32> = all.iter().flatten().copied().collect();
+    flat.sort();
+    all.iter().all(|a| !a.is_empty()) && flat == (0..n).collect::<Vec<_>>()
+}
+
+#[test]
+fn kafka_python_aiokafka_kafkajs_and_confluent_share_one_group() {
+    bounded(150, || {
+        let b = Broker::start_with(FAST);
+        create_topic(&b, "mixed", 8, &[]);
+        let mut members: Vec<ScriptMember> = ["kafka-python", "aiokafka", "kafkajs", "confluent"]
+            .into_iter()
+            .map(|name| ScriptMember::start(name, &b, "mixed", "gmix"))
+            .collect();
+        let describe = |ms: &[&ScriptMember]| -> String {
+            ms.iter()
+                .map(|m| format!("{}: {:?}", m.name, m.assigned()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        {
+            let all: Vec<&ScriptMember> = members.iter().collect();
+            wait_until(60, "four libraries sharing 8 partitions", || {
+                spread(&all, 8)
+            });
+            std::thread::sleep(Duration::from_millis(1000));
+            assert!(spread(&all, 8), "{}", describe(&all));
+            eprintln!("assignments: {}", describe(&all));
+            // The protocol every member offered.
+            let mut raw = Raw::connect(&b);
+            let r: DescribeGroupsResponse = raw.call(
+                ApiKey::DescribeGroups,
+                5,
+                &DescribeGroupsRequest::default().with_groups(vec![GroupId(sbytes("gmix"))]),
+            );
+            let g = &r.groups[0];
+            assert_eq!(
+                (g.protocol_data.as_str(), g.members.len()),
+                ("roundrobin", 4)
+            );
+            let mut clients: Vec<String> =
+                g.members.iter().map(|m| m.client_id.to_string()).collect();
+            clients.sort();
+            assert_eq!(
+                clients,
+                ["aiokafka", "confluent", "kafka-python", "kafkajs"]
+            );
+        }
+        let check_once = |ms: &[&ScriptMember], expected: usize| {
+            let mut count: HashMap<(i32, i64), usize> = HashMap::new();
+            for m in ms {
+                for r in m.records() {
+                    *count.entry(r).or_default() += 1;
+                }
+            }
+            assert_eq!(count.len(), expected, "{}", describe(ms));
+            assert!(count.values().all(|n| *n == 1), "a record was read twice");
+        };
+        produce(&b, "mixed", 8, 20);
+        {
+            let all: Vec<&ScriptMember> = members.iter().collect();
+            wait_until(30, "160 records read", || {
+                all.iter().map(|m| m.records().len()).sum::<usize>() >= 160
+            });
+            std::thread::sleep(Duration::from_millis(500));
+            check_once(&all, 160);
+            for m in &all {
+                let mine = m.assigned();
+                assert!(
+                    m.records().iter().all(|(p, _)| mine.contains(p)),
+                    "{} read a partition it does not own",
+                    m.name
+                );
+            }
+        }
+        // Let auto-commit store every position, then stop one member cleanly: its partitions move.
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut gone = members.remove(0);
+        let gone_parts = gone.assigned();
+        gone.terminate();
+        wait_until(30, "the stopped member to close", || {
+            gone.closed.load(Ordering::Relaxed)
+        });
+        let rest: Vec<&ScriptMember> = members.iter().collect();
+        wait_until(40, "three libraries sharing 8 partitions", || {
+            spread(&rest, 8)
+        });
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(spread(&rest, 8), "{}", describe(&rest));
+        produce(&b, "mixed", 8, 20);
+        let mut all = rest.clone();
+        all.push(&gone);
+        wait_until(30, "320 records read", || {
+            all.iter().map(|m| m.records().len()).sum::<usize>() >= 320
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        check_once(&all, 320);
+        // The stopped member's partitions were read on by the others.
+        let later: BTreeSet<i32> = rest
+            .iter()
+            .flat_map(|m| m.records())
+            .map(|(p, _)| p)
+            .filter(|p| gone_parts.contains(p))
+            .collect();
+        assert_eq!(later, gone_parts.iter().copied().collect::<BTreeSet<i32>>());
+    });
+}

@@ -9,7 +9,9 @@
 //! - consume throughput of data already on disk (rdkafka consumer from the beginning, and a raw Fetch client that
 //!   only walks batch headers, to separate the broker's serving rate from client-side record decoding);
 //! - produce-to-consume latency p50/p99 at a fixed 10 MB/s;
-//! - time from process start to ready, and idle and loaded RSS.
+//! - time from process start to ready, and idle and loaded RSS;
+//! - consumer groups (`groups.rs`): a subscribed consumer's throughput next to the assign() consumer's,
+//!   failover time after a member's SIGKILL, rebalance time of 10 members on 100 partitions, commit rates.
 //!
 //! Every throughput is also printed as a fraction of the smaller machine limit. Figures, not assertions: the
 //! goals (see README) are judged by reading them.
@@ -29,12 +31,18 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod groups;
+
 const MB: f64 = 1_000_000.0;
 const RECORD: usize = 1024;
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
     let quick = std::env::var("BENCH_QUICK").is_ok();
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "groups") {
+        group_figures(quick);
+        return;
+    }
     let volume: usize = if quick { 50_000 } else { 300_000 };
     println!(
         "# Vltava benchmark ({} records of {RECORD} B per produce run)",
@@ -47,7 +55,7 @@ fn main() {
     println!("machine: loopback TCP {tcp:.0} MB/s, sequential disk write {disk:.0} MB/s -> limit {limit:.0} MB/s");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut broker, ready_ms, port) = start_broker(dir.path());
+    let (mut broker, ready_ms, port) = start_broker(dir.path(), &[]);
     let bootstrap = format!("127.0.0.1:{port}");
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss = rss_kb(broker.id());
@@ -132,6 +140,14 @@ fn main() {
         "consume from disk, 8 partitions: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
         mb_s / limit
     );
+    let (mb_s, rec_s, join) = groups::subscribed_consume(&bootstrap, "bench-1-8", volume);
+    println!(
+        "consume from disk, subscribed (classic group) consumer, 8 partitions: {mb_s:7.1} MB/s {rec_s:9.0} rec/s \
+         from its first record ({:.2} of limit; {:.0} ms from subscribe to the first record, with the broker's \
+         default 3 s initial rebalance delay)",
+        mb_s / limit,
+        join.as_secs_f64() * 1000.0
+    );
     let (mb_s, batches) = raw_fetch(&bootstrap, "bench-1-8", 8, &mut peak_rss, broker.id());
     println!(
         "fetch from disk, raw protocol client (whole batches, no record decoding), 8 partitions: {mb_s:7.1} MB/s \
@@ -147,6 +163,50 @@ fn main() {
     );
     let _ = broker.kill();
     let _ = broker.wait();
+    group_figures(quick);
+}
+
+/// The consumer group figures, on a broker of their own (no initial rebalance delay, 1 s minimum session
+/// timeout: see `groups::BROKER_ENV`).
+fn group_figures(quick: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut broker, _, port) = start_broker(dir.path(), groups::BROKER_ENV);
+    let bootstrap = format!("127.0.0.1:{port}");
+    std::thread::sleep(Duration::from_millis(300));
+    for &p in groups::Protocol::ALL {
+        let session_ms = 2000;
+        let runs = groups::failover(&bootstrap, p, session_ms, if quick { 3 } else { 5 });
+        let ms: Vec<String> = runs
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect();
+        let mut sorted = runs.clone();
+        sorted.sort();
+        println!(
+            "group failover ({}): SIGKILLed member's partition consumed by another member after {:.0} ms median \
+             (runs: {} ms), session.timeout.ms={session_ms}",
+            p.name(),
+            sorted[sorted.len() / 2].as_secs_f64() * 1000.0,
+            ms.join(", ")
+        );
+        let took = groups::rebalance(&bootstrap, p, 10, 100);
+        println!(
+            "group rebalance ({}): 10 members subscribing at once to 100 partitions, stable assignment after {:.0} ms \
+             (initial rebalance delay 0, session.timeout.ms=10000, heartbeat.interval.ms=1666: members already in \
+             the group learn of each new join from their next heartbeat)",
+            p.name(),
+            took.as_secs_f64() * 1000.0
+        );
+        let (single, batched, raw) =
+            groups::commits(&bootstrap, p, 8, if quick { 2.0 } else { 5.0 });
+        println!(
+            "offset commits ({}): {single:.0} sync commits/s (1 partition each, rdkafka); {batched:.0} partitions/s \
+             in sync commits of 8; raw client, 32 pipelined OffsetCommits: {raw:.0} commits/s",
+            p.name()
+        );
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
 }
 
 /// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
@@ -156,7 +216,7 @@ fn broker_binary() -> String {
     std::env::var("BROKER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
 }
 
-fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
+fn start_broker(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, f64, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -172,6 +232,7 @@ fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
         ])
         .arg(dir)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn broker");
