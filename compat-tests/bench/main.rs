@@ -39,11 +39,12 @@ const RECORD: usize = 1024;
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
     let quick = std::env::var("BENCH_QUICK").is_ok();
+    let volume: usize = if quick { 50_000 } else { 300_000 };
+    // BENCH_ONLY=groups runs the consumer group figures alone.
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "groups") {
-        group_figures(quick);
+        group_figures(quick, volume);
         return;
     }
-    let volume: usize = if quick { 50_000 } else { 300_000 };
     println!(
         "# Vltava benchmark ({} records of {RECORD} B per produce run)",
         volume
@@ -140,14 +141,6 @@ fn main() {
         "consume from disk, 8 partitions: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
         mb_s / limit
     );
-    let (mb_s, rec_s, join) = groups::subscribed_consume(&bootstrap, "bench-1-8", volume);
-    println!(
-        "consume from disk, subscribed (classic group) consumer, 8 partitions: {mb_s:7.1} MB/s {rec_s:9.0} rec/s \
-         from its first record ({:.2} of limit; {:.0} ms from subscribe to the first record, with the broker's \
-         default 3 s initial rebalance delay)",
-        mb_s / limit,
-        join.as_secs_f64() * 1000.0
-    );
     let (mb_s, batches) = raw_fetch(&bootstrap, "bench-1-8", 8, &mut peak_rss, broker.id());
     println!(
         "fetch from disk, raw protocol client (whole batches, no record decoding), 8 partitions: {mb_s:7.1} MB/s \
@@ -163,16 +156,57 @@ fn main() {
     );
     let _ = broker.kill();
     let _ = broker.wait();
-    group_figures(quick);
+    group_figures(quick, volume);
 }
 
 /// The consumer group figures, on a broker of their own (no initial rebalance delay, 1 s minimum session
 /// timeout: see `groups::BROKER_ENV`).
-fn group_figures(quick: bool) {
+fn group_figures(quick: bool, volume: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut broker, _, port) = start_broker(dir.path(), groups::BROKER_ENV);
     let bootstrap = format!("127.0.0.1:{port}");
     std::thread::sleep(Duration::from_millis(300));
+    // A subscribed consumer next to assign() consumers on the same data (page cache warm for all three: the
+    // assign() consumer runs before and after it).
+    let mut peak = 0;
+    create_topic(&bootstrap, "bench-group-8", 8);
+    let filler = vec![vec![b'v'; RECORD]];
+    let run = Run {
+        acks: "1",
+        compression: "none",
+        payloads: &filler,
+    };
+    produce(
+        &bootstrap,
+        "bench-group-8",
+        &run,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    let (a1, _) = consume(
+        &bootstrap,
+        "bench-group-8",
+        8,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    let (total, reading, join) = groups::subscribed_consume(&bootstrap, "bench-group-8", volume);
+    let (a2, _) = consume(
+        &bootstrap,
+        "bench-group-8",
+        8,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    println!(
+        "consume {volume} records from 8 partitions (page cache warm): subscribed (classic group) consumer \
+         {total:.1} MB/s from subscribe ({:.0} ms of it to join and get the first record; {reading:.1} MB/s from \
+         the first record); assign() consumer, from assign(), {a1:.1} MB/s before it and {a2:.1} MB/s after it",
+        join.as_secs_f64() * 1000.0
+    );
     for &p in groups::Protocol::ALL {
         let session_ms = 2000;
         let runs = groups::failover(&bootstrap, p, session_ms, if quick { 3 } else { 5 });
@@ -189,13 +223,18 @@ fn group_figures(quick: bool) {
             sorted[sorted.len() / 2].as_secs_f64() * 1000.0,
             ms.join(", ")
         );
-        let took = groups::rebalance(&bootstrap, p, 10, 100);
+        let runs: Vec<String> = (0..3)
+            .map(|run| {
+                let took = groups::rebalance(&bootstrap, p, 10, 100, run);
+                format!("{:.0}", took.as_secs_f64() * 1000.0)
+            })
+            .collect();
         println!(
-            "group rebalance ({}): 10 members subscribing at once to 100 partitions, stable assignment after {:.0} ms \
+            "group rebalance ({}): 10 members subscribing at once to 100 partitions, stable assignment after {} ms \
              (initial rebalance delay 0, session.timeout.ms=10000, heartbeat.interval.ms=1666: members already in \
              the group learn of each new join from their next heartbeat)",
             p.name(),
-            took.as_secs_f64() * 1000.0
+            runs.join(", ")
         );
         let (single, batched, raw) =
             groups::commits(&bootstrap, p, 8, if quick { 2.0 } else { 5.0 });
