@@ -155,7 +155,22 @@ struct KcatStatic {
 
 impl KcatStatic {
     fn start(b: &Broker, group: &str, topic: &str, instance: &str) -> KcatStatic {
-        let mut child = Command::new("kcat")
+        KcatStatic::start_with(b, group, topic, instance, &[])
+    }
+
+    /// With extra `-X key=value` settings.
+    fn start_with(
+        b: &Broker,
+        group: &str,
+        topic: &str,
+        instance: &str,
+        extra: &[&str],
+    ) -> KcatStatic {
+        let mut cmd = Command::new("kcat");
+        for x in extra {
+            cmd.args(["-X", x]);
+        }
+        let mut child = cmd
             .args(["-b", &b.bootstrap(), "-G", group, topic, "-q"])
             .args(["-f", "%p %o\\n", "-u"])
             .args(["-X", &format!("group.instance.id={instance}")])
@@ -336,6 +351,83 @@ fn static_member_killed_and_restarted_keeps_its_partitions_without_a_rebalance()
         assert!(took < Duration::from_secs(10), "{took:?}");
         let l: LeaveGroupResponse = raw.call(ApiKey::LeaveGroup, 4, &leave);
         assert_eq!(l.members[0].error_code, 25, "UNKNOWN_MEMBER_ID once gone");
+        a.close();
+    });
+}
+
+#[test]
+fn static_cooperative_member_restart_does_not_rebalance_although_its_metadata_changed() {
+    bounded(90, || {
+        // A restarted cooperative-sticky member no longer lists owned partitions in its subscription metadata;
+        // Kafka rebalances a Stable group for a static rejoin only if the selected protocol would change.
+        let b = Broker::start_with(FAST);
+        create_topic(&b, "stc", 4, &[]);
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "gsc");
+        let coop = "partition.assignment.strategy=cooperative-sticky";
+        let a = Tracked::spawn(
+            &b,
+            "gsc",
+            "stc",
+            &[
+                ("group.instance.id", "a"),
+                ("session.timeout.ms", "20000"),
+                ("partition.assignment.strategy", "cooperative-sticky"),
+            ],
+        );
+        let mut k = KcatStatic::start_with(&b, "gsc", "stc", "b", &[coop]);
+        wait_until(30, "two static members with two partitions each", || {
+            a.assigned().len() == 2 && describe_members(&mut raw, "gsc").1.len() == 2
+        });
+        // A third member comes and goes, so the kcat member rejoins while it owns partitions: its subscription
+        // metadata now lists them, and after its restart it will not.
+        let c = Tracked::spawn(
+            &b,
+            "gsc",
+            "stc",
+            &[("partition.assignment.strategy", "cooperative-sticky")],
+        );
+        wait_until(30, "three members", || {
+            c.assigned().len() == 1 || c.assigned().len() == 2
+        });
+        c.close();
+        wait_until(30, "two members with two partitions each again", || {
+            a.assigned().len() == 2 && describe_members(&mut raw, "gsc").1.len() == 2
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let mine = a.assigned();
+        let events_before = a.events();
+        let old_b = describe_members(&mut raw, "gsc")
+            .1
+            .into_iter()
+            .find(|m| m.1.as_deref() == Some("b"))
+            .unwrap()
+            .0;
+        k.kill9();
+        let k2 = KcatStatic::start_with(&b, "gsc", "stc", "b", &[coop]);
+        wait_until(20, "the restarted member replaces the old one", || {
+            let (state, m) = describe_members(&mut raw, "gsc");
+            state == "Stable" && m.len() == 2 && !m.iter().any(|(id, _)| *id == old_b)
+        });
+        produce(&b, "stc", 4, 10);
+        wait_until(20, "every record read", || {
+            a.seen().len() + k2.lines.lock().unwrap().len() >= 40
+        });
+        std::thread::sleep(Duration::from_millis(1000));
+        let theirs: BTreeSet<i32> = k2.lines.lock().unwrap().iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            theirs,
+            (0..4)
+                .filter(|p| !mine.contains(p))
+                .collect::<BTreeSet<i32>>()
+        );
+        assert_eq!(a.assigned(), mine);
+        assert_eq!(
+            a.events().len(),
+            events_before.len(),
+            "no rebalance round reached the other member: {:?}",
+            a.events()
+        );
         a.close();
     });
 }
