@@ -328,7 +328,7 @@ fn committed_offsets_survive_consumer_restart_and_broker_kill9() {
 
 // --- raw protocol --------------------------------------------------------------------------------------------
 
-fn sbytes(x: &str) -> StrBytes {
+pub(crate) fn sbytes(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
@@ -345,7 +345,7 @@ fn join_req(member: &str, protocol: &str) -> JoinGroupRequest {
         .with_metadata(Bytes::from_static(b"meta"))])
 }
 
-fn wait_coordinator(raw: &mut Raw, group: &str) {
+pub(crate) fn wait_coordinator(raw: &mut Raw, group: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r: FindCoordinatorResponse = raw.call(

@@ -14,6 +14,7 @@ mod consumer_groups;
 mod durability;
 mod fetch_semantics;
 mod group_admin;
+mod group_behaviour;
 mod groups;
 mod hostile_connections;
 mod hostile_requests;

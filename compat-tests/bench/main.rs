@@ -9,7 +9,9 @@
 //! - consume throughput of data already on disk (rdkafka consumer from the beginning, and a raw Fetch client that
 //!   only walks batch headers, to separate the broker's serving rate from client-side record decoding);
 //! - produce-to-consume latency p50/p99 at a fixed 10 MB/s;
-//! - time from process start to ready, and idle and loaded RSS.
+//! - time from process start to ready, and idle and loaded RSS;
+//! - consumer groups (`groups.rs`): a subscribed consumer's throughput next to the assign() consumer's,
+//!   failover time after a member's SIGKILL, rebalance time of 10 members on 100 partitions, commit rates.
 //!
 //! Every throughput is also printed as a fraction of the smaller machine limit. Figures, not assertions: the
 //! goals (see README) are judged by reading them.
@@ -29,6 +31,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod groups;
+
 const MB: f64 = 1_000_000.0;
 const RECORD: usize = 1024;
 
@@ -36,6 +40,11 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
     let quick = std::env::var("BENCH_QUICK").is_ok();
     let volume: usize = if quick { 50_000 } else { 300_000 };
+    // BENCH_ONLY=groups runs the consumer group figures alone.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "groups") {
+        group_figures(quick, volume);
+        return;
+    }
     println!(
         "# Vltava benchmark ({} records of {RECORD} B per produce run)",
         volume
@@ -47,7 +56,7 @@ fn main() {
     println!("machine: loopback TCP {tcp:.0} MB/s, sequential disk write {disk:.0} MB/s -> limit {limit:.0} MB/s");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut broker, ready_ms, port) = start_broker(dir.path());
+    let (mut broker, ready_ms, port) = start_broker(dir.path(), &[]);
     let bootstrap = format!("127.0.0.1:{port}");
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss = rss_kb(broker.id());
@@ -147,6 +156,96 @@ fn main() {
     );
     let _ = broker.kill();
     let _ = broker.wait();
+    group_figures(quick, volume);
+}
+
+/// The consumer group figures, on a broker of their own (no initial rebalance delay, 1 s minimum session
+/// timeout: see `groups::BROKER_ENV`).
+fn group_figures(quick: bool, volume: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut broker, _, port) = start_broker(dir.path(), groups::BROKER_ENV);
+    let bootstrap = format!("127.0.0.1:{port}");
+    std::thread::sleep(Duration::from_millis(300));
+    // A subscribed consumer next to assign() consumers on the same data (page cache warm for all three: the
+    // assign() consumer runs before and after it).
+    let mut peak = 0;
+    create_topic(&bootstrap, "bench-group-8", 8);
+    let filler = vec![vec![b'v'; RECORD]];
+    let run = Run {
+        acks: "1",
+        compression: "none",
+        payloads: &filler,
+    };
+    produce(
+        &bootstrap,
+        "bench-group-8",
+        &run,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    let (a1, _) = consume(
+        &bootstrap,
+        "bench-group-8",
+        8,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    let (total, reading, join) = groups::subscribed_consume(&bootstrap, "bench-group-8", volume);
+    let (a2, _) = consume(
+        &bootstrap,
+        "bench-group-8",
+        8,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    println!(
+        "consume {volume} records from 8 partitions (page cache warm): subscribed (classic group) consumer \
+         {total:.1} MB/s from subscribe ({:.0} ms of it to join and get the first record; {reading:.1} MB/s from \
+         the first record); assign() consumer, from assign(), {a1:.1} MB/s before it and {a2:.1} MB/s after it",
+        join.as_secs_f64() * 1000.0
+    );
+    for &p in groups::Protocol::ALL {
+        let session_ms = 2000;
+        let runs = groups::failover(&bootstrap, p, session_ms, if quick { 3 } else { 5 });
+        let ms: Vec<String> = runs
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect();
+        let mut sorted = runs.clone();
+        sorted.sort();
+        println!(
+            "group failover ({}): SIGKILLed member's partition consumed by another member after {:.0} ms median \
+             (runs: {} ms), session.timeout.ms={session_ms}",
+            p.name(),
+            sorted[sorted.len() / 2].as_secs_f64() * 1000.0,
+            ms.join(", ")
+        );
+        let runs: Vec<String> = (0..3)
+            .map(|run| {
+                let took = groups::rebalance(&bootstrap, p, 10, 100, run);
+                format!("{:.0}", took.as_secs_f64() * 1000.0)
+            })
+            .collect();
+        println!(
+            "group rebalance ({}): 10 members subscribing at once to 100 partitions, stable assignment after {} ms \
+             (initial rebalance delay 0, session.timeout.ms=10000, heartbeat.interval.ms=1666: members already in \
+             the group learn of each new join from their next heartbeat)",
+            p.name(),
+            runs.join(", ")
+        );
+        let (single, batched, raw) =
+            groups::commits(&bootstrap, p, 8, if quick { 2.0 } else { 5.0 });
+        println!(
+            "offset commits ({}): {single:.0} sync commits/s (1 partition each, rdkafka); {batched:.0} partitions/s \
+             in sync commits of 8; raw client, 32 pipelined OffsetCommits: {raw:.0} commits/s",
+            p.name()
+        );
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
 }
 
 /// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
@@ -156,7 +255,7 @@ fn broker_binary() -> String {
     std::env::var("BROKER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
 }
 
-fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
+fn start_broker(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, f64, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -172,6 +271,7 @@ fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
         ])
         .arg(dir)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn broker");

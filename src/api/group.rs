@@ -129,6 +129,9 @@ fn join_response(version: i16, o: JoinOutcome) -> JoinGroupResponse {
     } else {
         r.protocol_name = Some(s(o.protocol_name.unwrap_or_default()));
     }
+    if version >= 9 {
+        r.skip_assignment = o.skip_assignment;
+    }
     r.members = o
         .members
         .into_iter()
@@ -203,6 +206,7 @@ pub async fn join_group(ctx: &RequestContext, req: JoinGroupRequest) -> Option<J
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: v >= 4,
+        supports_skip_assignment: v >= 9,
     };
     let group = req.group_id.to_string();
     let run = ctx

@@ -585,6 +585,7 @@ fn classic_join(member: &str) -> crate::coordinator::group::classic::JoinRequest
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), bytes::Bytes::from_static(b"meta"))],
         require_known_member_id: false,
+        supports_skip_assignment: false,
     }
 }
 
