@@ -20,6 +20,7 @@ mod hostile_connections;
 mod hostile_requests;
 mod hostile_storage;
 mod hostile_validation;
+mod idempotence;
 mod metadata;
 mod offsets_retention;
 mod other_clients;

@@ -192,8 +192,11 @@ fn api_versions_table_and_kip511() {
         assert_eq!(get(ApiKey::DescribeGroups), Some((0, 6)));
         assert_eq!(get(ApiKey::DeleteGroups), Some((0, 2)));
         assert_eq!(get(ApiKey::OffsetDelete), Some((0, 0)));
+        // Idempotent producers (Kafka 4.1's ranges within the codec's).
+        assert_eq!(get(ApiKey::InitProducerId), Some((0, 5)));
+        assert_eq!(get(ApiKey::DescribeProducers), Some((0, 0)));
         assert_eq!(
-            get(ApiKey::InitProducerId),
+            get(ApiKey::AddPartitionsToTxn),
             None,
             "transactions are not advertised until implemented"
         );

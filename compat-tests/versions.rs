@@ -459,6 +459,26 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
             );
             assert_eq!(r.groups[1].error_code, 69, "{ctx}: GROUP_ID_NOT_FOUND");
         }
+        ApiKey::InitProducerId => {
+            let mut req = InitProducerIdRequest::default();
+            // Null, as clients send it (an empty id is INVALID_REQUEST, as in Kafka).
+            req.transactional_id = None;
+            req.transaction_timeout_ms = 60_000;
+            req.producer_id = ProducerId(-1);
+            req.producer_epoch = -1;
+            let r: InitProducerIdResponse = raw.call(api, v, &req);
+            assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{ctx}");
+            assert!(r.producer_id.0 >= 0, "{ctx}");
+        }
+        ApiKey::DescribeProducers => {
+            let req = DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(name("v"))
+                    .with_partition_indexes(vec![0]),
+            ]);
+            let r: DescribeProducersResponse = raw.call(api, v, &req);
+            assert_eq!(r.topics[0].partitions[0].error_code, 0, "{ctx}");
+        }
         other => panic!("{other:?} is in the table but not covered here"),
     }
 }

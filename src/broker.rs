@@ -44,6 +44,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// The group coordinator (shards over the `__consumer_offsets` partitions led here).
     pub groups: Arc<GroupCoordinator>,
+    /// Producer ids for InitProducerId, from controller-allocated blocks.
+    pub producer_ids: crate::coordinator::producer_ids::ProducerIdManager,
     /// Cancelled once to stop everything.
     pub shutdown: CancellationToken,
 }
@@ -83,11 +85,13 @@ impl Broker {
             })
             .await?;
         let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
+        let producer_ids = crate::coordinator::producer_ids::ProducerIdManager::new(config.node_id);
         Ok(Arc::new(Broker {
             config,
             controller,
             replicas,
             groups,
+            producer_ids,
             shutdown: CancellationToken::new(),
         }))
     }

@@ -161,6 +161,11 @@ pub struct BrokerConfig {
     /// Server-side assignors of consumer groups, comma-separated (`uniform`, `range`); the first is the
     /// default.
     pub group_consumer_assignors: String,
+    /// How long a partition remembers an idempotent producer after its last write, in ms
+    /// (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+    /// Most producer ids one partition remembers; a new one beyond evicts the least recently written.
+    pub producer_state_max_producers: i32,
 }
 
 impl BrokerConfig {
@@ -249,6 +254,8 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_max_size: i32::MAX,
             group_consumer_assignors: "uniform,range".into(),
+            producer_id_expiration_ms: 86_400_000,
+            producer_state_max_producers: 10_000,
         }
     }
 }
@@ -456,6 +463,12 @@ impl BrokerConfig {
                 "group_max_session_timeout_ms",
                 "must be >= group_min_session_timeout_ms >= 0",
             ));
+        }
+        if self.producer_id_expiration_ms < 1 {
+            return Err(bad("producer_id_expiration_ms", "must be >= 1"));
+        }
+        if self.producer_state_max_producers < 1 {
+            return Err(bad("producer_state_max_producers", "must be >= 1"));
         }
         if self.group_max_size < 1 {
             return Err(bad("group_max_size", "must be >= 1"));

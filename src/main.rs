@@ -1,5 +1,5 @@
 //! The `vltava` command: `serve` (default) runs the broker; `topic` and `group` administer topics and consumer
-//! groups on a running broker.
+//! groups, and `producer` shows producer state, on a running broker.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use vltava::broker::Broker;
 use vltava::cli::group::GroupCommand;
+use vltava::cli::producer::ProducerCommand;
 use vltava::cli::topic::TopicCommand;
 use vltava::config::{BrokerConfig, Overrides};
 
@@ -29,6 +30,8 @@ enum Command {
     Topic(TopicCommand),
     /// List, describe or delete consumer groups; reset or delete their committed offsets.
     Group(GroupCommand),
+    /// Show the idempotent producers a partition remembers.
+    Producer(ProducerCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -56,6 +59,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Topic(cmd)) => vltava::cli::topic::run(cmd).map_err(anyhow::Error::from),
         Some(Command::Group(cmd)) => vltava::cli::group::run(cmd).map_err(anyhow::Error::from),
+        Some(Command::Producer(cmd)) => {
+            vltava::cli::producer::run(cmd).map_err(anyhow::Error::from)
+        }
         Some(Command::Serve(args)) => serve(args, started),
         None => serve(cli.serve, started),
     };

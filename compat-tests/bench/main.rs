@@ -3,6 +3,7 @@
 //! Measures in one run, against the real release binary on loopback:
 //! - this machine's limits: raw loopback TCP throughput and sequential disk write throughput (fsync at the end);
 //! - produce throughput, 1 KiB records, acks=1 and acks=all, linger 5 ms, 1 and 8 partitions (rdkafka);
+//! - the same with idempotence off and on (acks=all, 1 and 8 partitions; goal: on costs under 10 %);
 //! - produce throughput with each codec (gzip, snappy, lz4, zstd) against uncompressed, 1 KiB records of
 //!   compressible JSON-like text, acks=1, 1 partition: the broker decompresses and checks every record of every
 //!   compressed batch, and this shows what that costs (goal: lz4 and zstd at least 0.7 of uncompressed rec/s);
@@ -74,12 +75,62 @@ fn main() {
             acks,
             compression: "none",
             payloads: &filler,
+            idempotence: false,
+            max_in_flight: None,
+            warm_up: false,
         };
         let (mb_s, rec_s) = produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
         println!(
             "produce acks={acks:<3} partitions={partitions}: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
             mb_s / limit
         );
+    }
+    // Idempotence off and on, otherwise the same settings (acks=all, which idempotence needs); two rounds each,
+    // alternating, best of each, so drift in the machine's speed hits both alike; each producer warms up first (see
+    // `Run::warm_up`), so this compares steady states. librdkafka caps an idempotent
+    // producer at 5 requests in flight per connection, so "off" also runs with that cap, to tell the cost of
+    // the cap (client side) from the cost of the broker's sequence checks.
+    let modes: [(&str, bool, Option<&str>); 3] = [
+        ("off", false, None),
+        ("off, 5 in flight", false, Some("5")),
+        ("on", true, None),
+    ];
+    for partitions in [1, 8] {
+        let mut best = [0.0f64; 3];
+        let mut cpu_us = [f64::MAX; 3];
+        for round in 0..2 {
+            for (k, (_, idempotence, max_in_flight)) in modes.iter().enumerate() {
+                let topic = format!("bench-idem-{k}-{partitions}-{round}");
+                create_topic(&bootstrap, &topic, partitions);
+                let run = Run {
+                    acks: "all",
+                    compression: "none",
+                    payloads: &filler,
+                    idempotence: *idempotence,
+                    max_in_flight: *max_in_flight,
+                    warm_up: true,
+                };
+                let cpu0 = cpu_secs(broker.id());
+                let (_, rec_s) =
+                    produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
+                best[k] = best[k].max(rec_s);
+                cpu_us[k] = cpu_us[k].min((cpu_secs(broker.id()) - cpu0) * 1e6 / volume as f64);
+            }
+        }
+        for (k, (name, _, _)) in modes.iter().enumerate() {
+            println!(
+                "produce acks=all partitions={partitions} idempotence {name:<16}: {:9.0} rec/s ({:.2} of off, {:.2} of off with 5 in flight; broker CPU {:.2} us per record)",
+                best[k],
+                best[k] / best[0],
+                best[k] / best[1],
+                cpu_us[k]
+            );
+        }
+    }
+    if std::env::var("BENCH_ONLY_IDEMPOTENCE").is_ok() {
+        let _ = broker.kill();
+        let _ = broker.wait();
+        return;
     }
     // Compressed produce. rdkafka measures client and broker together (librdkafka compresses on the same two
     // cores, and turns lz4 off against a broker without FindCoordinator, so its lz4 run sends uncompressed
@@ -94,6 +145,9 @@ fn main() {
             acks: "1",
             compression: codec,
             payloads: &json,
+            idempotence: false,
+            max_in_flight: None,
+            warm_up: false,
         };
         let cpu0 = cpu_secs(broker.id());
         let (mb_s, rec_s) = produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
@@ -175,6 +229,9 @@ fn group_figures(quick: bool, volume: usize) {
         acks: "1",
         compression: "none",
         payloads: &filler,
+        idempotence: false,
+        max_in_flight: None,
+        warm_up: false,
     };
     produce(
         &bootstrap,
@@ -509,6 +566,14 @@ struct Run<'a> {
     acks: &'a str,
     compression: &'a str,
     payloads: &'a [Vec<u8>],
+    /// librdkafka `enable.idempotence`.
+    idempotence: bool,
+    /// librdkafka `max.in.flight.requests.per.connection` (default: librdkafka's, 1000000; idempotence caps it at 5).
+    max_in_flight: Option<&'a str>,
+    /// Send and flush one record before the clock starts, so the figure leaves out the client's start-up
+    /// (connecting, metadata and, for an idempotent producer, InitProducerId, which librdkafka retries on a
+    /// 500 ms timer when no connection is up yet: a fixed cost that dominates a sub-second quick run).
+    warm_up: bool,
 }
 
 /// `n` distinct 1 KiB JSON-like event records: varying ids, numbers and words from a small vocabulary, so they
@@ -577,16 +642,35 @@ fn produce(
     pid: u32,
 ) -> (f64, f64) {
     let count = Count::default();
-    let p: ThreadedProducer<Count> = ClientConfig::new()
+    let mut cfg = ClientConfig::new();
+    if let Some(n) = run.max_in_flight {
+        cfg.set("max.in.flight.requests.per.connection", n);
+    }
+    let p: ThreadedProducer<Count> = cfg
         .set("bootstrap.servers", bootstrap)
         .set("acks", run.acks)
         .set("compression.type", run.compression)
+        .set(
+            "enable.idempotence",
+            if run.idempotence { "true" } else { "false" },
+        )
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(count.clone())
         .unwrap();
+    if run.warm_up {
+        p.send(
+            BaseRecord::to(topic)
+                .key("warm-up")
+                .payload(&run.payloads[0]),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+        p.flush(Duration::from_secs(30)).unwrap();
+        count.0.fetch_sub(1, Ordering::Relaxed);
+    }
     let t0 = Instant::now();
     for i in 0..n {
         let key = (i % 1000).to_string();

@@ -155,7 +155,6 @@ public class CooperativeGroup {
         }
         Properties pp = new Properties();
         pp.put("bootstrap.servers", bootstrap);
-        pp.put("enable.idempotence", "false");
         pp.put("key.serializer", StringSerializer.class.getName());
         pp.put("value.serializer", StringSerializer.class.getName());
         KafkaProducer<String, String> producer = new KafkaProducer<>(pp);

@@ -104,7 +104,6 @@ public class GroupAdmin {
             admin.createTopics(Collections.singletonList(new NewTopic(TOPIC, 2, (short) 1))).all().get();
             Properties pp = new Properties();
             pp.put("bootstrap.servers", bootstrap);
-            pp.put("enable.idempotence", "false");
             pp.put("acks", "all");
             pp.put("key.serializer", StringSerializer.class.getName());
             pp.put("value.serializer", StringSerializer.class.getName());

@@ -7,8 +7,8 @@
 //
 // Admin: CreateTopics (3 partitions, retention.ms=3600000), DescribeTopics,
 // DescribeConfigs, CreatePartitions (to 4), DescribeCluster. Producer: Java
-// defaults except enable.idempotence=false (no InitProducerId in the broker
-// yet), acks=all, linger.ms=5; one producer per codec (none, gzip, snappy,
+// defaults (idempotent, acks=all: InitProducerId and sequence checks), only
+// linger.ms=5 and the codec set; one producer per codec (none, gzip, snappy,
 // lz4, zstd), each sending --records keyed records with headers and explicit
 // CreateTime timestamps. Consumer: no group.id (no group coordinator yet),
 // assign() all partitions + seekToBeginning, read everything back and check
@@ -379,8 +379,6 @@ public class RoundTrip {
             pp.put(ProducerConfig.CLIENT_ID_CONFIG, "vltava-compat-java-producer-" + codec);
             pp.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
             pp.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
-            pp.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false"); // broker has no InitProducerId yet
-            pp.put(ProducerConfig.ACKS_CONFIG, "all");
             pp.put(ProducerConfig.LINGER_MS_CONFIG, "5");
             pp.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, codec);
             List<Future<RecordMetadata>> futures = new ArrayList<>(recs.size());

@@ -78,8 +78,7 @@ def main() -> int:
         producer = Producer({
             **base,
             "compression.type": codec,
-            "enable.idempotence": False,
-            "acks": "all",
+            # librdkafka's defaults otherwise (acks=all; enable.idempotence is off by default)
             "linger.ms": 5,
             "message.timeout.ms": 60000,
         })

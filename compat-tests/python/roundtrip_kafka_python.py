@@ -84,8 +84,7 @@ def main() -> int:
         producer = KafkaProducer(
             bootstrap_servers=args.bootstrap,
             compression_type=None if codec == "none" else codec,
-            enable_idempotence=False,  # the broker has no InitProducerId yet
-            acks="all",
+            # kafka-python's defaults: idempotent (InitProducerId) since the broker supports it
             linger_ms=5,
             request_timeout_ms=30000,
             max_block_ms=30000,
@@ -102,6 +101,10 @@ def main() -> int:
                 common.fail(CLIENT, f"codec {codec}: produce of {rec.key!r} failed: {e!r}")
             rec.partition = md.partition
             rec.offset = md.offset
+        # The default producer is idempotent against this broker: it got a producer id (InitProducerId).
+        tm = getattr(producer, "_transaction_manager", None)
+        if tm is None or not tm.has_producer_id():
+            common.fail(CLIENT, f"codec {codec}: the default producer is not idempotent (no producer id)")
         producer.close(timeout=10)
         sent.extend(recs)
         common.log(args, CLIENT, f"produced {len(recs)} records with compression {codec}")

@@ -11,6 +11,7 @@ pub mod group_admin;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer;
 pub mod splice;
 
 use std::future::Future;
@@ -234,6 +235,8 @@ requests! {
     OffsetDelete => OffsetDeleteRequest, group_admin::offset_delete;
     ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest, consumer_group::consumer_group_heartbeat;
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest, consumer_group::consumer_group_describe;
+    InitProducerId => InitProducerIdRequest, producer::init_producer_id;
+    DescribeProducers => DescribeProducersRequest, producer::describe_producers;
 }
 
 /// Encodes `size | response header | body` for `api` at `version`.
@@ -329,6 +332,9 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io(_) | LogError::Offline(_) => ResponseError::KafkaStorageError,
+        LogError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        LogError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
     }
     .code()
 }

@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod group;
+pub mod producer;
 pub mod topic;

@@ -102,6 +102,9 @@ pub enum ConfigOp {
     Subtract,
 }
 
+/// Producer ids per block (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
 type Listener = Box<dyn Fn(Arc<MetadataImage>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The in-process controller.
@@ -238,6 +241,30 @@ impl Controller {
     /// Re-announces the current image to the listener (used once at start-up).
     pub async fn republish(&self) {
         self.announce(self.image()).await;
+    }
+
+    /// Hands `broker_id` the next block of [`PRODUCER_ID_BLOCK_SIZE`] producer ids (Kafka's AllocateProducerIds),
+    /// durable before it is returned: `(first, end)` with `end` exclusive.
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+    ) -> Result<(i64, i64), ControllerError> {
+        let inner = self.inner.clone().lock_owned().await;
+        let first = inner.image.next_producer_id;
+        // Kafka refuses blocks past i64::MAX - block size; so do we (a cluster would need 9e18 producers).
+        let end = first
+            .checked_add(PRODUCER_ID_BLOCK_SIZE)
+            .filter(|e| *e < i64::MAX)
+            .ok_or_else(|| ControllerError::InvalidRequest("producer ids exhausted".into()))?;
+        self.commit(
+            inner,
+            vec![MetadataRecord::ProducerIds {
+                broker_id,
+                next_producer_id: end,
+            }],
+        )
+        .await?;
+        Ok((first, end))
     }
 
     /// Registers (or updates) a broker's advertised address.

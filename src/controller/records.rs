@@ -39,4 +39,12 @@ pub enum MetadataRecord {
         /// Deleted topic.
         id: Uuid,
     },
+    /// A block of producer ids was handed to a broker (Kafka's `ProducerIdsRecord`): ids below
+    /// `next_producer_id` are taken, so no later block (even after a restart) reuses one.
+    ProducerIds {
+        /// The broker that got the block.
+        broker_id: i32,
+        /// First id of the next block.
+        next_producer_id: i64,
+    },
 }

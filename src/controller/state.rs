@@ -60,6 +60,12 @@ pub fn apply(image: &mut MetadataImage, record: &MetadataRecord) {
                 None => topic.configs.remove(name),
             };
         }
+        MetadataRecord::ProducerIds {
+            next_producer_id, ..
+        } => {
+            // Never moves back, whatever a record says.
+            image.next_producer_id = image.next_producer_id.max(*next_producer_id);
+        }
         MetadataRecord::RemoveTopic { id } => {
             if let Some(name) = image.topic_ids.remove(id) {
                 image.topics.shift_remove(&name);

@@ -5,6 +5,7 @@
 //! write. The API handlers in `api/group.rs` only decode, call the runtime and encode.
 
 pub mod group;
+pub mod producer_ids;
 pub mod runtime;
 
 pub use runtime::{partition_for, CoordinatorError, GroupCoordinator, OFFSETS_TOPIC};

@@ -47,6 +47,10 @@ pub struct LogConfig {
     /// (compaction itself is not implemented yet, so the broker does not
     /// accept that policy today).
     pub compacted: bool,
+    /// `producer.id.expiration.ms` (a broker setting): idempotent producers silent this long are forgotten.
+    pub producer_id_expiration_ms: i64,
+    /// Most producer ids remembered by the partition (see `producer_state`).
+    pub max_producers: usize,
 }
 
 impl Default for LogConfig {
@@ -65,6 +69,8 @@ impl Default for LogConfig {
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: 3_600_000,
             compacted: false,
+            producer_id_expiration_ms: 86_400_000,
+            max_producers: super::producer_state::MAX_PRODUCERS_PER_PARTITION,
         }
     }
 }

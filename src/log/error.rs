@@ -81,6 +81,17 @@ pub enum LogError {
     /// rollback failed too); it stays offline until restart. Kafka `KAFKA_STORAGE_ERROR` (56).
     #[error("log is offline: {0}")]
     Offline(String),
+    /// An idempotent producer's batch does not follow its last one (a gap, or a new epoch not starting at 0).
+    /// Kafka `OUT_OF_ORDER_SEQUENCE_NUMBER` (45).
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// A producer epoch older than the last one seen for the producer id. Kafka `INVALID_PRODUCER_EPOCH` (47).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// A transactional batch where none may be (no transaction coordinator yet), or a plain batch inside an
+    /// open transaction. Kafka `INVALID_TXN_STATE` (48).
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     /// Disk I/O failed. Kafka `KAFKA_STORAGE_ERROR` (56).
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

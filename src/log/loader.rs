@@ -20,6 +20,7 @@ use super::flush::{LogHealth, RollFlush};
 use super::log::{
     segment_config, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE,
 };
+use super::producer_state::ProducerStateManager;
 use super::segment::{LogSegment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 
 /// Suffixes of files left by interrupted deletes/cleaning/swaps (Kafka's
@@ -94,6 +95,7 @@ impl Log {
         let persisted_rp_file = checkpoint::read_offset(&dir.join(RECOVERY_POINT_FILE))?;
         let persisted_rp = persisted_rp_file.unwrap_or(0);
         let seg_cfg = segment_config(&config);
+        let config_max_producers = config.max_producers;
 
         let mut older = BTreeMap::new();
         for (i, &base) in bases.iter().enumerate() {
@@ -144,7 +146,7 @@ impl Log {
             [recovery_point, log_start_offset],
             [persisted_rp_file, persisted_lso],
         ));
-        Ok(Log {
+        let mut log = Log {
             dir: dir.to_path_buf(),
             config,
             older,
@@ -160,7 +162,10 @@ impl Log {
             dir_changes: 0,
             dir_synced: 0,
             checkpoints,
-        })
+            producers: ProducerStateManager::new(config_max_producers),
+        };
+        log.rebuild_producer_state(now_ms)?;
+        Ok(log)
     }
 }
 

@@ -1,5 +1,7 @@
 //! [`Log`]: one partition's log, a directory of segments (Kafka's
-//! `UnifiedLog` + `LocalLog`, without tiered storage or producer state).
+//! `UnifiedLog` + `LocalLog`, without tiered storage). Idempotent producer
+//! state lives in the `producers` field, checked in the append path; its
+//! loading and snapshots are in `producer_log.rs`.
 //!
 //! Owns: the partition directory and everything in it except files other
 //! components put there (only segment files, our checkpoints and Kafka-style
@@ -27,6 +29,8 @@ use super::checkpoint::{self, Checkpoint, OffsetCheckpoints};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
+use super::producer_log::ProducerAppend;
+use super::producer_state::ProducerStateManager;
 use super::segment::SegmentMark;
 use super::segment::{FileSlice, LogSegment, SegmentConfig};
 
@@ -95,6 +99,8 @@ pub struct Log {
     /// The recovery-point and log-start-offset files: memory moves under the caller's lock, the files are
     /// written after it by [`OffsetCheckpoints::sync`] (see `checkpoint.rs`).
     pub(super) checkpoints: Arc<OffsetCheckpoints>,
+    /// Idempotent producers' last batches (see `producer_state.rs`; rebuilt at open by `producer_log.rs`).
+    pub(super) producers: ProducerStateManager,
 }
 
 pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
@@ -156,6 +162,21 @@ impl Log {
         if self.config.message_timestamp_type == TimestampType::CreateTime {
             self.check_timestamps(validated, now_ms)?;
         }
+        let producer = self.check_producer_append(validated)?;
+        if let ProducerAppend::Duplicate(d) = producer {
+            // Kafka answers a retried batch with where it already is, and appends nothing.
+            return Ok(AppendInfo {
+                first_offset: d.first_offset(),
+                last_offset: d.last_offset,
+                max_timestamp: d.timestamp,
+                offset_of_max_timestamp: d.last_offset,
+                log_append_time: NO_TIMESTAMP,
+                log_start_offset: self.log_start_offset,
+                record_count: 0,
+                batch_count: 0,
+                size_bytes: 0,
+            });
+        }
         let first_offset = self.log_end_offset();
         let last_offset = first_offset
             .checked_add(validated.offset_count - 1)
@@ -187,6 +208,11 @@ impl Log {
             records,
         ) {
             return Err(self.undo_append(&mark, e));
+        }
+        if let ProducerAppend::Batch(pb) = producer {
+            let mut pb = pb.at_offset(assigned.first_offset);
+            pb.max_timestamp = assigned.max_timestamp;
+            self.producers.update(&pb);
         }
         Ok(AppendInfo {
             first_offset: assigned.first_offset,
@@ -255,6 +281,7 @@ impl Log {
             self.append_follower_chunk(records, chunk, now_ms)?;
             rest = tail;
         }
+        self.record_producer_batches(&validated);
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -410,6 +437,10 @@ impl Log {
         let old = std::mem::replace(&mut self.active, fresh);
         info!(dir = %self.dir.display(), old_base = old.base_offset(), new_base, "rolled segment");
         self.older.insert(old.base_offset(), old);
+        // Kafka's snapshot at every roll: the state of all batches below `new_base`. Written (a small buffered
+        // write) here, fsynced with the closed segments by the background roll fsync, so a restart replays at
+        // most the segments after it. A torn file fails its CRC at load and an older snapshot is used.
+        let snapshot = self.write_producer_snapshot(new_base);
         // Segments an earlier roll fsync already covered are left out: each closed segment is fsynced about once.
         let floor = self
             .roll_flush
@@ -420,6 +451,7 @@ impl Log {
             .values()
             .filter(|s| s.next_offset() > floor)
             .flat_map(|s| s.files())
+            .chain(snapshot)
             .collect();
         self.roll_flush.request(unsynced, new_base, self.generation);
         Ok(())
@@ -636,6 +668,7 @@ impl Log {
         if self.recovery_point > leo {
             self.set_recovery_point(leo);
         }
+        self.reload_producer_state_after_truncation()?;
         // Written here, under the lock, on purpose: a lowered recovery point must be on disk before any append
         // reuses the truncated offsets, or a crash could make the loader trust segments that were never fsynced.
         // Truncation is rare (followers only).
@@ -669,6 +702,8 @@ impl Log {
         }
         self.set_log_start_offset(offset);
         self.set_recovery_point(offset);
+        self.producers.clear();
+        super::producer_state::delete_snapshots(&self.dir, |_| true)?;
         // Under the lock for the same reason as in `truncate_to`.
         self.sync_checkpoints_after_truncation()
     }
@@ -688,6 +723,8 @@ impl Log {
     pub fn close(mut self) -> Result<(), LogError> {
         self.check_online()?;
         self.active.on_become_inactive()?;
+        // The producer state at the log end, so the next open replays nothing.
+        self.write_final_producer_snapshot()?;
         self.flush()?;
         // The files must hold what memory says before the marker claims a clean shutdown.
         self.checkpoints.sync()?;

@@ -154,6 +154,7 @@ impl Log {
                 }
             }
         }
+        self.delete_snapshots_below_first_segment();
         Ok(count)
     }
 }

@@ -290,3 +290,19 @@ pub fn assemble(
     fix_crc(&mut b);
     b
 }
+
+/// An uncompressed batch of an idempotent producer: `producer_id`, `epoch`, base sequence `seq`.
+pub fn producer_batch(producer_id: i64, epoch: i16, seq: i32, timestamps: &[i64]) -> Vec<u8> {
+    let mut b = batch(Codec::None, timestamps, 10);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    fix_crc(&mut b);
+    b
+}
+
+/// Sets the transactional attribute of the batch at the start of `buf`.
+pub fn set_transactional(buf: &mut [u8]) {
+    buf[22] |= 0x10;
+    fix_crc(buf);
+}

@@ -69,6 +69,8 @@ pub struct MetadataImage {
     pub topic_ids: HashMap<Uuid, String>,
     /// Offset of the last metadata record applied.
     pub offset: u64,
+    /// First producer id not yet handed out in a block (see `MetadataRecord::ProducerIds`).
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {

@@ -524,6 +524,8 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
         ),
         // The same test as `compaction_config`'s: a log the cleaner compacts refuses keyless records.
         compacted: compacts,
+        producer_id_expiration_ms: broker.producer_id_expiration_ms,
+        max_producers: usize::try_from(broker.producer_state_max_producers).unwrap_or(1),
     }
 }
 

@@ -215,7 +215,11 @@ impl Partition {
     /// Flushes if `flush.ms` has passed since the last flush (the background flush loop).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
         let (job, checkpoints) = match self.write() {
-            Some(mut log) => (log.flush_job_if_due(now_ms)?, log.checkpoints()),
+            Some(mut log) => {
+                // The periodic producer expiry rides on this loop (it checks at most every 10 minutes).
+                log.expire_producers(now_ms);
+                (log.flush_job_if_due(now_ms)?, log.checkpoints())
+            }
             None => return Ok(()),
         };
         match job {

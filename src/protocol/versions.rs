@@ -57,6 +57,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -67,6 +68,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    api(ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// Looks up an API key; `None` means not implemented.
@@ -134,6 +136,8 @@ mod tests {
                 ApiKey::OffsetDelete => range::<OffsetDeleteRequest>(),
                 ApiKey::ConsumerGroupHeartbeat => range::<ConsumerGroupHeartbeatRequest>(),
                 ApiKey::ConsumerGroupDescribe => range::<ConsumerGroupDescribeRequest>(),
+                ApiKey::InitProducerId => range::<InitProducerIdRequest>(),
+                ApiKey::DescribeProducers => range::<DescribeProducersRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
             assert!(
@@ -149,7 +153,7 @@ mod tests {
     fn check_refuses_outside() {
         assert_eq!(check(0, 2).unwrap_err(), Refusal::UnsupportedVersion);
         assert!(check(0, 3).is_ok());
-        assert_eq!(check(22, 0).unwrap_err(), Refusal::UnknownApi);
+        assert_eq!(check(24, 0).unwrap_err(), Refusal::UnknownApi);
         assert_eq!(check(-1, 0).unwrap_err(), Refusal::UnknownApi);
         assert_eq!(check(18, 5).unwrap_err(), Refusal::UnsupportedVersion);
     }

@@ -10,8 +10,8 @@
 //!
 //! Control batches are kept whole: transactions (and so markers) do not exist yet, so there is nothing to decide
 //! about them. A batch left without records is dropped, unless it has a producer id: Kafka then keeps it empty to
-//! preserve the producer's state (it keeps only each producer's last one; without producer state yet, all are
-//! kept — there are no idempotent producers yet either).
+//! preserve the producer's state (it keeps only each producer's last one; here all are kept, header intact, so
+//! the producer-state replay at load (`producer_log.rs`) still sees every producer's sequences and epochs).
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};

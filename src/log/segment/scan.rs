@@ -204,6 +204,23 @@ impl LogSegment {
         Ok(buf)
     }
 
+    /// Calls `f` with the header of every batch whose last offset is `>= offset`, in order (the producer state
+    /// replay at load: headers only, read through the scan window).
+    pub fn for_each_header_from(
+        &self,
+        offset: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let Some((pos, _)) = self.find_batch_position(offset)? else {
+            return Ok(());
+        };
+        for item in self.scan_from(pos) {
+            let (_, h) = item?;
+            f(&h);
+        }
+        Ok(())
+    }
+
     /// Position and header of the first batch whose last offset is
     /// `>= offset` (the batch containing `offset`, or the next one after a
     /// gap). `None` if the segment has no such batch.
