@@ -101,7 +101,7 @@ impl Drop for Member {
 }
 
 /// Waits until `check` holds, polling every 100 ms; panics with `what` after `secs`.
-fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check() {
         assert!(
@@ -114,7 +114,7 @@ fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duratio
 }
 
 /// Produces `per_partition` records to each of `partitions` partitions.
-fn produce(b: &Broker, topic: &str, partitions: i32, per_partition: usize) {
+pub(crate) fn produce(b: &Broker, topic: &str, partitions: i32, per_partition: usize) {
     let (p, acks) = producer(b, &[]);
     for part in 0..partitions {
         for i in 0..per_partition {
@@ -328,7 +328,7 @@ fn committed_offsets_survive_consumer_restart_and_broker_kill9() {
 
 // --- raw protocol --------------------------------------------------------------------------------------------
 
-fn sbytes(x: &str) -> StrBytes {
+pub(crate) fn sbytes(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
@@ -345,7 +345,7 @@ fn join_req(member: &str, protocol: &str) -> JoinGroupRequest {
         .with_metadata(Bytes::from_static(b"meta"))])
 }
 
-fn wait_coordinator(raw: &mut Raw, group: &str) {
+pub(crate) fn wait_coordinator(raw: &mut Raw, group: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r: FindCoordinatorResponse = raw.call(

@@ -112,6 +112,11 @@ fn raw_duplicates_gaps_and_epochs() {
             "COORDINATOR_NOT_AVAILABLE until transactions exist"
         );
         assert_eq!(r.producer_id.0, -1);
+        let r = init_producer_id(&mut raw, 4, Some(""));
+        assert_eq!(
+            r.error_code, 42,
+            "an empty transactional id is INVALID_REQUEST, as in Kafka"
+        );
 
         let pid = ids[0];
         assert_eq!(

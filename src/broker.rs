@@ -128,6 +128,12 @@ impl Broker {
             let mut tick =
                 tokio::time::interval(Duration::from_millis(crate::coordinator::runtime::TICK_MS));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut expire = tokio::time::interval(Duration::from_millis(
+                u64::try_from(b.config.offsets_retention_check_interval_ms.max(1))
+                    .unwrap_or(u64::MAX),
+            ));
+            expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            expire.tick().await;
             loop {
                 tokio::select! {
                     _ = b.shutdown.cancelled() => break,
@@ -135,6 +141,14 @@ impl Broker {
                         let groups = b.groups.clone();
                         let now = crate::partition::manager::now_ms();
                         let _ = tokio::task::spawn_blocking(move || groups.tick_all(now)).await;
+                    }
+                    _ = expire.tick() => {
+                        let groups = b.groups.clone();
+                        let now = crate::partition::manager::now_ms();
+                        let retention_ms =
+                            i64::from(b.config.offsets_retention_minutes).saturating_mul(60_000);
+                        let _ = tokio::task::spawn_blocking(move || groups.expire_all(now, retention_ms))
+                            .await;
                     }
                 }
             }

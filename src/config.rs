@@ -135,6 +135,11 @@ pub struct BrokerConfig {
     pub offsets_topic_segment_bytes: i32,
     /// Largest metadata string of one committed offset; longer ones get OFFSET_METADATA_TOO_LARGE.
     pub offset_metadata_max_bytes: i32,
+    /// How long committed offsets of an Empty group (or offsets committed without a group) are kept, in
+    /// minutes, counted from the later of the commit and the moment the group became Empty.
+    pub offsets_retention_minutes: i32,
+    /// How often expired offsets (and Empty groups left without offsets) are removed, in ms.
+    pub offsets_retention_check_interval_ms: i64,
     /// How long the first rebalance of an empty group waits for more members to join, in ms.
     pub group_initial_rebalance_delay_ms: i64,
     /// Smallest session timeout a member may ask for, in ms.
@@ -143,11 +148,46 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// Most members one classic group may have; more get GROUP_MAX_SIZE_REACHED.
     pub group_max_size: i32,
+    /// Session timeout of consumer (KIP-848) group members, in ms: the broker decides it, not the client.
+    pub group_consumer_session_timeout_ms: i32,
+    /// Smallest allowed `group_consumer_session_timeout_ms`.
+    pub group_consumer_min_session_timeout_ms: i32,
+    /// Largest allowed `group_consumer_session_timeout_ms`.
+    pub group_consumer_max_session_timeout_ms: i32,
+    /// Heartbeat interval told to consumer group members, in ms.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// Most members one consumer group may have; more get GROUP_MAX_SIZE_REACHED.
+    pub group_consumer_max_size: i32,
+    /// Server-side assignors of consumer groups, comma-separated (`uniform`, `range`); the first is the
+    /// default.
+    pub group_consumer_assignors: String,
     /// How long a partition remembers an idempotent producer after its last write, in ms
     /// (`producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
     /// Most producer ids one partition remembers; a new one beyond evicts the least recently written.
     pub producer_state_max_producers: i32,
+}
+
+impl BrokerConfig {
+    /// `group_consumer_assignors` parsed; empty if any name is unknown (refused by validation).
+    pub fn consumer_assignors(&self) -> Vec<crate::coordinator::group::assignor::Assignor> {
+        use crate::coordinator::group::assignor::Assignor;
+        let names: Vec<&str> = self
+            .group_consumer_assignors
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let parsed: Vec<Assignor> = names
+            .iter()
+            .filter_map(|n| Assignor::from_name(n))
+            .collect();
+        if parsed.len() == names.len() {
+            parsed
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -202,10 +242,18 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 1,
             offsets_topic_segment_bytes: 104_857_600,
             offset_metadata_max_bytes: 4096,
+            offsets_retention_minutes: 10080,
+            offsets_retention_check_interval_ms: 600_000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: i32::MAX,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_min_session_timeout_ms: 45_000,
+            group_consumer_max_session_timeout_ms: 60_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_max_size: i32::MAX,
+            group_consumer_assignors: "uniform,range".into(),
             producer_id_expiration_ms: 86_400_000,
             producer_state_max_producers: 10_000,
         }
@@ -399,6 +447,12 @@ impl BrokerConfig {
         if self.offset_metadata_max_bytes < 0 {
             return Err(bad("offset_metadata_max_bytes", "must be >= 0"));
         }
+        if self.offsets_retention_minutes < 1 {
+            return Err(bad("offsets_retention_minutes", "must be >= 1"));
+        }
+        if self.offsets_retention_check_interval_ms < 1 {
+            return Err(bad("offsets_retention_check_interval_ms", "must be >= 1"));
+        }
         if self.group_initial_rebalance_delay_ms < 0 {
             return Err(bad("group_initial_rebalance_delay_ms", "must be >= 0"));
         }
@@ -418,6 +472,33 @@ impl BrokerConfig {
         }
         if self.group_max_size < 1 {
             return Err(bad("group_max_size", "must be >= 1"));
+        }
+        if self.group_consumer_min_session_timeout_ms < 1
+            || self.group_consumer_session_timeout_ms < self.group_consumer_min_session_timeout_ms
+            || self.group_consumer_session_timeout_ms > self.group_consumer_max_session_timeout_ms
+        {
+            return Err(bad(
+                "group_consumer_session_timeout_ms",
+                "must be within group_consumer_min_session_timeout_ms (>= 1) and \
+                 group_consumer_max_session_timeout_ms",
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms < 1
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            return Err(bad(
+                "group_consumer_heartbeat_interval_ms",
+                "must be >= 1 and below group_consumer_session_timeout_ms",
+            ));
+        }
+        if self.group_consumer_max_size < 1 {
+            return Err(bad("group_consumer_max_size", "must be >= 1"));
+        }
+        if self.consumer_assignors().is_empty() {
+            return Err(bad(
+                "group_consumer_assignors",
+                "must name at least one of `uniform`, `range` (and nothing else)",
+            ));
         }
         if self.compression_type != "producer" {
             return Err(bad(
@@ -578,6 +659,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no_such_setting"), "{e}");
+        for bad in [
+            "offsets_retention_minutes = 0\n",
+            "offsets_retention_check_interval_ms = 0\n",
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = BrokerConfig::load(Some(&f), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad.split(' ').next().unwrap()), "{e}");
+        }
         std::fs::write(&f, "listen = \"nonsense\"\n").unwrap();
         let e = BrokerConfig::load(Some(&f), &Overrides::default())
             .unwrap_err()

@@ -1,5 +1,5 @@
-//! The `vltava` command: `serve` (default) runs the broker; `topic` administers topics and `producer` shows
-//! producer state on a running broker.
+//! The `vltava` command: `serve` (default) runs the broker; `topic` and `group` administer topics and consumer
+//! groups, and `producer` shows producer state, on a running broker.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use vltava::broker::Broker;
+use vltava::cli::group::GroupCommand;
 use vltava::cli::producer::ProducerCommand;
 use vltava::cli::topic::TopicCommand;
 use vltava::config::{BrokerConfig, Overrides};
@@ -27,6 +28,8 @@ enum Command {
     Serve(ServeArgs),
     /// Create, list, describe, alter or delete topics on a running broker.
     Topic(TopicCommand),
+    /// List, describe or delete consumer groups; reset or delete their committed offsets.
+    Group(GroupCommand),
     /// Show the idempotent producers a partition remembers.
     Producer(ProducerCommand),
 }
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Topic(cmd)) => vltava::cli::topic::run(cmd).map_err(anyhow::Error::from),
+        Some(Command::Group(cmd)) => vltava::cli::group::run(cmd).map_err(anyhow::Error::from),
         Some(Command::Producer(cmd)) => {
             vltava::cli::producer::run(cmd).map_err(anyhow::Error::from)
         }

@@ -3,13 +3,16 @@
 //! Measures in one run, against the real release binary on loopback:
 //! - this machine's limits: raw loopback TCP throughput and sequential disk write throughput (fsync at the end);
 //! - produce throughput, 1 KiB records, acks=1 and acks=all, linger 5 ms, 1 and 8 partitions (rdkafka);
+//! - the same with idempotence off and on (acks=all, 1 and 8 partitions; goal: on costs under 10 %);
 //! - produce throughput with each codec (gzip, snappy, lz4, zstd) against uncompressed, 1 KiB records of
 //!   compressible JSON-like text, acks=1, 1 partition: the broker decompresses and checks every record of every
 //!   compressed batch, and this shows what that costs (goal: lz4 and zstd at least 0.7 of uncompressed rec/s);
 //! - consume throughput of data already on disk (rdkafka consumer from the beginning, and a raw Fetch client that
 //!   only walks batch headers, to separate the broker's serving rate from client-side record decoding);
 //! - produce-to-consume latency p50/p99 at a fixed 10 MB/s;
-//! - time from process start to ready, and idle and loaded RSS.
+//! - time from process start to ready, and idle and loaded RSS;
+//! - consumer groups (`groups.rs`): a subscribed consumer's throughput next to the assign() consumer's,
+//!   failover time after a member's SIGKILL, rebalance time of 10 members on 100 partitions, commit rates.
 //!
 //! Every throughput is also printed as a fraction of the smaller machine limit. Figures, not assertions: the
 //! goals (see README) are judged by reading them.
@@ -29,6 +32,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod groups;
+
 const MB: f64 = 1_000_000.0;
 const RECORD: usize = 1024;
 
@@ -36,6 +41,11 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
     let quick = std::env::var("BENCH_QUICK").is_ok();
     let volume: usize = if quick { 50_000 } else { 300_000 };
+    // BENCH_ONLY=groups runs the consumer group figures alone.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "groups") {
+        group_figures(quick, volume);
+        return;
+    }
     println!(
         "# Vltava benchmark ({} records of {RECORD} B per produce run)",
         volume
@@ -47,7 +57,7 @@ fn main() {
     println!("machine: loopback TCP {tcp:.0} MB/s, sequential disk write {disk:.0} MB/s -> limit {limit:.0} MB/s");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut broker, ready_ms, port) = start_broker(dir.path());
+    let (mut broker, ready_ms, port) = start_broker(dir.path(), &[]);
     let bootstrap = format!("127.0.0.1:{port}");
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss = rss_kb(broker.id());
@@ -65,12 +75,62 @@ fn main() {
             acks,
             compression: "none",
             payloads: &filler,
+            idempotence: false,
+            max_in_flight: None,
+            warm_up: false,
         };
         let (mb_s, rec_s) = produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
         println!(
             "produce acks={acks:<3} partitions={partitions}: {mb_s:7.1} MB/s {rec_s:9.0} rec/s  ({:.2} of limit)",
             mb_s / limit
         );
+    }
+    // Idempotence off and on, otherwise the same settings (acks=all, which idempotence needs); two rounds each,
+    // alternating, best of each, so drift in the machine's speed hits both alike; each producer warms up first (see
+    // `Run::warm_up`), so this compares steady states. librdkafka caps an idempotent
+    // producer at 5 requests in flight per connection, so "off" also runs with that cap, to tell the cost of
+    // the cap (client side) from the cost of the broker's sequence checks.
+    let modes: [(&str, bool, Option<&str>); 3] = [
+        ("off", false, None),
+        ("off, 5 in flight", false, Some("5")),
+        ("on", true, None),
+    ];
+    for partitions in [1, 8] {
+        let mut best = [0.0f64; 3];
+        let mut cpu_us = [f64::MAX; 3];
+        for round in 0..2 {
+            for (k, (_, idempotence, max_in_flight)) in modes.iter().enumerate() {
+                let topic = format!("bench-idem-{k}-{partitions}-{round}");
+                create_topic(&bootstrap, &topic, partitions);
+                let run = Run {
+                    acks: "all",
+                    compression: "none",
+                    payloads: &filler,
+                    idempotence: *idempotence,
+                    max_in_flight: *max_in_flight,
+                    warm_up: true,
+                };
+                let cpu0 = cpu_secs(broker.id());
+                let (_, rec_s) =
+                    produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
+                best[k] = best[k].max(rec_s);
+                cpu_us[k] = cpu_us[k].min((cpu_secs(broker.id()) - cpu0) * 1e6 / volume as f64);
+            }
+        }
+        for (k, (name, _, _)) in modes.iter().enumerate() {
+            println!(
+                "produce acks=all partitions={partitions} idempotence {name:<16}: {:9.0} rec/s ({:.2} of off, {:.2} of off with 5 in flight; broker CPU {:.2} us per record)",
+                best[k],
+                best[k] / best[0],
+                best[k] / best[1],
+                cpu_us[k]
+            );
+        }
+    }
+    if std::env::var("BENCH_ONLY_IDEMPOTENCE").is_ok() {
+        let _ = broker.kill();
+        let _ = broker.wait();
+        return;
     }
     // Compressed produce. rdkafka measures client and broker together (librdkafka compresses on the same two
     // cores, and turns lz4 off against a broker without FindCoordinator, so its lz4 run sends uncompressed
@@ -85,6 +145,9 @@ fn main() {
             acks: "1",
             compression: codec,
             payloads: &json,
+            idempotence: false,
+            max_in_flight: None,
+            warm_up: false,
         };
         let cpu0 = cpu_secs(broker.id());
         let (mb_s, rec_s) = produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
@@ -147,6 +210,99 @@ fn main() {
     );
     let _ = broker.kill();
     let _ = broker.wait();
+    group_figures(quick, volume);
+}
+
+/// The consumer group figures, on a broker of their own (no initial rebalance delay, 1 s minimum session
+/// timeout: see `groups::BROKER_ENV`).
+fn group_figures(quick: bool, volume: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut broker, _, port) = start_broker(dir.path(), groups::BROKER_ENV);
+    let bootstrap = format!("127.0.0.1:{port}");
+    std::thread::sleep(Duration::from_millis(300));
+    // A subscribed consumer next to assign() consumers on the same data (page cache warm for all three: the
+    // assign() consumer runs before and after it).
+    let mut peak = 0;
+    create_topic(&bootstrap, "bench-group-8", 8);
+    let filler = vec![vec![b'v'; RECORD]];
+    let run = Run {
+        acks: "1",
+        compression: "none",
+        payloads: &filler,
+        idempotence: false,
+        max_in_flight: None,
+        warm_up: false,
+    };
+    produce(
+        &bootstrap,
+        "bench-group-8",
+        &run,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    let (a1, _) = consume(
+        &bootstrap,
+        "bench-group-8",
+        8,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    let (total, reading, join) = groups::subscribed_consume(&bootstrap, "bench-group-8", volume);
+    let (a2, _) = consume(
+        &bootstrap,
+        "bench-group-8",
+        8,
+        volume,
+        &mut peak,
+        broker.id(),
+    );
+    println!(
+        "consume {volume} records from 8 partitions (page cache warm): subscribed (classic group) consumer \
+         {total:.1} MB/s from subscribe ({:.0} ms of it to join and get the first record; {reading:.1} MB/s from \
+         the first record); assign() consumer, from assign(), {a1:.1} MB/s before it and {a2:.1} MB/s after it",
+        join.as_secs_f64() * 1000.0
+    );
+    for &p in groups::Protocol::ALL {
+        let session_ms = 2000;
+        let runs = groups::failover(&bootstrap, p, session_ms, if quick { 3 } else { 5 });
+        let ms: Vec<String> = runs
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect();
+        let mut sorted = runs.clone();
+        sorted.sort();
+        println!(
+            "group failover ({}): SIGKILLed member's partition consumed by another member after {:.0} ms median \
+             (runs: {} ms), session.timeout.ms={session_ms}",
+            p.name(),
+            sorted[sorted.len() / 2].as_secs_f64() * 1000.0,
+            ms.join(", ")
+        );
+        let runs: Vec<String> = (0..3)
+            .map(|run| {
+                let took = groups::rebalance(&bootstrap, p, 10, 100, run);
+                format!("{:.0}", took.as_secs_f64() * 1000.0)
+            })
+            .collect();
+        println!(
+            "group rebalance ({}): 10 members subscribing at once to 100 partitions, stable assignment after {} ms \
+             (initial rebalance delay 0, session.timeout.ms=10000, heartbeat.interval.ms=1666: members already in \
+             the group learn of each new join from their next heartbeat)",
+            p.name(),
+            runs.join(", ")
+        );
+        let (single, batched, raw) =
+            groups::commits(&bootstrap, p, 8, if quick { 2.0 } else { 5.0 });
+        println!(
+            "offset commits ({}): {single:.0} sync commits/s (1 partition each, rdkafka); {batched:.0} partitions/s \
+             in sync commits of 8; raw client, 32 pipelined OffsetCommits: {raw:.0} commits/s",
+            p.name()
+        );
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
 }
 
 /// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
@@ -156,7 +312,7 @@ fn broker_binary() -> String {
     std::env::var("BROKER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vltava").to_string())
 }
 
-fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
+fn start_broker(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, f64, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -172,6 +328,7 @@ fn start_broker(dir: &std::path::Path) -> (Child, f64, u16) {
         ])
         .arg(dir)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn broker");
@@ -409,6 +566,14 @@ struct Run<'a> {
     acks: &'a str,
     compression: &'a str,
     payloads: &'a [Vec<u8>],
+    /// librdkafka `enable.idempotence`.
+    idempotence: bool,
+    /// librdkafka `max.in.flight.requests.per.connection` (default: librdkafka's, 1000000; idempotence caps it at 5).
+    max_in_flight: Option<&'a str>,
+    /// Send and flush one record before the clock starts, so the figure leaves out the client's start-up
+    /// (connecting, metadata and, for an idempotent producer, InitProducerId, which librdkafka retries on a
+    /// 500 ms timer when no connection is up yet: a fixed cost that dominates a sub-second quick run).
+    warm_up: bool,
 }
 
 /// `n` distinct 1 KiB JSON-like event records: varying ids, numbers and words from a small vocabulary, so they
@@ -477,16 +642,35 @@ fn produce(
     pid: u32,
 ) -> (f64, f64) {
     let count = Count::default();
-    let p: ThreadedProducer<Count> = ClientConfig::new()
+    let mut cfg = ClientConfig::new();
+    if let Some(n) = run.max_in_flight {
+        cfg.set("max.in.flight.requests.per.connection", n);
+    }
+    let p: ThreadedProducer<Count> = cfg
         .set("bootstrap.servers", bootstrap)
         .set("acks", run.acks)
         .set("compression.type", run.compression)
+        .set(
+            "enable.idempotence",
+            if run.idempotence { "true" } else { "false" },
+        )
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(count.clone())
         .unwrap();
+    if run.warm_up {
+        p.send(
+            BaseRecord::to(topic)
+                .key("warm-up")
+                .payload(&run.payloads[0]),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+        p.flush(Duration::from_secs(30)).unwrap();
+        count.0.fetch_sub(1, Ordering::Relaxed);
+    }
     let t0 = Instant::now();
     for i in 0..n {
         let key = (i % 1000).to_string();

@@ -114,8 +114,20 @@ impl Broker {
                 "RUST_LOG",
                 std::env::var("BROKER_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::piped());
+        // BROKER_LOG_DIR=<dir>: each broker's log goes to <dir>/<port>.log (appended across restarts), so
+        // parallel tests' logs do not interleave.
+        match std::env::var_os("BROKER_LOG_DIR").and_then(|d| {
+            let path = std::path::Path::new(&d).join(format!("{}.log", self.port));
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        }) {
+            Some(f) => cmd.stderr(Stdio::from(f)),
+            None => cmd.stderr(Stdio::inherit()),
+        };
         // One __consumer_offsets partition unless a test asks for more: creating Kafka's 50 at start costs ~150
         // fsyncs, and with several brokers of parallel tests fsyncing on one disk that can hold up a test's
         // first topic creation for tens of seconds (commands apply images one at a time).

@@ -3,7 +3,7 @@
 //
 //   java -cp "$(compat-tests/java/classpath.sh)" compat-tests/java/GroupCommit.java --bootstrap HOST:PORT
 //
-// Produces 40 records to a 2-partition topic (enable.idempotence=false: no InitProducerId yet). Consumer A
+// Produces 40 records to a 2-partition topic (the default, idempotent producer). Consumer A
 // (Java defaults: 45 s session timeout, range + cooperative-sticky assignors) subscribes, reads until it has
 // 20 records, commits the next offset of each partition it read with commitSync and a metadata string, and
 // closes. Consumer B in the same group reads the remaining 20 - none twice, none missing - and committed()
@@ -74,7 +74,6 @@ public class GroupCommit {
         }
         Properties pp = new Properties();
         pp.put("bootstrap.servers", bootstrap);
-        pp.put("enable.idempotence", "false");
         pp.put("acks", "all");
         pp.put("key.serializer", StringSerializer.class.getName());
         pp.put("value.serializer", StringSerializer.class.getName());

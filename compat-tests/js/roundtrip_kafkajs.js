@@ -261,7 +261,7 @@ async function main() {
   const partitioner = Partitioners.DefaultPartitioner()
   const producer = kafka.producer({
     createPartitioner: Partitioners.DefaultPartitioner,
-    idempotent: false, // the broker has no InitProducerId yet
+    idempotent: true, // InitProducerId and sequence checks (kafkajs's default is off)
     allowAutoTopicCreation: false,
   })
   await producer.connect()

@@ -83,7 +83,7 @@ async def run(args) -> int:
         producer = AIOKafkaProducer(
             bootstrap_servers=args.bootstrap,
             compression_type=None if codec == "none" else codec,
-            enable_idempotence=False,  # the broker has no InitProducerId yet
+            enable_idempotence=True,  # InitProducerId and sequence checks (aiokafka's default is off)
             acks="all",
             linger_ms=5,
             request_timeout_ms=30000,

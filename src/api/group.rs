@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 
 use super::{s, RequestContext};
 use crate::coordinator::group::classic::{JoinOutcome, JoinRequest, Reply, SyncOutcome};
-use crate::coordinator::group::CommitItem;
+use crate::coordinator::group::{validate_consumer_member, CommitItem};
 use crate::coordinator::{CoordinatorError, OFFSETS_TOPIC};
 
 /// Longest string the `__consumer_offsets` records can hold (an `int16` length, as in Kafka); flexible
@@ -129,6 +129,9 @@ fn join_response(version: i16, o: JoinOutcome) -> JoinGroupResponse {
     } else {
         r.protocol_name = Some(s(o.protocol_name.unwrap_or_default()));
     }
+    if version >= 9 {
+        r.skip_assignment = o.skip_assignment;
+    }
     r.members = o
         .members
         .into_iter()
@@ -203,6 +206,7 @@ pub async fn join_group(ctx: &RequestContext, req: JoinGroupRequest) -> Option<J
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: v >= 4,
+        supports_skip_assignment: v >= 9,
     };
     let group = req.group_id.to_string();
     let run = ctx
@@ -349,7 +353,7 @@ pub async fn leave_group(
     Some(resp)
 }
 
-/// OffsetCommit v2–9. The retention time of v2–4 is ignored (offsets do not expire yet).
+/// OffsetCommit v2–9. The retention time of v2–4 is ignored (offsets follow `offsets.retention.minutes`).
 pub async fn offset_commit(
     ctx: &RequestContext,
     req: OffsetCommitRequest,
@@ -445,40 +449,49 @@ type Fetched = Result<Vec<(String, Vec<FetchedPartition>)>, i16>;
 /// A partition of an OffsetCommit: the item to write, or the error already decided.
 type PlannedCommit = (i32, Result<CommitItem, i16>);
 
+/// `member`: OffsetFetch v9's member id and epoch, checked against a consumer group (Kafka's
+/// `ConsumerGroup.validateOffsetFetch`).
 fn fetch_group(
     ctx: &RequestContext,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    member: Option<(&str, i32)>,
 ) -> Fetched {
     ctx.broker
         .groups
-        .read(group, |shard| match topics {
-            Some(topics) => topics
-                .into_iter()
-                .map(|(t, parts)| {
-                    let ps = parts
-                        .into_iter()
-                        .map(|p| match shard.offsets.get(group, &t, p) {
-                            Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone(), 0),
-                            None => (p, -1, -1, String::new(), 0),
-                        })
-                        .collect();
-                    (t, ps)
-                })
-                .collect(),
-            None => {
-                let mut out: Vec<(String, Vec<FetchedPartition>)> = Vec::new();
-                for (t, p, c) in shard.offsets.all(group) {
-                    let entry = (p, c.offset, c.leader_epoch, c.metadata.clone(), 0);
-                    match out.last_mut() {
-                        Some((name, ps)) if name == t => ps.push(entry),
-                        _ => out.push((t.to_string(), vec![entry])),
-                    }
-                }
-                out
+        .read(group, |shard| {
+            if let (Some(g), Some((id, epoch))) = (shard.consumer_group(group), member) {
+                validate_consumer_member(g, id, epoch, false)?;
             }
+            Ok(match topics {
+                Some(topics) => topics
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        let ps = parts
+                            .into_iter()
+                            .map(|p| match shard.offsets.get(group, &t, p) {
+                                Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone(), 0),
+                                None => (p, -1, -1, String::new(), 0),
+                            })
+                            .collect();
+                        (t, ps)
+                    })
+                    .collect(),
+                None => {
+                    let mut out: Vec<(String, Vec<FetchedPartition>)> = Vec::new();
+                    for (t, p, c) in shard.offsets.all(group) {
+                        let entry = (p, c.offset, c.leader_epoch, c.metadata.clone(), 0);
+                        match out.last_mut() {
+                            Some((name, ps)) if name == t => ps.push(entry),
+                            _ => out.push((t.to_string(), vec![entry])),
+                        }
+                    }
+                    out
+                }
+            })
         })
         .map_err(|e| e.code())
+        .and_then(|r| r)
 }
 
 /// OffsetFetch v1–9 (several groups from v8). `require_stable` never waits: there are no transactional
@@ -497,7 +510,8 @@ pub async fn offset_fetch(
                     .collect()
             });
             let mut gr = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            match fetch_group(ctx, &g.group_id, topics) {
+            let member = (v >= 9).then(|| (g.member_id.as_deref().unwrap_or(""), g.member_epoch));
+            match fetch_group(ctx, &g.group_id, topics, member) {
                 Err(e) => gr.error_code = e,
                 Ok(ts) => {
                     gr.topics = ts
@@ -531,7 +545,7 @@ pub async fn offset_fetch(
             .collect()
     });
     let requested = topics.clone();
-    match fetch_group(ctx, &req.group_id, topics) {
+    match fetch_group(ctx, &req.group_id, topics, None) {
         Err(e) => {
             if v >= 2 {
                 resp.error_code = e;

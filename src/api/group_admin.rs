@@ -10,11 +10,13 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::*;
 
-use super::{s, RequestContext};
+use super::{consumer_group, s, RequestContext};
 use crate::coordinator::group::classic::GroupState;
+use crate::coordinator::group::consumer::{ConsumerGroup, ConsumerLimits};
+use crate::metadata::MetadataImage;
 
-/// ListGroups v0–5: every group of every loaded shard, filtered by state (v4+) and type (v5+; all groups
-/// here are "classic").
+/// ListGroups v0–5: every group of every loaded shard, filtered by state (v4+) and type (v5+: "classic" for
+/// classic groups and groups that only hold offsets, "consumer" for KIP-848 groups).
 pub async fn list_groups(
     ctx: &RequestContext,
     req: ListGroupsRequest,
@@ -22,15 +24,24 @@ pub async fn list_groups(
     let v = ctx.version;
     let states: Vec<String> = req.states_filter.iter().map(|x| x.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|x| x.to_lowercase()).collect();
+    let want_type = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
+    let want_state = |st: &str| states.is_empty() || states.contains(&st.to_lowercase());
     let mut resp = ListGroupsResponse::default();
-    if !types.is_empty() && !types.iter().any(|t| t == "classic") {
-        return Some(resp);
-    }
-    let mut groups = Vec::new();
+    // (id, state, protocol type, group type)
+    let mut groups: Vec<(String, &'static str, String, &'static str)> = Vec::new();
     let all_loaded = ctx.broker.groups.for_each_shard(|shard| {
-        for (id, state, protocol_type) in shard.list() {
-            if states.is_empty() || states.contains(&state.name().to_lowercase()) {
-                groups.push((id, state, protocol_type));
+        if want_type("classic") {
+            for (id, state, protocol_type) in shard.list() {
+                if want_state(state.name()) {
+                    groups.push((id, state.name(), protocol_type, "classic"));
+                }
+            }
+        }
+        if want_type("consumer") {
+            for (id, state) in shard.list_consumer() {
+                if want_state(state) {
+                    groups.push((id, state, "consumer".to_string(), "consumer"));
+                }
             }
         }
     });
@@ -38,15 +49,15 @@ pub async fn list_groups(
         resp.error_code = E::CoordinatorLoadInProgress.code();
     }
     groups.sort_by(|a, b| a.0.cmp(&b.0));
-    for (id, state, protocol_type) in groups {
+    for (id, state, protocol_type, group_type) in groups {
         let mut g = ListedGroup::default()
             .with_group_id(GroupId(s(id)))
             .with_protocol_type(s(protocol_type));
         if v >= 4 {
-            g.group_state = s(state.name());
+            g.group_state = s(state);
         }
         if v >= 5 {
-            g.group_type = s("classic");
+            g.group_type = s(group_type);
         }
         resp.groups.push(g);
     }
@@ -60,6 +71,7 @@ pub async fn describe_groups(
     req: DescribeGroupsRequest,
 ) -> Option<DescribeGroupsResponse> {
     let v = ctx.version;
+    let image = ctx.broker.image();
     let mut resp = DescribeGroupsResponse::default();
     for id in req.groups {
         let mut d = DescribedGroup::default().with_group_id(id.clone());
@@ -67,6 +79,9 @@ pub async fn describe_groups(
             d.authorized_operations = i32::MIN;
         }
         let described = ctx.broker.groups.read(&id, |shard| {
+            if let Some(g) = shard.consumer_group(&id) {
+                return Some(consumer_as_classic(g, &shard.consumer_limits(), &image, v));
+            }
             let Some(g) = shard.group(&id) else {
                 return if shard.offsets.has_group(&id) {
                     Some((
@@ -134,6 +149,42 @@ pub async fn describe_groups(
         resp.groups.push(d);
     }
     Some(resp)
+}
+
+/// A consumer group in DescribeGroups' classic format, as Kafka 4.1 answers: protocol type "consumer", the
+/// assignor as protocol, each member's subscription and current assignment in the consumer protocol's
+/// encoding.
+fn consumer_as_classic(
+    g: &ConsumerGroup,
+    limits: &ConsumerLimits,
+    image: &MetadataImage,
+    v: i16,
+) -> (String, String, String, Vec<DescribedGroupMember>) {
+    let members = g
+        .members
+        .values()
+        .map(|m| {
+            DescribedGroupMember::default()
+                .with_member_id(s(m.id.clone()))
+                .with_group_instance_id(if v >= 4 {
+                    m.meta.instance_id.clone().map(s)
+                } else {
+                    None
+                })
+                .with_client_id(s(m.meta.client_id.clone()))
+                .with_client_host(s(m.meta.client_host.clone()))
+                .with_member_metadata(consumer_group::classic_subscription(
+                    &m.meta.subscribed_topic_names,
+                ))
+                .with_member_assignment(consumer_group::classic_assignment(&m.assigned, image))
+        })
+        .collect();
+    (
+        g.state().name().to_string(),
+        "consumer".to_string(),
+        g.assignor(limits).name().to_string(),
+        members,
+    )
 }
 
 /// DeleteGroups v0–2: NON_EMPTY_GROUP while a group has members; its offsets and metadata are tombstoned.

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_group;
 pub mod fetch;
 pub mod group;
 pub mod group_admin;
@@ -233,6 +234,8 @@ requests! {
     DescribeGroups => DescribeGroupsRequest, group_admin::describe_groups;
     DeleteGroups => DeleteGroupsRequest, group_admin::delete_groups;
     OffsetDelete => OffsetDeleteRequest, group_admin::offset_delete;
+    ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest, consumer_group::consumer_group_heartbeat;
+    ConsumerGroupDescribe => ConsumerGroupDescribeRequest, consumer_group::consumer_group_describe;
     InitProducerId => InitProducerIdRequest, producer::init_producer_id;
     DescribeProducers => DescribeProducersRequest, producer::describe_producers;
 }

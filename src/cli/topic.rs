@@ -70,11 +70,11 @@ pub enum TopicAction {
     },
 }
 
-fn s(x: &str) -> StrBytes {
+pub(crate) fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
-pub(super) fn check(code: i16, message: Option<&StrBytes>, what: &str) -> Result<(), ClientError> {
+pub(crate) fn check(code: i16, message: Option<&StrBytes>, what: &str) -> Result<(), ClientError> {
     if code == 0 {
         return Ok(());
     }

@@ -113,7 +113,11 @@ pub struct Controller {
     /// `Arc` so a commit can move its guard onto the blocking thread that writes the metadata log.
     inner: Arc<Mutex<Inner>>,
     published: Arc<RwLock<Arc<MetadataImage>>>,
-    listener: std::sync::OnceLock<Listener>,
+    /// `Arc` so a commit's own task can announce its image after the caller has gone.
+    listener: Arc<std::sync::OnceLock<Listener>>,
+    /// Test hook: a commit waits twice on this barrier (of 2) once its image is published.
+    #[cfg(test)]
+    published_gate: std::sync::Mutex<Option<Arc<std::sync::Barrier>>>,
 }
 
 struct Inner {
@@ -141,7 +145,9 @@ impl Controller {
             config,
             published: Arc::new(RwLock::new(Arc::new(image.clone()))),
             inner: Arc::new(Mutex::new(Inner { image, store })),
-            listener: std::sync::OnceLock::new(),
+            listener: Arc::new(std::sync::OnceLock::new()),
+            #[cfg(test)]
+            published_gate: std::sync::Mutex::new(None),
         })
     }
 
@@ -167,6 +173,11 @@ impl Controller {
     /// The write and its fsync run on the blocking pool, so an async worker never waits for the disk. The guard
     /// moves there too: commits stay serialised, and a caller that gives up (its connection closed) cannot leave
     /// a record on disk that the image lacks, because append, apply and publish finish together regardless.
+    /// The whole commit, announcement included, runs in a task of its own: a caller aborted after the image
+    /// was published but before it was announced would otherwise leave a topic in the image whose partitions
+    /// the replica manager never opens (clients then see a leader that answers NOT_LEADER_OR_FOLLOWER until
+    /// the next command, which is what an rdkafka producer closing its bootstrap connection during an
+    /// auto-creation used to cause).
     async fn commit(
         &self,
         mut inner: OwnedMutexGuard<Inner>,
@@ -176,21 +187,44 @@ impl Controller {
             return Ok(());
         }
         let published = self.published.clone();
-        let image = tokio::task::spawn_blocking(move || -> std::io::Result<Arc<MetadataImage>> {
-            inner.store.append(&records)?;
-            for r in &records {
-                state::apply(&mut inner.image, r);
+        let listener = self.listener.clone();
+        #[cfg(test)]
+        let gate = self
+            .published_gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let task = tokio::spawn(async move {
+            let image =
+                tokio::task::spawn_blocking(move || -> std::io::Result<Arc<MetadataImage>> {
+                    inner.store.append(&records)?;
+                    for r in &records {
+                        state::apply(&mut inner.image, r);
+                    }
+                    let image = Arc::new(inner.image.clone());
+                    match published.write() {
+                        Ok(mut g) => *g = image.clone(),
+                        Err(p) => *p.into_inner() = image.clone(),
+                    }
+                    drop(inner);
+                    #[cfg(test)]
+                    if let Some(g) = gate {
+                        g.wait();
+                        g.wait();
+                    }
+                    Ok(image)
+                })
+                .await
+                .map_err(|e| {
+                    std::io::Error::other(format!("metadata commit did not finish: {e}"))
+                })??;
+            if let Some(l) = listener.get() {
+                l(image).await;
             }
-            let image = Arc::new(inner.image.clone());
-            match published.write() {
-                Ok(mut g) => *g = image.clone(),
-                Err(p) => *p.into_inner() = image.clone(),
-            }
-            Ok(image)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(format!("metadata commit did not finish: {e}")))??;
-        self.announce(image).await;
+            Ok::<(), std::io::Error>(())
+        });
+        task.await
+            .map_err(|e| std::io::Error::other(format!("metadata commit did not finish: {e}")))??;
         Ok(())
     }
 
@@ -724,6 +758,40 @@ mod tests {
         });
         c.create_topic(topic("a", 2), false).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![(1, true)]);
+    }
+
+    /// A command whose caller is aborted after its image is published still has that image announced: the
+    /// replica manager must open the partitions of a topic the image shows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aborted_command_still_announces_its_published_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(controller(dir.path()).await);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        c.set_listener(move |image| {
+            let log = log.clone();
+            Box::pin(async move { log.lock().unwrap().push(image.topics.len()) })
+        });
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        *c.published_gate.lock().unwrap() = Some(gate.clone());
+        let cc = c.clone();
+        let command = tokio::spawn(async move { cc.create_topic(topic("a", 2), false).await });
+        let g = gate.clone();
+        tokio::task::spawn_blocking(move || g.wait()).await.unwrap();
+        assert!(c.image().topic("a").is_some(), "published before the abort");
+        command.abort();
+        assert!(command.await.unwrap_err().is_cancelled());
+        let g = gate.clone();
+        tokio::task::spawn_blocking(move || g.wait()).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![1],
+            "the published image was announced"
+        );
     }
 
     #[tokio::test]

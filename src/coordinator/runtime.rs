@@ -1,7 +1,9 @@
 //! The coordinator runtime: one shard per partition of an internal topic this broker leads (Kafka's
 //! `CoordinatorRuntime`), shared by the group coordinator ([`GroupShard`] over `__consumer_offsets`) and the
 //! transaction coordinator (`TxnShard` over `__transaction_state`) through the small [`Shard`] trait: how a
-//! record is encoded and decoded, how it is replayed, and what a failed write tells the shard.
+//! record is encoded and decoded, how it is replayed, and what a failed write tells the shard. The group side
+//! (its `Shard` impl, building the group coordinator from the broker's settings, the offsets retention event)
+//! is in `coordinator/group/runtime_ext.rs`; the transaction side in `coordinator/txn/coordinator.rs`.
 //!
 //! Ownership and locking: `shards` maps a partition index to its slot; the map's `RwLock` is taken only to find
 //! or insert/remove a slot. Each slot's `std::sync::Mutex` owns the shard and is held for exactly one operation:
@@ -30,10 +32,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use super::group::classic::GroupLimits;
-use super::group::records::GroupRecord;
 use super::group::GroupShard;
-use crate::config::BrokerConfig;
 use crate::partition::manager::ReplicaManager;
 use crate::partition::{AppendError, Partition};
 
@@ -55,29 +54,6 @@ pub trait Shard: Send + 'static {
     fn tick(&mut self, now: i64) -> Vec<Self::Record>;
     /// How many entities (groups, transactional ids) the shard holds, for the load log line.
     fn size(&self) -> usize;
-}
-
-impl Shard for GroupShard {
-    type Record = GroupRecord;
-    const TOPIC: &'static str = OFFSETS_TOPIC;
-    fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<GroupRecord>, String> {
-        GroupRecord::decode(key, value).map_err(|e| e.to_string())
-    }
-    fn encode(record: &GroupRecord) -> (Bytes, Option<Bytes>) {
-        record.encode()
-    }
-    fn replay(&mut self, record: &GroupRecord, now: i64) {
-        GroupShard::replay(self, record, now);
-    }
-    fn write_failed(&mut self, records: &[GroupRecord], code: i16, now: i64) {
-        GroupShard::write_failed(self, records, code, now);
-    }
-    fn tick(&mut self, now: i64) -> Vec<GroupRecord> {
-        GroupShard::tick(self, now)
-    }
-    fn size(&self) -> usize {
-        self.list().len()
-    }
 }
 
 /// The internal topic holding group metadata and committed offsets.
@@ -145,19 +121,6 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     }
     let abs = if h == i32::MIN { 0 } else { h.abs() };
     abs % partitions.max(1)
-}
-
-impl CoordinatorRuntime<GroupShard> {
-    /// The group coordinator, with no shards loaded.
-    pub fn new(config: Arc<BrokerConfig>, replicas: Arc<ReplicaManager>) -> GroupCoordinator {
-        let limits = GroupLimits {
-            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            max_size: usize::try_from(config.group_max_size).unwrap_or(usize::MAX),
-        };
-        CoordinatorRuntime::with_shards(replicas, config.offsets_topic_num_partitions, move || {
-            GroupShard::new(limits)
-        })
-    }
 }
 
 /// One operation's access to its shard under the shard's lock: read or change it only through [`Self::write`].

@@ -1,5 +1,7 @@
 //! [`Log`]: one partition's log, a directory of segments (Kafka's
-//! `UnifiedLog` + `LocalLog`, without tiered storage or producer state).
+//! `UnifiedLog` + `LocalLog`, without tiered storage). Idempotent producer
+//! state lives in the `producers` field, checked in the append path; its
+//! loading and snapshots are in `producer_log.rs`.
 //!
 //! Owns: the partition directory and everything in it except files other
 //! components put there (only segment files, our checkpoints and Kafka-style

@@ -7,6 +7,8 @@
 //! segment's files, and [`Log`] (in `log`, with opening and recovery in `loader` and retention in
 //! `retention`) owns a partition directory and all policy (offset assignment,
 //! rolling, recovery, retention, flushing).
+//! [`producer_state`] holds idempotent producers' last batches and their checks (with `producer_log`
+//! loading it and writing its snapshots),
 //! `flush` runs fsync in steps so it can happen outside the caller's lock,
 //! and owns [`LogHealth`], the shared online/offline flag of a log.
 //! The broker owns locking, the high watermark, replication and mapping

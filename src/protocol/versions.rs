@@ -66,6 +66,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
 ];
 
@@ -132,6 +134,8 @@ mod tests {
                 ApiKey::ListGroups => range::<ListGroupsRequest>(),
                 ApiKey::DeleteGroups => range::<DeleteGroupsRequest>(),
                 ApiKey::OffsetDelete => range::<OffsetDeleteRequest>(),
+                ApiKey::ConsumerGroupHeartbeat => range::<ConsumerGroupHeartbeatRequest>(),
+                ApiKey::ConsumerGroupDescribe => range::<ConsumerGroupDescribeRequest>(),
                 ApiKey::InitProducerId => range::<InitProducerIdRequest>(),
                 ApiKey::DescribeProducers => range::<DescribeProducersRequest>(),
                 other => panic!("{other:?} in table but not checked here"),

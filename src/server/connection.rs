@@ -109,6 +109,9 @@ impl Connection {
             if may_read {
                 match self.next_frame() {
                     Ok(Some(frame)) => {
+                        if frame.len() >= 8 {
+                            tracing::trace!(peer = %self.peer, api = i16::from_be_bytes([frame[0], frame[1]]), version = i16::from_be_bytes([frame[2], frame[3]]), corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]), len = frame.len(), "request");
+                        }
                         match api::dispatch(&self.broker, frame, self.peer) {
                             api::Dispatch::Task(fut) => {
                                 // Most handlers finish on their first poll: run it here, so the response

@@ -24,6 +24,7 @@ pub use super::member::*;
 use super::records::{GroupRecord, GroupValue, MemberValue, RecordKey, RecordValue};
 
 mod replay;
+mod statics;
 
 /// A classic group.
 #[derive(Debug)]
@@ -123,9 +124,8 @@ impl ClassicGroup {
         if let Some(inst) = instance_id {
             match self.statics.get(inst) {
                 Some(m) if m != member_id => return Err(code(E::FencedInstanceId)),
-                None if !self.members.contains_key(member_id) => {
-                    return Err(code(E::UnknownMemberId))
-                }
+                // Kafka's `ClassicGroup.validateMember`: an instance id that names no static member.
+                None => return Err(code(E::UnknownMemberId)),
                 _ => {}
             }
         }
@@ -262,51 +262,6 @@ impl ClassicGroup {
         }
     }
 
-    fn replace_static(
-        &mut self,
-        old: String,
-        new_id: String,
-        req: JoinRequest,
-        limits: &GroupLimits,
-        now: i64,
-    ) -> (Reply<JoinOutcome>, Vec<GroupRecord>) {
-        let Some(mut m) = self.members.remove(&old) else {
-            self.statics
-                .remove(req.instance_id.as_deref().unwrap_or_default());
-            return self.add_member_and_rebalance(new_id, req, limits, now);
-        };
-        // The old incarnation is fenced: its pending requests fail, later ones get FENCED_INSTANCE_ID.
-        if let Some(tx) = m.awaiting_join.take() {
-            let _ = tx.send(JoinOutcome::error(code(E::FencedInstanceId), &old));
-        }
-        if let Some(tx) = m.awaiting_sync.take() {
-            let _ = tx.send(SyncOutcome {
-                error: code(E::FencedInstanceId),
-                ..Default::default()
-            });
-        }
-        let changed = m.protocols != req.protocols;
-        m.id = new_id.clone();
-        if self.leader.as_deref() == Some(old.as_str()) {
-            self.leader = Some(new_id.clone());
-        }
-        if let Some(inst) = &req.instance_id {
-            self.statics.insert(inst.clone(), new_id.clone());
-        }
-        m.heartbeat_deadline = now + i64::from(req.session_timeout);
-        self.members.insert(new_id.clone(), m);
-        if self.state == GroupState::Stable && !changed {
-            // KIP-345: a restarting static member gets its assignment back without a rebalance.
-            return (Reply::Now(self.join_outcome(&new_id)), Vec::new());
-        }
-        let rx = self.update_member(&new_id, req, now);
-        if self.state != GroupState::PreparingRebalance {
-            self.prepare_rebalance(limits, now);
-        }
-        let recs = self.try_complete_join(limits, now);
-        (Reply::Wait(rx), recs)
-    }
-
     fn add_member_and_rebalance(
         &mut self,
         id: String,
@@ -337,6 +292,7 @@ impl ClassicGroup {
                 awaiting_join: None,
                 awaiting_sync: None,
                 heartbeat_deadline: 0,
+                static_rejoin: None,
             },
         );
         let rx = self.update_member(&id, req, now);
@@ -484,6 +440,7 @@ impl ClassicGroup {
             } else {
                 Vec::new()
             },
+            skip_assignment: false,
         }
     }
 
@@ -605,6 +562,10 @@ impl ClassicGroup {
 
     /// The leader's assignment could not be written: every waiting sync fails and the group rebalances.
     pub fn write_failed(&mut self, generation: i32, error: i16, limits: &GroupLimits, now: i64) {
+        if self.state == GroupState::Stable && self.generation == generation {
+            self.undo_static_rejoins(error, now);
+            return;
+        }
         if self.state != GroupState::CompletingRebalance || self.generation != generation {
             return;
         }

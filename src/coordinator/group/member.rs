@@ -57,6 +57,8 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// For the leader: every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// JoinGroup v9+: the leader must not compute an assignment (a static leader rejoined a Stable group).
+    pub skip_assignment: bool,
 }
 
 impl JoinOutcome {
@@ -112,6 +114,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// v4+: a first join gets MEMBER_ID_REQUIRED.
     pub require_known_member_id: bool,
+    /// v9+: the answer may tell a rejoining static leader to skip the assignment (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// Limits from the broker config.
@@ -148,6 +152,25 @@ pub struct Member {
     pub(super) awaiting_sync: Option<oneshot::Sender<SyncOutcome>>,
     /// When the member's session expires unless it heartbeats (ms).
     pub(super) heartbeat_deadline: i64,
+    /// A static member that replaced its old incarnation in a Stable group, until the record naming its new id
+    /// is written: answered on replay, undone if the write fails.
+    pub(super) static_rejoin: Option<StaticRejoin>,
+}
+
+/// What a static member's replacement changed, to answer it once written or undo it (Kafka's
+/// `updateStaticMemberThenRebalanceOrCompleteJoin`).
+#[derive(Debug)]
+pub(super) struct StaticRejoin {
+    /// The replaced incarnation's member id.
+    pub old_id: String,
+    /// The leader before the replacement (JoinGroup before v9 names it, so a rejoining leader acts as follower).
+    pub old_leader: Option<String>,
+    /// The old incarnation's protocols and timeouts.
+    pub old_protocols: Vec<(String, Bytes)>,
+    pub old_session_timeout: i32,
+    pub old_rebalance_timeout: i32,
+    /// The request's version allows `skip_assignment`.
+    pub supports_skip_assignment: bool,
 }
 
 impl Member {

@@ -1,4 +1,4 @@
-//! One group coordinator shard: the classic groups and committed offsets whose group ids hash to one
+//! One group coordinator shard: the classic and consumer (KIP-848) groups and committed offsets whose group ids hash to one
 //! `__consumer_offsets` partition (Kafka's `GroupCoordinatorShard` with its `GroupMetadataManager` and
 //! `OffsetMetadataManager`).
 //!
@@ -7,11 +7,19 @@
 //! they return the records to write plus the answer (or a receiver for a later answer). The runtime appends the
 //! records to the partition and then calls [`GroupShard::replay`]; replay is the only way offsets and group
 //! metadata change, and loading a partition at start-up is the same replay.
+//!
+//! Classic and consumer groups share one namespace: a group id is either a [`ClassicGroup`] or a
+//! [`ConsumerGroup`]. An empty group of one kind is converted (tombstoned) when a member of the other kind
+//! joins; a non-empty one refuses it, as Kafka 4.1 does when classic members cannot join a consumer group.
 
+pub mod assignor;
 pub mod classic;
+pub mod consumer;
+mod expiry;
 pub mod member;
 pub mod offsets;
 pub mod records;
+mod runtime_ext;
 
 use std::collections::HashMap;
 
@@ -21,8 +29,10 @@ use kafka_protocol::error::ResponseError as E;
 use classic::{
     ClassicGroup, GroupLimits, GroupState, JoinOutcome, JoinRequest, Reply, SyncOutcome,
 };
+use consumer::heartbeat::{HeartbeatRequest, HeartbeatResponse, TopicsView};
+use consumer::{ConsumerGroup, ConsumerLimits};
 use offsets::Offsets;
-use records::{GroupRecord, OffsetValue, RecordKey, RecordValue};
+use records::{ConsumerGroupValue, GroupRecord, OffsetValue, RecordKey, RecordValue};
 
 /// One partition to commit: topic, partition, offset, leader epoch, metadata.
 #[derive(Debug, Clone)]
@@ -43,9 +53,11 @@ pub struct CommitItem {
 #[derive(Debug)]
 pub struct GroupShard {
     groups: HashMap<String, ClassicGroup>,
+    consumer_groups: HashMap<String, ConsumerGroup>,
     /// Committed offsets.
     pub offsets: Offsets,
     limits: GroupLimits,
+    consumer_limits: ConsumerLimits,
 }
 
 impl GroupShard {
@@ -53,9 +65,113 @@ impl GroupShard {
     pub fn new(limits: GroupLimits) -> GroupShard {
         GroupShard {
             groups: HashMap::new(),
+            consumer_groups: HashMap::new(),
             offsets: Offsets::default(),
             limits,
+            consumer_limits: ConsumerLimits::default(),
         }
+    }
+
+    /// An empty shard with consumer group settings.
+    pub fn with_consumer_limits(limits: GroupLimits, consumer: ConsumerLimits) -> GroupShard {
+        let mut s = GroupShard::new(limits);
+        s.consumer_limits = consumer;
+        s
+    }
+
+    /// The consumer group settings.
+    pub fn consumer_limits(&self) -> ConsumerLimits {
+        self.consumer_limits.clone()
+    }
+
+    /// A consumer group, if it exists.
+    pub fn consumer_group(&self, id: &str) -> Option<&ConsumerGroup> {
+        self.consumer_groups.get(id)
+    }
+
+    /// Every consumer group with its state name.
+    pub fn list_consumer(&self) -> Vec<(String, &'static str)> {
+        self.consumer_groups
+            .values()
+            .map(|g| (g.id.clone(), g.state().name()))
+            .collect()
+    }
+
+    /// ConsumerGroupHeartbeat. A classic group with members of the same id refuses it (GROUP_ID_NOT_FOUND,
+    /// "not a consumer group"); an empty one is converted on a join.
+    pub fn consumer_heartbeat(
+        &mut self,
+        group_id: &str,
+        req: &HeartbeatRequest,
+        topics: &TopicsView,
+        now: i64,
+    ) -> (HeartbeatResponse, Vec<GroupRecord>) {
+        let mut records = Vec::new();
+        if let Some(classic) = self.groups.get(group_id) {
+            if !classic.members.is_empty() || req.member_epoch != 0 {
+                let e = if classic.members.is_empty() {
+                    E::UnknownMemberId
+                } else {
+                    E::GroupIdNotFound
+                };
+                return (
+                    HeartbeatResponse {
+                        error: e.code(),
+                        message: Some(format!("Group {group_id} is not a consumer group.")),
+                        ..Default::default()
+                    },
+                    Vec::new(),
+                );
+            }
+            records.push(GroupRecord {
+                key: RecordKey::Group {
+                    group: group_id.to_string(),
+                },
+                value: None,
+            });
+        }
+        let (resp, more) = consumer::heartbeat::heartbeat(
+            group_id,
+            self.consumer_groups.get(group_id),
+            req,
+            topics,
+            &self.consumer_limits,
+            || uuid::Uuid::new_v4().to_string(),
+        );
+        if resp.error != 0 {
+            return (resp, Vec::new());
+        }
+        records.extend(more);
+        // Heartbeats are not records: the session deadline moves in memory (a new member gets its deadline
+        // when its record is replayed).
+        let session = i64::from(self.consumer_limits.session_timeout_ms);
+        if let (Some(g), Some(id)) = (
+            self.consumer_groups.get_mut(group_id),
+            resp.member_id.as_deref(),
+        ) {
+            if let Some(m) = g.members.get_mut(id) {
+                m.session_deadline = now + session;
+            }
+        }
+        (resp, records)
+    }
+
+    /// Tombstones that delete an empty consumer group (its target epoch and metadata).
+    fn consumer_group_tombstones(group_id: &str) -> [GroupRecord; 2] {
+        [
+            GroupRecord {
+                key: RecordKey::ConsumerTargetEpoch {
+                    group: group_id.to_string(),
+                },
+                value: None,
+            },
+            GroupRecord {
+                key: RecordKey::ConsumerGroup {
+                    group: group_id.to_string(),
+                },
+                value: None,
+            },
+        ]
     }
 
     /// A group, if it exists in memory.
@@ -77,7 +193,7 @@ impl GroupShard {
             })
             .collect();
         for id in self.offsets.groups() {
-            if !self.groups.contains_key(id) {
+            if !self.groups.contains_key(id) && !self.consumer_groups.contains_key(id) {
                 out.push((id.clone(), GroupState::Empty, String::new()));
             }
         }
@@ -91,6 +207,22 @@ impl GroupShard {
         req: JoinRequest,
         now: i64,
     ) -> (Reply<JoinOutcome>, Vec<GroupRecord>) {
+        if self
+            .consumer_groups
+            .get(group_id)
+            .is_some_and(|cg| !cg.members.is_empty())
+        {
+            // Classic members cannot join a consumer group here (Kafka's upgrade path is not built).
+            return (
+                Reply::Now(JoinOutcome {
+                    error: E::InconsistentGroupProtocol.code(),
+                    generation: -1,
+                    member_id: req.member_id,
+                    ..Default::default()
+                }),
+                Vec::new(),
+            );
+        }
         if !req.member_id.is_empty() && !self.groups.contains_key(group_id) {
             // A member id for a group that does not exist (it expired, or the coordinator moved).
             return (
@@ -103,14 +235,20 @@ impl GroupShard {
                 Vec::new(),
             );
         }
+        let mut converted = Vec::new();
+        if self.consumer_groups.contains_key(group_id) {
+            // An empty consumer group becomes a classic group, as in Kafka.
+            converted.extend(Self::consumer_group_tombstones(group_id));
+        }
         let limits = self.limits;
         let g = self
             .groups
             .entry(group_id.to_string())
             .or_insert_with(|| ClassicGroup::new(group_id, now));
-        let out = g.join(req, &limits, now);
+        let (reply, records) = g.join(req, &limits, now);
         self.forget_if_unused(group_id);
-        out
+        converted.extend(records);
+        (reply, converted)
     }
 
     /// SyncGroup.
@@ -195,13 +333,21 @@ impl GroupShard {
         api_version: i16,
         now: i64,
     ) -> Result<Vec<GroupRecord>, i16> {
-        match self.groups.get_mut(group_id) {
-            Some(g) => g.validate_commit(member_id, instance_id, generation, now)?,
-            None if generation < 0 => {}
-            // A generation for a group that does not exist: GROUP_ID_NOT_FOUND from OffsetCommit v9,
-            // ILLEGAL_GENERATION before (Kafka's OffsetMetadataManager).
-            None if api_version >= 9 => return Err(E::GroupIdNotFound.code()),
-            None => return Err(E::IllegalGeneration.code()),
+        if let Some(g) = self.consumer_groups.get(group_id) {
+            validate_consumer_member(g, member_id, generation, true)?;
+            // A member of the consumer protocol commits with v9+ (member epochs), as Kafka requires.
+            if api_version < 9 && g.members.contains_key(member_id) {
+                return Err(E::UnsupportedVersion.code());
+            }
+        } else {
+            match self.groups.get_mut(group_id) {
+                Some(g) => g.validate_commit(member_id, instance_id, generation, now)?,
+                None if generation < 0 => {}
+                // A generation for a group that does not exist: GROUP_ID_NOT_FOUND from OffsetCommit v9,
+                // ILLEGAL_GENERATION before (Kafka's OffsetMetadataManager).
+                None if api_version >= 9 => return Err(E::GroupIdNotFound.code()),
+                None => return Err(E::IllegalGeneration.code()),
+            }
         }
         Ok(items
             .iter()
@@ -223,6 +369,14 @@ impl GroupShard {
 
     /// DeleteGroups for one group: NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND if unknown.
     pub fn delete_group(&mut self, group_id: &str) -> Result<Vec<GroupRecord>, i16> {
+        if let Some(g) = self.consumer_groups.get(group_id) {
+            if !g.members.is_empty() {
+                return Err(E::NonEmptyGroup.code());
+            }
+            let mut records = self.offsets.delete_records(group_id);
+            records.extend(Self::consumer_group_tombstones(group_id));
+            return Ok(records);
+        }
         let known = self.groups.contains_key(group_id) || self.offsets.has_group(group_id);
         if !known {
             return Err(E::GroupIdNotFound.code());
@@ -254,10 +408,14 @@ impl GroupShard {
         partitions: &[(String, i32)],
     ) -> Result<(Vec<i16>, Vec<GroupRecord>), i16> {
         let group = self.groups.get(group_id);
-        if group.is_none() && !self.offsets.has_group(group_id) {
+        let consumer = self.consumer_groups.get(group_id);
+        if group.is_none() && consumer.is_none() && !self.offsets.has_group(group_id) {
             return Err(E::GroupIdNotFound.code());
         }
         let subscribed = match group {
+            _ if consumer.is_some_and(|c| !c.members.is_empty()) => {
+                consumer.map(consumer_subscribed_topics)
+            }
             Some(g) if !g.members.is_empty() => {
                 if g.protocol_type.as_deref() != Some("consumer") {
                     return Err(E::NonEmptyGroup.code());
@@ -321,6 +479,20 @@ impl GroupShard {
                     self.groups.remove(group);
                 }
             }
+            (key, value) => {
+                let group = key.group();
+                if value.is_none() && !self.consumer_groups.contains_key(group) {
+                    return; // a tombstone of a group already gone
+                }
+                let limits = &self.consumer_limits;
+                let g = self
+                    .consumer_groups
+                    .entry(group.to_string())
+                    .or_insert_with(|| ConsumerGroup::new(group));
+                if !g.replay(record, limits, now) {
+                    self.consumer_groups.remove(group);
+                }
+            }
         }
     }
 
@@ -342,6 +514,27 @@ impl GroupShard {
         let mut records = Vec::new();
         for g in self.groups.values_mut() {
             records.extend(g.tick(&limits, now));
+        }
+        for g in self.consumer_groups.values() {
+            let expired = g.expired(now);
+            if expired.is_empty() {
+                continue;
+            }
+            for id in &expired {
+                tracing::info!(group = %g.id, member = %id, "consumer group member fenced: session or revocation timeout");
+                let mut r = g.removal_records(id, g.metadata_hash);
+                r.truncate(3);
+                records.extend(r);
+            }
+            records.push(GroupRecord {
+                key: RecordKey::ConsumerGroup {
+                    group: g.id.clone(),
+                },
+                value: Some(RecordValue::ConsumerGroup(ConsumerGroupValue {
+                    epoch: g.epoch + 1,
+                    metadata_hash: g.metadata_hash,
+                })),
+            });
         }
         let unused: Vec<String> = self
             .groups
@@ -365,6 +558,44 @@ impl GroupShard {
             self.groups.remove(group_id);
         }
     }
+}
+
+/// Kafka's member checks of OffsetCommit (`commit`) and OffsetFetch v9+ for a consumer group: a request without
+/// a member (epoch < 0) is an admin's, allowed for commits only while the group is empty (fetches always); a
+/// member must exist (UNKNOWN_MEMBER_ID) and send its current epoch (STALE_MEMBER_EPOCH).
+pub fn validate_consumer_member(
+    g: &ConsumerGroup,
+    member_id: &str,
+    epoch: i32,
+    commit: bool,
+) -> Result<(), i16> {
+    let admin = if commit {
+        epoch < 0 && g.members.is_empty()
+    } else {
+        epoch < 0 && member_id.is_empty()
+    };
+    if admin {
+        return Ok(());
+    }
+    let Some(m) = g.members.get(member_id) else {
+        return Err(E::UnknownMemberId.code());
+    };
+    if epoch != m.epoch {
+        return Err(E::StaleMemberEpoch.code());
+    }
+    Ok(())
+}
+
+/// The topic names a consumer group's members subscribe to by name; a regex subscriber makes it `None`
+/// (everything counts as subscribed: never delete offsets in doubt).
+fn consumer_subscribed_topics(g: &ConsumerGroup) -> Option<std::collections::HashSet<String>> {
+    if g.members
+        .values()
+        .any(|m| m.meta.subscribed_topic_regex.is_some())
+    {
+        return None;
+    }
+    Some(g.subscribed_names().into_iter().collect())
 }
 
 /// The topics a consumer group's members subscribe to, read from their `ConsumerProtocolSubscription`

@@ -10,10 +10,22 @@
 //!   generation, protocol?, leader?, currentStateTimestamp, members[{memberId, groupInstanceId?, clientId,
 //!   clientHost, rebalanceTimeout, sessionTimeout, subscription, assignment}]} (we read 0–3).
 //!
+//! - key versions 3–8: the KIP-848 consumer group records (`ConsumerGroupMetadata`, `…PartitionMetadata`,
+//!   `…MemberMetadata`, `…TargetAssignmentMetadata`, `…TargetAssignmentMember`, `…CurrentMemberAssignment`);
+//!   keys are non-flexible like the others, values are flexible version 0 (compact strings and arrays, tagged
+//!   fields), see [`consumer`]. PartitionMetadata (4) is deprecated by Kafka 4.1 (the group's metadata hash
+//!   replaced it): we never write it and skip it when read.
+//!
 //! A record without a value (a tombstone) deletes the key's state. Decoding reads untrusted disk bytes: every
 //! read is bounds-checked and nothing is allocated from a length field before the bytes are there.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+pub mod consumer;
+
+pub use consumer::{
+    ConsumerGroupValue, ConsumerMemberValue, CurrentAssignmentValue, TopicAssignment,
+};
 
 /// A malformed record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,6 +48,37 @@ pub enum RecordKey {
     Group {
         /// Group id.
         group: String,
+    },
+    /// A consumer group's epoch (`ConsumerGroupMetadataKey`, 3).
+    ConsumerGroup {
+        /// Group id.
+        group: String,
+    },
+    /// A consumer group member's subscription (`ConsumerGroupMemberMetadataKey`, 5).
+    ConsumerMember {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+    },
+    /// A consumer group's target assignment epoch (`ConsumerGroupTargetAssignmentMetadataKey`, 6).
+    ConsumerTargetEpoch {
+        /// Group id.
+        group: String,
+    },
+    /// A member's target assignment (`ConsumerGroupTargetAssignmentMemberKey`, 7).
+    ConsumerTargetMember {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+    },
+    /// A member's current assignment and epoch (`ConsumerGroupCurrentMemberAssignmentKey`, 8).
+    ConsumerCurrentAssignment {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
     },
 }
 
@@ -97,6 +140,16 @@ pub enum RecordValue {
     Offset(OffsetValue),
     /// Group metadata.
     Group(GroupValue),
+    /// A consumer group's epoch and metadata hash.
+    ConsumerGroup(ConsumerGroupValue),
+    /// A consumer group member's subscription.
+    ConsumerMember(ConsumerMemberValue),
+    /// A consumer group's target assignment epoch.
+    ConsumerTargetEpoch(i32),
+    /// A member's target assignment.
+    ConsumerTargetMember(TopicAssignment),
+    /// A member's current assignment.
+    ConsumerCurrentAssignment(CurrentAssignmentValue),
 }
 
 /// One record of `__consumer_offsets`: a key and a value or a tombstone.
@@ -135,7 +188,13 @@ impl RecordKey {
     /// The group the key belongs to.
     pub fn group(&self) -> &str {
         match self {
-            RecordKey::Offset { group, .. } | RecordKey::Group { group } => group,
+            RecordKey::Offset { group, .. }
+            | RecordKey::Group { group }
+            | RecordKey::ConsumerGroup { group }
+            | RecordKey::ConsumerMember { group, .. }
+            | RecordKey::ConsumerTargetEpoch { group }
+            | RecordKey::ConsumerTargetMember { group, .. }
+            | RecordKey::ConsumerCurrentAssignment { group, .. } => group,
         }
     }
 
@@ -157,6 +216,29 @@ impl RecordKey {
                 b.put_i16(2);
                 put_str(&mut b, group);
             }
+            RecordKey::ConsumerGroup { group } => {
+                b.put_i16(3);
+                put_str(&mut b, group);
+            }
+            RecordKey::ConsumerMember { group, member } => {
+                b.put_i16(5);
+                put_str(&mut b, group);
+                put_str(&mut b, member);
+            }
+            RecordKey::ConsumerTargetEpoch { group } => {
+                b.put_i16(6);
+                put_str(&mut b, group);
+            }
+            RecordKey::ConsumerTargetMember { group, member } => {
+                b.put_i16(7);
+                put_str(&mut b, group);
+                put_str(&mut b, member);
+            }
+            RecordKey::ConsumerCurrentAssignment { group, member } => {
+                b.put_i16(8);
+                put_str(&mut b, group);
+                put_str(&mut b, member);
+            }
         }
         b.freeze()
     }
@@ -172,6 +254,20 @@ impl RecordKey {
                 partition: get_i32(r)?,
             })),
             2 => Ok(Some(RecordKey::Group { group: get_str(r)? })),
+            3 => Ok(Some(RecordKey::ConsumerGroup { group: get_str(r)? })),
+            5 => Ok(Some(RecordKey::ConsumerMember {
+                group: get_str(r)?,
+                member: get_str(r)?,
+            })),
+            6 => Ok(Some(RecordKey::ConsumerTargetEpoch { group: get_str(r)? })),
+            7 => Ok(Some(RecordKey::ConsumerTargetMember {
+                group: get_str(r)?,
+                member: get_str(r)?,
+            })),
+            8 => Ok(Some(RecordKey::ConsumerCurrentAssignment {
+                group: get_str(r)?,
+                member: get_str(r)?,
+            })),
             _ => Ok(None),
         }
     }
@@ -296,6 +392,11 @@ impl GroupRecord {
         let value = self.value.as_ref().map(|v| match v {
             RecordValue::Offset(o) => o.encode(),
             RecordValue::Group(g) => g.encode(),
+            RecordValue::ConsumerGroup(v) => v.encode(),
+            RecordValue::ConsumerMember(v) => v.encode(),
+            RecordValue::ConsumerTargetEpoch(e) => consumer::encode_target_epoch(*e),
+            RecordValue::ConsumerTargetMember(v) => consumer::encode_target_member(v),
+            RecordValue::ConsumerCurrentAssignment(v) => v.encode(),
         });
         (self.key.encode(), value)
     }
@@ -314,6 +415,21 @@ impl GroupRecord {
                 Some(RecordValue::Offset(OffsetValue::decode(v)?))
             }
             (Some(v), RecordKey::Group { .. }) => Some(RecordValue::Group(GroupValue::decode(v)?)),
+            (Some(v), RecordKey::ConsumerGroup { .. }) => {
+                Some(RecordValue::ConsumerGroup(ConsumerGroupValue::decode(v)?))
+            }
+            (Some(v), RecordKey::ConsumerMember { .. }) => {
+                Some(RecordValue::ConsumerMember(ConsumerMemberValue::decode(v)?))
+            }
+            (Some(v), RecordKey::ConsumerTargetEpoch { .. }) => Some(
+                RecordValue::ConsumerTargetEpoch(consumer::decode_target_epoch(v)?),
+            ),
+            (Some(v), RecordKey::ConsumerTargetMember { .. }) => Some(
+                RecordValue::ConsumerTargetMember(consumer::decode_target_member(v)?),
+            ),
+            (Some(v), RecordKey::ConsumerCurrentAssignment { .. }) => Some(
+                RecordValue::ConsumerCurrentAssignment(CurrentAssignmentValue::decode(v)?),
+            ),
         };
         Ok(Some(GroupRecord { key, value }))
     }
@@ -461,9 +577,14 @@ mod tests {
         let (k, v) = r.encode();
         assert!(v.is_none());
         assert_eq!(GroupRecord::decode(&k, None).unwrap(), Some(r));
-        // A KIP-848 record (key version 3) is not ours: skipped, not an error.
+        // A deprecated ConsumerGroupPartitionMetadata record (key version 4) or a share group's is skipped,
+        // not an error.
         assert_eq!(
-            GroupRecord::decode(&[0, 3, 0, 0], Some(&[0, 0])).unwrap(),
+            GroupRecord::decode(&[0, 4, 0, 0], Some(&[0, 0])).unwrap(),
+            None
+        );
+        assert_eq!(
+            GroupRecord::decode(&[0, 10, 0, 0], Some(&[0, 0])).unwrap(),
             None
         );
     }

@@ -38,6 +38,15 @@ fn req(member: &str, protocols: &[&str]) -> JoinRequest {
             .map(|p| (p.to_string(), Bytes::from(format!("meta-{p}"))))
             .collect(),
         require_known_member_id: true,
+        supports_skip_assignment: false,
+    }
+}
+
+impl JoinRequest {
+    fn clone_with_instance(&self, inst: &str) -> JoinRequest {
+        let mut r = self.clone();
+        r.instance_id = Some(inst.to_string());
+        r
     }
 }
 
@@ -389,30 +398,158 @@ fn join_storm_is_bounded() {
     assert!(h.shard.group("g").is_none(), "nothing left to keep");
 }
 
+/// A stable group of a static leader ("i-1", assignment "lead") and a static follower ("i-2", "follow").
+fn static_pair(h: &mut Harness) -> (JoinRequest, JoinRequest, String, String, i32) {
+    let mut r1 = req("", &["range"]);
+    r1.instance_id = Some("i-1".into());
+    let mut r2 = r1.clone();
+    r2.instance_id = Some("i-2".into());
+    // Static members skip MEMBER_ID_REQUIRED.
+    let mut rx1 = waiting(h.join(r1.clone()));
+    let mut rx2 = waiting(h.join(r2.clone()));
+    h.tick(DELAY);
+    let (o1, o2) = (got(&mut rx1), got(&mut rx2));
+    let gen = o1.generation;
+    let (leader, follower) = if o1.leader == o1.member_id {
+        (o1.member_id, o2.member_id)
+    } else {
+        std::mem::swap(&mut r1, &mut r2);
+        (o2.member_id, o1.member_id)
+    };
+    let mut sf = waiting(h.sync(&follower, gen, &[]));
+    let mut sl = waiting(h.sync(&leader, gen, &[(&leader, "lead"), (&follower, "follow")]));
+    assert_eq!(got(&mut sl).assignment, Bytes::from_static(b"lead"));
+    assert_eq!(got(&mut sf).assignment, Bytes::from_static(b"follow"));
+    (r1, r2, leader, follower, gen)
+}
+
 #[test]
 fn static_member_restart_gets_its_assignment_without_rebalance() {
     let mut h = Harness::new();
-    let mut r = req("", &["range"]);
-    r.instance_id = Some("i-1".into());
-    let mut rx = waiting(h.join(r.clone())); // static members skip MEMBER_ID_REQUIRED
-    h.tick(DELAY);
-    let o = got(&mut rx);
-    let old = o.member_id.clone();
-    let mut s = waiting(h.sync(&old, o.generation, &[(&old, "mine")]));
-    assert_eq!(got(&mut s).assignment, Bytes::from_static(b"mine"));
-    // Restart: a join without member id but with the same instance id.
-    let o2 = now_or_panic(h.join(r));
-    assert_eq!((o2.error, o2.generation), (0, o.generation), "no rebalance");
+    let (_, r2, leader, old, gen) = static_pair(&mut h);
+    let written = h.log.len();
+    // The follower restarts: a join without member id but with its instance id, and (as a restarted
+    // cooperative member would) different metadata for the same protocol.
+    let mut restart = r2.clone();
+    restart.protocols[0].1 = Bytes::from_static(b"no owned partitions any more");
+    let o2 = got(&mut waiting(h.join(restart)));
+    assert_eq!((o2.error, o2.generation), (0, gen), "no rebalance");
     assert_ne!(o2.member_id, old);
+    assert_eq!(o2.leader, leader);
+    assert!(o2.members.is_empty() && !o2.skip_assignment);
     assert_eq!(h.group().state, GroupState::Stable);
-    let s2 = now_or_panic(h.sync(&o2.member_id, o.generation, &[]));
-    assert_eq!(s2.assignment, Bytes::from_static(b"mine"));
+    // The new member id is durable before the member hears of it (Kafka stores the group first).
+    assert_eq!(h.log.len(), written + 1);
+    let mut replayed = GroupShard::new(limits(usize::MAX));
+    for r in &h.log {
+        replayed.replay(r, h.now);
+    }
+    let g = replayed.group("g").expect("group");
+    assert!(g.members.contains_key(&o2.member_id) && !g.members.contains_key(&old));
+    let s2 = now_or_panic(h.sync(&o2.member_id, gen, &[]));
+    assert_eq!(s2.assignment, Bytes::from_static(b"follow"));
+    // The other member did not notice.
+    assert_eq!(h.heartbeat(&leader, gen), 0);
     // The old incarnation is fenced.
     assert_eq!(
-        h.shard
-            .heartbeat("g", &old, Some("i-1"), o.generation, h.now),
+        h.shard.heartbeat("g", &old, Some("i-2"), gen, h.now),
         E::FencedInstanceId.code()
     );
+    // An instance id that names no static member is UNKNOWN_MEMBER_ID, as Kafka's validateMember answers.
+    assert_eq!(
+        h.shard.heartbeat("g", &leader, Some("i-9"), gen, h.now),
+        E::UnknownMemberId.code()
+    );
+}
+
+#[test]
+fn static_leader_restart_acts_as_follower_before_v9_and_skips_assignment_from_v9() {
+    let mut h = Harness::new();
+    let (r1, _, old_leader, follower, gen) = static_pair(&mut h);
+    let o = got(&mut waiting(h.join(r1.clone())));
+    assert_eq!((o.error, o.generation), (0, gen));
+    // Before v9 the answer names the old leader id, so the restarted leader does not assign.
+    assert_eq!(o.leader, old_leader);
+    assert_ne!(o.member_id, old_leader);
+    assert!(o.members.is_empty() && !o.skip_assignment);
+    assert_eq!(h.group().leader.as_deref(), Some(o.member_id.as_str()));
+    let s = now_or_panic(h.sync(&o.member_id, gen, &[]));
+    assert_eq!(s.assignment, Bytes::from_static(b"lead"));
+    // From v9 it is named leader, gets the members and is told to skip the assignment.
+    let mut v9 = r1;
+    v9.supports_skip_assignment = true;
+    let o9 = got(&mut waiting(h.join(v9)));
+    assert_eq!((o9.error, o9.generation), (0, gen));
+    assert_eq!(o9.leader, o9.member_id);
+    assert!(o9.skip_assignment);
+    assert_eq!(o9.members.len(), 2);
+    assert_eq!(h.heartbeat(&follower, gen), 0, "still stable");
+}
+
+#[test]
+fn static_restart_rebalances_when_the_protocol_would_change_or_during_completing_rebalance() {
+    let mut h = Harness::new();
+    let (_, r2, leader, _, gen) = static_pair(&mut h);
+    let mut other = r2.clone();
+    other.protocols = vec![
+        ("roundrobin".into(), Bytes::new()),
+        ("range".into(), Bytes::new()),
+    ];
+    // Only "range" is common, so the selection stays: no rebalance.
+    let o = got(&mut waiting(h.join(other)));
+    assert_eq!(o.generation, gen);
+    // CompletingRebalance: the leader may be assigning to the old id, so the group rebalances.
+    let mut lrx = waiting(h.join(req(&leader, &["range"]).clone_with_instance("i-1")));
+    let mut frx = waiting(h.join(req(&o.member_id, &["range"]).clone_with_instance("i-2")));
+    let (lo, fo) = (got(&mut lrx), got(&mut frx));
+    assert_eq!(lo.generation, gen + 1);
+    assert_eq!(fo.generation, gen + 1);
+    assert_eq!(h.group().state, GroupState::CompletingRebalance);
+    let mut restarted = waiting(h.join(r2));
+    assert_eq!(h.group().state, GroupState::PreparingRebalance);
+    assert_eq!(h.heartbeat(&leader, gen + 1), E::RebalanceInProgress.code());
+    let mut lrx = waiting(h.join(req(&leader, &["range"]).clone_with_instance("i-1")));
+    let (lo, ro) = (got(&mut lrx), got(&mut restarted));
+    assert_eq!((lo.generation, ro.generation), (gen + 2, gen + 2));
+}
+
+#[test]
+fn static_restart_whose_record_cannot_be_written_is_undone() {
+    let mut h = Harness::new();
+    let (_, r2, leader, old, gen) = static_pair(&mut h);
+    let (reply, recs) = h.shard.join("g", r2, h.now);
+    assert_eq!(recs.len(), 1);
+    h.shard.write_failed(&recs, E::NotCoordinator.code(), h.now);
+    let o = got(&mut waiting(reply));
+    assert_eq!(o.error, E::NotCoordinator.code());
+    assert!(o.member_id.is_empty());
+    // The old incarnation is back as it is in the log.
+    assert!(h.group().members.contains_key(&old));
+    assert_eq!(h.group().members.len(), 2);
+    assert_eq!(h.shard.heartbeat("g", &old, Some("i-2"), gen, h.now), 0);
+    assert_eq!(h.heartbeat(&leader, gen), 0);
+}
+
+#[test]
+fn static_member_leaves_by_instance_id() {
+    let mut h = Harness::new();
+    let (_, _, leader, follower, gen) = static_pair(&mut h);
+    let (errors, recs) = h.shard.leave(
+        "g",
+        &[
+            ("someone-else".to_string(), Some("i-2".to_string())),
+            (String::new(), Some("i-9".to_string())),
+            (String::new(), Some("i-2".to_string())),
+        ],
+        h.now,
+    );
+    h.apply(recs);
+    assert_eq!(
+        errors,
+        vec![E::FencedInstanceId.code(), E::UnknownMemberId.code(), 0]
+    );
+    assert!(!h.group().members.contains_key(&follower));
+    assert_eq!(h.heartbeat(&leader, gen), E::RebalanceInProgress.code());
 }
 
 #[test]

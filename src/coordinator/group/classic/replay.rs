@@ -63,8 +63,18 @@ impl ClassicGroup {
             }
             return;
         }
-        if !self.members.is_empty() && self.generation == v.generation {
-            return; // our own record, already reflected (e.g. the group just became empty)
+        let same_members = self.members.len() == v.members.len()
+            && v.members
+                .iter()
+                .all(|m| self.members.contains_key(&m.member_id));
+        if !self.members.is_empty() && self.generation == v.generation && same_members {
+            // Our own record, already reflected: a static member's new id in a Stable group (answered now
+            // that it is written). During loading a record of the same generation with other member ids (a
+            // static member replaced) is rebuilt below.
+            if self.state == GroupState::Stable {
+                self.answer_static_rejoins();
+            }
+            return;
         }
         for id in self.members.keys().cloned().collect::<Vec<_>>() {
             self.drop_member(&id);
@@ -95,14 +105,20 @@ impl ClassicGroup {
                     awaiting_join: None,
                     awaiting_sync: None,
                     heartbeat_deadline: now + i64::from(mv.session_timeout),
+                    static_rejoin: None,
                 },
             );
         }
-        let state = if self.members.is_empty() {
-            GroupState::Empty
+        if self.members.is_empty() {
+            // Offsets expire counting from when the group became Empty: keep that moment across a reload
+            // rather than restarting the clock at every load.
+            let since = v.current_state_timestamp;
+            self.set_state(
+                GroupState::Empty,
+                if since > 0 { since.min(now) } else { now },
+            );
         } else {
-            GroupState::Stable
-        };
-        self.set_state(state, now);
+            self.set_state(GroupState::Stable, now);
+        }
     }
 }
