@@ -3,11 +3,13 @@
 //! OffsetCommit rates (sync commits from one consumer, batched, and a raw pipelined client), and a subscribed
 //! consumer's throughput next to the assign() consumer's.
 //!
-//! Every group figure takes a [`Protocol`], so the KIP-848 consumer protocol can be added as a second value
-//! (its session timeout is the broker's `group.consumer.session.timeout.ms` rather than the client's).
+//! Every group figure takes a [`Protocol`]: the classic protocol, or KIP-848's consumer protocol, whose session
+//! timeout and heartbeat interval are the broker's (`group_consumer_session_timeout_ms`,
+//! `group_consumer_heartbeat_interval_ms`) rather than the client's, so a figure's session setting is a broker
+//! setting ([`broker_env`]) as well as a client one.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,40 +30,69 @@ use super::{create_topic, Count, MB};
 pub enum Protocol {
     /// JoinGroup/SyncGroup/Heartbeat with client-side assignment.
     Classic,
+    /// KIP-848 (`group.protocol=consumer`): ConsumerGroupHeartbeat with broker-side assignment.
+    Consumer,
 }
 
 impl Protocol {
-    /// Every protocol the figures are measured with (KIP-848's `Consumer` joins here).
-    pub const ALL: &'static [Protocol] = &[Protocol::Classic];
+    /// Every protocol the figures are measured with.
+    pub const ALL: &'static [Protocol] = &[Protocol::Classic, Protocol::Consumer];
 
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Classic => "classic",
+            Protocol::Consumer => "consumer",
         }
     }
 
     /// librdkafka settings for a member with this protocol and session timeout.
     fn configure(self, cfg: &mut ClientConfig, session_ms: u32) {
+        cfg.set("group.protocol", self.name());
         match self {
             Protocol::Classic => {
-                cfg.set("group.protocol", "classic")
-                    .set("session.timeout.ms", session_ms.to_string())
-                    .set(
-                        "heartbeat.interval.ms",
-                        (session_ms / 6).max(100).to_string(),
-                    );
+                cfg.set("session.timeout.ms", session_ms.to_string()).set(
+                    "heartbeat.interval.ms",
+                    heartbeat_ms(session_ms).to_string(),
+                );
             }
+            // librdkafka refuses both settings with this protocol: the broker's (see `broker_env`) apply.
+            Protocol::Consumer => {}
         }
     }
 }
 
+/// The heartbeat interval the figures pair with a session timeout, for both protocols: a sixth of it (at least
+/// 100 ms), so a member misses several heartbeats before its session ends.
+pub fn heartbeat_ms(session_ms: u32) -> u32 {
+    (session_ms / 6).max(100)
+}
+
 /// The broker settings the group figures run with: no initial rebalance delay (Kafka's default 3 s would be
-/// most of every rebalance figure; it is a knob, not protocol cost) and a 1 s minimum session timeout so the
-/// failover figure can use a short one.
+/// most of every rebalance figure; it is a knob, not protocol cost) and 1 s minimum session timeouts (classic
+/// and consumer protocol; Kafka's consumer-protocol minimum is 45 s) so the failover figure can use a short one.
 pub const BROKER_ENV: &[(&str, &str)] = &[
     ("VLTAVA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0"),
     ("VLTAVA_GROUP_MIN_SESSION_TIMEOUT_MS", "1000"),
+    ("VLTAVA_GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS", "1000"),
 ];
+
+/// [`BROKER_ENV`] plus the consumer protocol's session timeout `session_ms` and heartbeat interval
+/// [`heartbeat_ms`]: the broker-side twin of what [`Protocol::configure`] sets on a classic client.
+pub fn broker_env(session_ms: u32) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = BROKER_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.push((
+        "VLTAVA_GROUP_CONSUMER_SESSION_TIMEOUT_MS".into(),
+        session_ms.to_string(),
+    ));
+    env.push((
+        "VLTAVA_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS".into(),
+        heartbeat_ms(session_ms).to_string(),
+    ));
+    env
+}
 
 /// A subscribed rdkafka consumer polling on its own thread.
 struct Member {
@@ -132,28 +163,67 @@ fn wait_for(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration 
     t0.elapsed()
 }
 
-fn kcat_member(bootstrap: &str, group: &str, topic: &str, p: Protocol, session_ms: u32) -> Child {
-    let mut cmd = Command::new("kcat");
-    cmd.args(["-b", bootstrap, "-G", group, topic, "-q", "-o", "end"])
-        .args(["-X", &format!("group.protocol={}", p.name())]);
+/// A member in its own process, so SIGKILL leaves it no chance to leave the group: kcat for the classic
+/// protocol; for the consumer protocol confluent-kafka's (compat-tests/python/consumer848_member.py), as
+/// Debian's kcat (librdkafka 2.0) predates KIP-848. Returns once the member owns partitions (consumer) or
+/// after 300 ms (kcat says nothing), so it joins before the rdkafka member.
+fn killable_member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    p: Protocol,
+    session_ms: u32,
+) -> Child {
     match p {
         Protocol::Classic => {
-            cmd.args(["-X", &format!("session.timeout.ms={session_ms}")])
+            let child = Command::new("kcat")
+                .args(["-b", bootstrap, "-G", group, topic, "-q", "-o", "end"])
+                .args(["-X", "group.protocol=classic"])
+                .args(["-X", &format!("session.timeout.ms={session_ms}")])
                 .args([
                     "-X",
-                    &format!("heartbeat.interval.ms={}", (session_ms / 6).max(100)),
-                ]);
+                    &format!("heartbeat.interval.ms={}", heartbeat_ms(session_ms)),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("kcat installed");
+            std::thread::sleep(Duration::from_millis(300));
+            child
+        }
+        Protocol::Consumer => {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("compat-tests/python/consumer848_member.py");
+            let mut child = Command::new("python3")
+                .arg(script)
+                .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 with confluent-kafka");
+            let (tx, rx) = std::sync::mpsc::channel();
+            let out = child.stdout.take().expect("piped stdout");
+            // Drains its stdout until it dies; says when it owns partitions.
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if line.starts_with("assigned ") && line != "assigned 0" {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+                let _ = child.kill();
+                panic!("the confluent-kafka member got no assignment within 60 s");
+            }
+            child
         }
     }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kcat installed")
 }
 
-/// (a) Failover: a kcat member (its own process) and an rdkafka member share 2 partitions; kcat is killed with
-/// SIGKILL while a producer writes to kcat's partition every 5 ms; the figure is the time from the kill to the
-/// first record of that partition reaching the surviving member. Returns one figure per run.
+/// (a) Failover: a member in its own process ([`killable_member`]) and an rdkafka member share 2 partitions;
+/// the former is killed with SIGKILL while a producer writes to its partition every 5 ms; the figure is the
+/// time from the kill to the first record of that partition reaching the surviving member. With the consumer
+/// protocol the broker must have been started with [`broker_env`]`(session_ms)`. Returns one figure per run.
 pub fn failover(bootstrap: &str, p: Protocol, session_ms: u32, runs: usize) -> Vec<Duration> {
     let topic = format!("bench-failover-{}", p.name());
     create_topic(bootstrap, &topic, 2);
@@ -165,8 +235,7 @@ pub fn failover(bootstrap: &str, p: Protocol, session_ms: u32, runs: usize) -> V
     let mut out = Vec::new();
     for run in 0..runs {
         let group = format!("failover-{}-{run}", p.name());
-        let mut kcat = kcat_member(bootstrap, &group, &topic, p, session_ms);
-        std::thread::sleep(Duration::from_millis(300));
+        let mut victim = killable_member(bootstrap, &group, &topic, p, session_ms);
         let m = Member::spawn(bootstrap, &group, &topic, p, session_ms);
         wait_for(60, "two members with one partition each", || {
             m.assigned().len() == 1
@@ -186,8 +255,8 @@ pub fn failover(bootstrap: &str, p: Protocol, session_ms: u32, runs: usize) -> V
             });
             std::thread::sleep(Duration::from_millis(200));
             let killed = Instant::now();
-            let _ = kcat.kill();
-            let _ = kcat.wait();
+            let _ = victim.kill();
+            let _ = victim.wait();
             wait_for(
                 60,
                 "the survivor consumes the dead member's partition",
@@ -218,20 +287,22 @@ pub fn failover(bootstrap: &str, p: Protocol, session_ms: u32, runs: usize) -> V
 
 /// (b) Rebalance time: `members` consumers subscribe at once to a topic of `partitions` partitions; the figure
 /// is the time from their creation until every member has a non-empty assignment, the assignments are disjoint
-/// and cover every partition, and that has held for 500 ms (reported without those 500 ms).
+/// and cover every partition, and that has held for 500 ms (reported without those 500 ms). With the consumer
+/// protocol the broker must have been started with [`broker_env`]`(session_ms)`.
 pub fn rebalance(
     bootstrap: &str,
     p: Protocol,
+    session_ms: u32,
     members: usize,
     partitions: i32,
     run: usize,
 ) -> Duration {
-    let topic = format!("bench-rebalance-{}-{run}", p.name());
+    let topic = format!("bench-rebalance-{}-{session_ms}-{run}", p.name());
     create_topic(bootstrap, &topic, partitions);
-    let group = format!("rebalance-{}-{run}", p.name());
+    let group = format!("rebalance-{}-{session_ms}-{run}", p.name());
     let t0 = Instant::now();
     let ms: Vec<Member> = (0..members)
-        .map(|_| Member::spawn(bootstrap, &group, &topic, p, 10_000))
+        .map(|_| Member::spawn(bootstrap, &group, &topic, p, session_ms))
         .collect();
     let settled = |ms: &[Member]| {
         let all: Vec<Vec<i32>> = ms.iter().map(Member::assigned).collect();
@@ -254,9 +325,8 @@ pub fn rebalance(
 }
 
 /// (c) Commit rates: (sync commits of one partition per second from a subscribed rdkafka consumer, partitions
-/// per second when each sync commit carries all `partitions`, raw pipelined OffsetCommit requests per second
-/// with 32 in flight on one connection).
-pub fn commits(bootstrap: &str, p: Protocol, partitions: i32, secs: f64) -> (f64, f64, f64) {
+/// per second when each sync commit carries all `partitions`).
+pub fn commits(bootstrap: &str, p: Protocol, partitions: i32, secs: f64) -> (f64, f64) {
     let topic = format!("bench-commit-{}", p.name());
     create_topic(bootstrap, &topic, partitions);
     let mut cfg = ClientConfig::new();
@@ -287,12 +357,12 @@ pub fn commits(bootstrap: &str, p: Protocol, partitions: i32, secs: f64) -> (f64
     };
     let single = rate(1);
     let batched = rate(partitions);
-    drop(c);
-    (single, batched, raw_commits(bootstrap, &topic, secs))
+    (single, batched)
 }
 
-/// Pipelined OffsetCommit v8 (one partition, generation -1, a group without members) with 32 in flight.
-fn raw_commits(bootstrap: &str, topic: &str, secs: f64) -> f64 {
+/// Raw pipelined OffsetCommit v8 requests per second (one partition of `topic`, generation -1, a group without
+/// members, so no group protocol is involved) with 32 in flight on one connection.
+pub fn raw_commits(bootstrap: &str, topic: &str, secs: f64) -> f64 {
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -350,17 +420,21 @@ fn raw_commits(bootstrap: &str, topic: &str, secs: f64) -> f64 {
 
 /// (d) A subscribed consumer reading `n` records of a topic already on disk: (MB/s from subscribe to the last
 /// record, MB/s from its first record to its last, the time from subscribe to the first record).
-pub fn subscribed_consume(bootstrap: &str, topic: &str, n: usize) -> (f64, f64, Duration) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "bench-subscribed")
-        .set("group.protocol", "classic")
+pub fn subscribed_consume(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    p: Protocol,
+) -> (f64, f64, Duration) {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-subscribed-{}", p.name()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
-        .create()
-        .unwrap();
+        .set("max.partition.fetch.bytes", "10485760");
+    p.configure(&mut cfg, 10_000);
+    let c: BaseConsumer = cfg.create().unwrap();
     c.subscribe(&[topic]).unwrap();
     let t_sub = Instant::now();
     let mut first = None;

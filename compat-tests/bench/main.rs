@@ -11,8 +11,9 @@
 //!   only walks batch headers, to separate the broker's serving rate from client-side record decoding);
 //! - produce-to-consume latency p50/p99 at a fixed 10 MB/s;
 //! - time from process start to ready, and idle and loaded RSS;
-//! - consumer groups (`groups.rs`): a subscribed consumer's throughput next to the assign() consumer's,
-//!   failover time after a member's SIGKILL, rebalance time of 10 members on 100 partitions, commit rates.
+//! - consumer groups (`groups.rs`), classic and KIP-848 consumer protocol: a subscribed consumer's throughput
+//!   next to the assign() consumer's, failover time after a member's SIGKILL, rebalance time of 10 members on
+//!   100 partitions, commit rates.
 //!
 //! Every throughput is also printed as a fraction of the smaller machine limit. Figures, not assertions: the
 //! goals (see README) are judged by reading them.
@@ -213,15 +214,28 @@ fn main() {
     group_figures(quick, volume);
 }
 
-/// The consumer group figures, on a broker of their own (no initial rebalance delay, 1 s minimum session
-/// timeout: see `groups::BROKER_ENV`).
+/// The consumer group figures, on brokers of their own (no initial rebalance delay, 1 s minimum session
+/// timeouts, the consumer protocol's session timeout and heartbeat interval set to what the classic members
+/// use: see `groups::broker_env`): one with 10 s sessions (throughput, rebalance, commits), one with 2 s
+/// (failover, and the rebalance again, to show what the heartbeat interval does to it).
 fn group_figures(quick: bool, volume: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut broker, _, port) = start_broker(dir.path(), groups::BROKER_ENV);
-    let bootstrap = format!("127.0.0.1:{port}");
+    const SLOW: u32 = 10_000;
+    const FAST: u32 = 2_000;
+    let start = |dir: &std::path::Path, session_ms: u32| {
+        let env = groups::broker_env(session_ms);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (broker, _, port) = start_broker(dir, &env);
+        (broker, format!("127.0.0.1:{port}"))
+    };
+    let (dir_slow, dir_fast) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut broker, bootstrap) = start(dir_slow.path(), SLOW);
+    let (mut fast_broker, fast_bootstrap) = start(dir_fast.path(), FAST);
     std::thread::sleep(Duration::from_millis(300));
-    // A subscribed consumer next to assign() consumers on the same data (page cache warm for all three: the
-    // assign() consumer runs before and after it).
+    // Subscribed consumers next to assign() consumers on the same data (page cache warm for all: the assign()
+    // consumer runs before and after them).
     let mut peak = 0;
     create_topic(&bootstrap, "bench-group-8", 8);
     let filler = vec![vec![b'v'; RECORD]];
@@ -249,7 +263,19 @@ fn group_figures(quick: bool, volume: usize) {
         &mut peak,
         broker.id(),
     );
-    let (total, reading, join) = groups::subscribed_consume(&bootstrap, "bench-group-8", volume);
+    let subscribed: Vec<String> = groups::Protocol::ALL
+        .iter()
+        .map(|&p| {
+            let (total, reading, join) =
+                groups::subscribed_consume(&bootstrap, "bench-group-8", volume, p);
+            format!(
+                "subscribed ({} protocol) consumer {total:.1} MB/s from subscribe ({:.0} ms of it to join and get \
+                 the first record; {reading:.1} MB/s from the first record)",
+                p.name(),
+                join.as_secs_f64() * 1000.0
+            )
+        })
+        .collect();
     let (a2, _) = consume(
         &bootstrap,
         "bench-group-8",
@@ -259,14 +285,13 @@ fn group_figures(quick: bool, volume: usize) {
         broker.id(),
     );
     println!(
-        "consume {volume} records from 8 partitions (page cache warm): subscribed (classic group) consumer \
-         {total:.1} MB/s from subscribe ({:.0} ms of it to join and get the first record; {reading:.1} MB/s from \
-         the first record); assign() consumer, from assign(), {a1:.1} MB/s before it and {a2:.1} MB/s after it",
-        join.as_secs_f64() * 1000.0
+        "consume {volume} records from 8 partitions (page cache warm): {}; assign() consumer, from assign(), \
+         {a1:.1} MB/s before them and {a2:.1} MB/s after them",
+        subscribed.join("; ")
     );
+    let secs = if quick { 2.0 } else { 5.0 };
     for &p in groups::Protocol::ALL {
-        let session_ms = 2000;
-        let runs = groups::failover(&bootstrap, p, session_ms, if quick { 3 } else { 5 });
+        let runs = groups::failover(&fast_bootstrap, p, FAST, if quick { 3 } else { 5 });
         let ms: Vec<String> = runs
             .iter()
             .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
@@ -275,34 +300,54 @@ fn group_figures(quick: bool, volume: usize) {
         sorted.sort();
         println!(
             "group failover ({}): SIGKILLed member's partition consumed by another member after {:.0} ms median \
-             (runs: {} ms), session.timeout.ms={session_ms}",
+             (runs: {} ms), {}",
             p.name(),
             sorted[sorted.len() / 2].as_secs_f64() * 1000.0,
-            ms.join(", ")
+            ms.join(", "),
+            session_settings(p, FAST)
         );
-        let runs: Vec<String> = (0..3)
-            .map(|run| {
-                let took = groups::rebalance(&bootstrap, p, 10, 100, run);
-                format!("{:.0}", took.as_secs_f64() * 1000.0)
-            })
-            .collect();
-        println!(
-            "group rebalance ({}): 10 members subscribing at once to 100 partitions, stable assignment after {} ms \
-             (initial rebalance delay 0, session.timeout.ms=10000, heartbeat.interval.ms=1666: members already in \
-             the group learn of each new join from their next heartbeat)",
-            p.name(),
-            runs.join(", ")
-        );
-        let (single, batched, raw) =
-            groups::commits(&bootstrap, p, 8, if quick { 2.0 } else { 5.0 });
+        for (b, session_ms) in [(&bootstrap, SLOW), (&fast_bootstrap, FAST)] {
+            let runs: Vec<String> = (0..3)
+                .map(|run| {
+                    let took = groups::rebalance(b, p, session_ms, 10, 100, run);
+                    format!("{:.0}", took.as_secs_f64() * 1000.0)
+                })
+                .collect();
+            println!(
+                "group rebalance ({}): 10 members subscribing at once to 100 partitions, stable assignment after {} \
+                 ms (initial rebalance delay 0, {})",
+                p.name(),
+                runs.join(", "),
+                session_settings(p, session_ms)
+            );
+        }
+        let (single, batched) = groups::commits(&bootstrap, p, 8, secs);
         println!(
             "offset commits ({}): {single:.0} sync commits/s (1 partition each, rdkafka); {batched:.0} partitions/s \
-             in sync commits of 8; raw client, 32 pipelined OffsetCommits: {raw:.0} commits/s",
+             in sync commits of 8",
             p.name()
         );
     }
-    let _ = broker.kill();
-    let _ = broker.wait();
+    let raw = groups::raw_commits(&bootstrap, "bench-commit-classic", secs);
+    println!("offset commits: raw client, 32 pipelined OffsetCommits (no group member): {raw:.0} commits/s");
+    for b in [&mut broker, &mut fast_broker] {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
+
+/// Who sets a figure's session timeout and heartbeat interval, and to what.
+fn session_settings(p: groups::Protocol, session_ms: u32) -> String {
+    let heartbeat = groups::heartbeat_ms(session_ms);
+    match p {
+        groups::Protocol::Classic => {
+            format!("client's session.timeout.ms={session_ms}, heartbeat.interval.ms={heartbeat}")
+        }
+        groups::Protocol::Consumer => format!(
+            "broker's group_consumer_session_timeout_ms={session_ms}, \
+             group_consumer_heartbeat_interval_ms={heartbeat}"
+        ),
+    }
 }
 
 /// The broker under test: `BROKER_BIN` if set, else the one cargo built. Worktrees sharing a target directory
