@@ -461,7 +461,12 @@ fn raw_join_sync_heartbeat_errors() {
     });
 }
 
-fn commit_req(group: &str, topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
+pub(crate) fn commit_req(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OffsetCommitRequest {
     OffsetCommitRequest::default()
         .with_group_id(GroupId(sbytes(group)))
         .with_generation_id_or_member_epoch(-1)
@@ -478,7 +483,7 @@ fn commit_req(group: &str, topic: &str, partition: i32, offset: i64) -> OffsetCo
         ])
 }
 
-fn fetch_req(group: &str, topic: &str, partition: i32) -> OffsetFetchRequest {
+pub(crate) fn fetch_req(group: &str, topic: &str, partition: i32) -> OffsetFetchRequest {
     OffsetFetchRequest::default()
         .with_group_id(GroupId(sbytes(group)))
         .with_topics(Some(vec![

@@ -115,3 +115,54 @@ fn offsets_of_an_empty_group_expire_durably() {
         assert!(!ok && out.contains("does not exist"), "{out}");
     });
 }
+
+/// OffsetCommit v2–4's `retention_time_ms`: a groupless commit with 1.5 s of retention expires after it (the
+/// broker-wide retention is 7 days), one with -1 (the broker's) does not, and the expiry survives a kill -9.
+#[test]
+fn a_commit_with_its_own_retention_time_expires_at_it() {
+    use kafka_protocol::messages::{ApiKey, OffsetFetchResponse};
+
+    use crate::common::Raw;
+    use crate::groups::{commit_req, fetch_req, wait_coordinator};
+
+    bounded(60, || {
+        let mut b = Broker::start_with(&[("OFFSETS_RETENTION_CHECK_INTERVAL_MS", "200")]);
+        create_topic(&b, "own-ret", 2, &[]);
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "own");
+        let fetch = |raw: &mut Raw, p: i32| -> i64 {
+            let r: OffsetFetchResponse =
+                raw.call(ApiKey::OffsetFetch, 3, &fetch_req("own", "own-ret", p));
+            r.topics[0].partitions[0].committed_offset
+        };
+        for (p, retention) in [(0, 1_500), (1, -1)] {
+            let req = commit_req("own", "own-ret", p, 40 + i64::from(p))
+                .with_retention_time_ms(retention);
+            let r: kafka_protocol::messages::OffsetCommitResponse =
+                raw.call(ApiKey::OffsetCommit, 2, &req);
+            assert_eq!(r.topics[0].partitions[0].error_code, 0);
+        }
+        assert_eq!((fetch(&mut raw, 0), fetch(&mut raw, 1)), (40, 41));
+        let start = Instant::now();
+        while fetch(&mut raw, 0) != -1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the offset never expired"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(1_000),
+            "expired before its retention"
+        );
+        assert_eq!(
+            fetch(&mut raw, 1),
+            41,
+            "-1 means the broker's retention (7 days)"
+        );
+        b.kill9_and_restart();
+        let mut raw = Raw::connect(&b);
+        wait_coordinator(&mut raw, "own");
+        assert_eq!((fetch(&mut raw, 0), fetch(&mut raw, 1)), (-1, 41));
+    });
+}

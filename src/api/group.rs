@@ -353,7 +353,8 @@ pub async fn leave_group(
     Some(resp)
 }
 
-/// OffsetCommit v2–9. The retention time of v2–4 is ignored (offsets follow `offsets.retention.minutes`).
+/// OffsetCommit v2–9. A retention time (v2–4; -1 = the broker's) gives the offsets an expire timestamp of
+/// their own, as in Kafka.
 pub async fn offset_commit(
     ctx: &RequestContext,
     req: OffsetCommitRequest,
@@ -385,6 +386,8 @@ pub async fn offset_commit(
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
                     metadata: meta,
+                    retention_ms: (ctx.version <= 4 && req.retention_time_ms != -1)
+                        .then_some(req.retention_time_ms),
                 })
             };
             parts.push((p.partition_index, r));

@@ -12,8 +12,12 @@
 //! - an Empty group: once it has been Empty for the retention period, counted from the later of the commit
 //!   and the moment it became Empty;
 //! - offsets without a group (simple `assign()` consumers and admin tools): counted from the commit.
+//!
+//! Where one of these rules applies, an offset committed by OffsetCommit v2–4 with a retention time expires
+//! at its own expire timestamp instead (Kafka's `OffsetExpirationConditionImpl.isOffsetExpired`).
 
 use super::classic::GroupState;
+use super::offsets::Committed;
 use super::records::{GroupRecord, RecordKey};
 use super::{subscribed_topics, GroupShard};
 
@@ -41,7 +45,9 @@ impl GroupShard {
                     };
                     let all = self.offsets.all(group);
                     for (topic, partition, c) in all {
-                        if !subscribed.contains(topic) && now - c.commit_timestamp >= retention_ms {
+                        if !subscribed.contains(topic)
+                            && is_expired(c, c.commit_timestamp, now, retention_ms)
+                        {
                             records.push(offset_tombstone(group, topic, partition));
                         }
                     }
@@ -53,7 +59,7 @@ impl GroupShard {
             let total = all.len();
             let mut expired = 0;
             for (topic, partition, c) in all {
-                if base(c.commit_timestamp).is_some_and(|b| now.saturating_sub(b) >= retention_ms) {
+                if base(c.commit_timestamp).is_some_and(|b| is_expired(c, b, now, retention_ms)) {
                     records.push(offset_tombstone(group, topic, partition));
                     expired += 1;
                 }
@@ -73,6 +79,14 @@ impl GroupShard {
             }
         }
         records
+    }
+}
+
+/// An offset's own expire timestamp, if it has one, else `retention_ms` after `base`.
+fn is_expired(c: &Committed, base: i64, now: i64, retention_ms: i64) -> bool {
+    match c.expire_timestamp {
+        Some(at) => now >= at,
+        None => now.saturating_sub(base) >= retention_ms,
     }
 }
 
@@ -116,6 +130,7 @@ mod tests {
                 leader_epoch: -1,
                 metadata: String::new(),
                 commit_timestamp: at,
+                expire_timestamp: None,
             },
         );
         s.replay(&r, at);
@@ -186,6 +201,49 @@ mod tests {
         expire(&mut s, 5_000 + R);
         assert!(!s.offsets.has_group("simple"));
         assert!(s.list().is_empty());
+    }
+
+    /// OffsetCommit v2–4's retention time: the offset's own expiry wins where expiry applies (earlier or later
+    /// than `offsets.retention.minutes` would give), survives replay of its version-1 record, and never expires
+    /// an offset of a group with members.
+    #[test]
+    fn a_commit_with_its_own_retention_expires_at_its_expire_timestamp() {
+        let mut s = shard();
+        let own = |s: &mut GroupShard, group: &str, p: i32, at: i64, expire: i64| {
+            let r = Offsets::commit_record(
+                group,
+                "t",
+                p,
+                OffsetValue {
+                    offset: 9,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp: at,
+                    expire_timestamp: Some(expire),
+                },
+            );
+            // Through the record's bytes, as a load would see it.
+            let decoded = match &r.value {
+                Some(RecordValue::Offset(v)) => OffsetValue::decode(&v.encode()).unwrap(),
+                _ => unreachable!(),
+            };
+            assert_eq!(decoded.expire_timestamp, Some(expire));
+            s.replay(&Offsets::commit_record(group, "t", p, decoded), at);
+        };
+        own(&mut s, "simple", 0, 1_000, 2_000); // shorter than R
+        own(&mut s, "simple", 1, 1_000, 1_000 + 3 * R); // longer than R
+        assert!(expire(&mut s, 1_999).is_empty());
+        assert_eq!(expire(&mut s, 2_000).len(), 1);
+        assert!(s.offsets.get("simple", "t", 1).is_some());
+        assert!(
+            expire(&mut s, 1_000 + 3 * R - 1).is_empty(),
+            "R alone would have expired it"
+        );
+        assert_eq!(expire(&mut s, 1_000 + 3 * R).len(), 1);
+        // A group with members keeps even an offset whose own expiry has passed.
+        s.replay(&metadata("g", 1, &[&["t"]], 0), 0);
+        own(&mut s, "g", 0, 1_000, 2_000);
+        assert!(expire(&mut s, 10 * R).is_empty());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct CommitItem {
     pub leader_epoch: i32,
     /// Metadata string.
     pub metadata: String,
+    /// OffsetCommit v2–4's retention time: the offset expires this long after the commit whatever the group
+    /// does (None: `offsets.retention.minutes` from the group's state, as for later versions).
+    pub retention_ms: Option<i64>,
 }
 
 /// The groups and offsets of one `__consumer_offsets` partition.
@@ -361,6 +364,7 @@ impl GroupShard {
                         leader_epoch: i.leader_epoch,
                         metadata: i.metadata.clone(),
                         commit_timestamp: now,
+                        expire_timestamp: i.retention_ms.map(|r| now.saturating_add(r)),
                     },
                 )
             })

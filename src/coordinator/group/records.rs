@@ -93,6 +93,8 @@ pub struct OffsetValue {
     pub metadata: String,
     /// When the commit was written (ms).
     pub commit_timestamp: i64,
+    /// When it expires regardless of the group (ms): set only by an OffsetCommit v2–4 with a retention time.
+    pub expire_timestamp: Option<i64>,
 }
 
 /// One member in `GroupMetadataValue`.
@@ -274,14 +276,26 @@ impl RecordKey {
 }
 
 impl OffsetValue {
-    /// Encodes as OffsetCommitValue version 3.
+    /// Encodes as OffsetCommitValue version 3, or version 1 (which has no leader epoch) when the commit has its
+    /// own expiry, as Kafka does.
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::new();
-        b.put_i16(3);
-        b.put_i64(self.offset);
-        b.put_i32(self.leader_epoch);
-        put_str(&mut b, &self.metadata);
-        b.put_i64(self.commit_timestamp);
+        match self.expire_timestamp {
+            Some(expire) => {
+                b.put_i16(1);
+                b.put_i64(self.offset);
+                put_str(&mut b, &self.metadata);
+                b.put_i64(self.commit_timestamp);
+                b.put_i64(expire);
+            }
+            None => {
+                b.put_i16(3);
+                b.put_i64(self.offset);
+                b.put_i32(self.leader_epoch);
+                put_str(&mut b, &self.metadata);
+                b.put_i64(self.commit_timestamp);
+            }
+        }
         b.freeze()
     }
 
@@ -296,14 +310,17 @@ impl OffsetValue {
         let leader_epoch = if version >= 3 { get_i32(r)? } else { -1 };
         let metadata = get_str(r)?;
         let commit_timestamp = get_i64(r)?;
-        if version == 1 {
-            let _expire = get_i64(r)?;
-        }
+        let expire_timestamp = if version == 1 {
+            Some(get_i64(r)?)
+        } else {
+            None
+        };
         Ok(OffsetValue {
             offset,
             leader_epoch,
             metadata,
             commit_timestamp,
+            expire_timestamp,
         })
     }
 }
@@ -509,6 +526,7 @@ mod tests {
             leader_epoch: 7,
             metadata: "m".into(),
             commit_timestamp: 1000,
+            expire_timestamp: None,
         };
         let mut want = vec![0, 3];
         want.extend_from_slice(&42i64.to_be_bytes());
@@ -525,9 +543,16 @@ mod tests {
         v1.extend_from_slice(&5000i64.to_be_bytes());
         let d = OffsetValue::decode(&v1).unwrap();
         assert_eq!(
-            (d.offset, d.leader_epoch, d.metadata.as_str()),
-            (42, -1, "")
+            (
+                d.offset,
+                d.leader_epoch,
+                d.metadata.as_str(),
+                d.expire_timestamp
+            ),
+            (42, -1, "", Some(5000))
         );
+        // A commit with its own expiry is written as version 1, byte for byte.
+        assert_eq!(&d.encode()[..], &v1[..]);
     }
 
     /// Bytes written by hand from GroupMetadataKey.json (version 2) and GroupMetadataValue.json (version 3).

@@ -561,6 +561,7 @@ fn commits_are_validated_against_the_group() {
         offset: 5,
         leader_epoch: 3,
         metadata: "m".into(),
+        retention_ms: None,
     };
     // assign() consumer: generation -1, no group.
     let recs = h
@@ -652,6 +653,7 @@ fn replaying_the_written_records_rebuilds_the_same_state() {
             offset: 10 * i64::from(p),
             leader_epoch: p,
             metadata: format!("m{p}"),
+            retention_ms: None,
         };
         let recs = h
             .shard
@@ -672,6 +674,7 @@ fn replaying_the_written_records_rebuilds_the_same_state() {
                 offset: 1,
                 leader_epoch: -1,
                 metadata: String::new(),
+                retention_ms: None,
             }],
             9,
             h.now,
@@ -741,6 +744,7 @@ fn offset_delete_refuses_topics_the_group_subscribes_to() {
             offset: 1,
             leader_epoch: -1,
             metadata: String::new(),
+            retention_ms: None,
         };
         let recs = h
             .shard

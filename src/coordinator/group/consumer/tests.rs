@@ -533,6 +533,7 @@ fn shared_namespace_with_classic_groups_and_offsets() {
         offset: 5,
         leader_epoch: -1,
         metadata: String::new(),
+        retention_ms: None,
     };
     let items = std::slice::from_ref(&item);
     assert!(h.shard.commit("g", "a", None, 1, items, 9, h.now).is_ok());
