@@ -242,6 +242,17 @@ pub fn heartbeat(
     if let Err(r) = validate(req, limits) {
         return (r, Vec::new());
     }
+    // Only a join (epoch 0) creates a group; anything else for a group that does not exist is
+    // GROUP_ID_NOT_FOUND, as Kafka's getOrMaybeCreateConsumerGroup (and consumerGroupLeave) answer.
+    if group.is_none() && req.member_epoch != 0 {
+        return (
+            error(
+                E::GroupIdNotFound,
+                format!("Consumer group {group_id} not found."),
+            ),
+            Vec::new(),
+        );
+    }
     let empty = ConsumerGroup::new(group_id);
     let g = group.unwrap_or(&empty);
     if req.member_epoch == LEAVE_EPOCH || req.member_epoch == LEAVE_STATIC_EPOCH {

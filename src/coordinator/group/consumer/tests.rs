@@ -260,8 +260,10 @@ fn epochs_are_fenced_as_kafka_does() {
     // ...not without them, nor older ones.
     assert_eq!(h.hb(beat("a", 1)).error, E::FencedMemberEpoch.code());
     assert_eq!(h.hb(beat("zz", 2)).error, E::UnknownMemberId.code());
+    // A heartbeat (or leave) other than a join, to a group that does not exist: GROUP_ID_NOT_FOUND, as Kafka.
     let mut other = H::new();
-    assert_eq!(other.hb(beat("a", 5)).error, E::UnknownMemberId.code());
+    assert_eq!(other.hb(beat("a", 5)).error, E::GroupIdNotFound.code());
+    assert_eq!(other.hb(beat("a", -1)).error, E::GroupIdNotFound.code());
 }
 
 #[test]
