@@ -23,7 +23,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use uuid::Uuid;
 
-use crate::common::{bounded, create_topic_raw, Broker, Raw};
+use crate::common::{bounded, create_topic_raw, run_java, Broker, Raw};
 use crate::groups::{produce, wait_until};
 use crate::metadata::create_topic;
 
@@ -569,34 +569,9 @@ fn raw_heartbeat_revocation_and_errors() {
 
 #[test]
 fn java_client_consumer_protocol_subscribe_commit_resume() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests/java");
-    let classpath = Command::new("bash")
-        .arg(root.join("classpath.sh"))
-        .output()
-        .expect("bash");
-    assert!(
-        classpath.status.success(),
-        "java client jars missing (run .ci/install-deps): {}",
-        String::from_utf8_lossy(&classpath.stderr)
-    );
-    let cp = String::from_utf8_lossy(&classpath.stdout)
-        .trim()
-        .to_string();
-    let src = root.join("GroupCommit848.java");
-    bounded(200, move || {
+    bounded(200, || {
         let b = Broker::start_with(KIP848);
-        let out = Command::new("java")
-            .args(["-cp", &cp])
-            .arg(&src)
-            .args(["--bootstrap", &b.bootstrap()])
-            .output()
-            .expect("java");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "GroupCommit848.java failed:\n{text}");
+        run_java("GroupCommit848.java", &b);
     });
 }
 

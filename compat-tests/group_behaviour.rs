@@ -19,7 +19,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::message::Message;
 
-use crate::common::{bounded, Broker, Raw};
+use crate::common::{bounded, run_java, Broker, Raw};
 use crate::groups::{produce, sbytes, wait_coordinator, wait_until};
 use crate::metadata::create_topic;
 
@@ -1058,37 +1058,9 @@ fn kafka_python_aiokafka_kafkajs_and_confluent_share_one_group() {
 
 #[test]
 fn java_client_cooperative_sticky_moves_only_the_partitions_that_change_owner() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests/java");
-    let classpath = Command::new("bash")
-        .arg(root.join("classpath.sh"))
-        .output()
-        .expect("bash");
-    assert!(
-        classpath.status.success(),
-        "java client jars missing (run .ci/install-deps): {}",
-        String::from_utf8_lossy(&classpath.stderr)
-    );
-    let cp = String::from_utf8_lossy(&classpath.stdout)
-        .trim()
-        .to_string();
-    let src = root.join("CooperativeGroup.java");
-    bounded(200, move || {
+    bounded(200, || {
         let b = Broker::start_with(FAST);
-        let out = Command::new("java")
-            .args(["-cp", &cp])
-            .arg(&src)
-            .args(["--bootstrap", &b.bootstrap()])
-            .output()
-            .expect("java");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "CooperativeGroup.java failed:\n{text}"
-        );
+        let text = run_java("CooperativeGroup.java", &b);
         assert!(text.contains("CooperativeGroup: ok"), "{text}");
     });
 }

@@ -19,7 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::common::{bounded, Broker, Raw};
+use crate::common::{bounded, run_java, Broker, Raw};
 use crate::metadata::create_topic;
 use crate::produce_consume::producer;
 
@@ -690,34 +690,9 @@ fn confluent_kafka_python_subscribe_and_commit() {
 
 #[test]
 fn java_client_subscribe_and_commit_sync() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests/java");
-    let classpath = Command::new("bash")
-        .arg(root.join("classpath.sh"))
-        .output()
-        .expect("bash");
-    assert!(
-        classpath.status.success(),
-        "java client jars missing (run .ci/install-deps): {}",
-        String::from_utf8_lossy(&classpath.stderr)
-    );
-    let cp = String::from_utf8_lossy(&classpath.stdout)
-        .trim()
-        .to_string();
-    let src = root.join("GroupCommit.java");
-    bounded(200, move || {
+    bounded(200, || {
         let b = Broker::start_with(FAST);
-        let out = Command::new("java")
-            .args(["-cp", &cp])
-            .arg(&src)
-            .args(["--bootstrap", &b.bootstrap()])
-            .output()
-            .expect("java");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "GroupCommit.java failed:\n{text}");
+        run_java("GroupCommit.java", &b);
     });
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{bounded, Broker};
+use crate::common::{bounded, run_java, Broker};
 
 /// Runs `program args... --bootstrap HOST:PORT` against a fresh broker; the client program checks everything
 /// itself and exits 0 only if all records came back intact.
@@ -56,25 +56,11 @@ fn kafkajs() {
 
 #[test]
 fn java_kafka_clients() {
-    // The official Java client (kafka-clients 4.1 from the shigawire-apache-flink-libraries wheel), run as a
-    // single-file source program; classpath.sh finds the jars.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("compat-tests")
-        .join("java");
-    let classpath = Command::new("bash")
-        .arg(root.join("classpath.sh"))
-        .output()
-        .expect("bash");
-    assert!(
-        classpath.status.success(),
-        "java client jars missing (run .ci/install-deps): {}",
-        String::from_utf8_lossy(&classpath.stderr)
-    );
-    let cp = String::from_utf8_lossy(&classpath.stdout)
-        .trim()
-        .to_string();
-    let src = root.join("RoundTrip.java").display().to_string();
-    run_client("java", vec!["-cp".into(), cp, src]);
+    // The official Java client (kafka-clients 4.1.1 from Maven Central), run as a single-file source program.
+    bounded(240, || {
+        let b = Broker::start();
+        println!("{}", run_java("RoundTrip.java", &b));
+    });
 }
 
 #[test]

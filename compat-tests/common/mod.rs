@@ -604,3 +604,34 @@ pub fn fill_disk(dir: &Path) -> PathBuf {
     // A partial last chunk may have left a partial page; tmpfs allocates whole pages, so it is full now.
     path
 }
+
+/// Runs the single-file Java program `compat-tests/java/<program>` (kafka-clients from `classpath.sh`) with
+/// `--bootstrap` pointing at `b`, asserts it exited 0 and returns what it printed (stdout then stderr).
+pub fn run_java(program: &str, b: &Broker) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests/java");
+    let classpath = Command::new("bash")
+        .arg(root.join("classpath.sh"))
+        .output()
+        .expect("bash");
+    assert!(
+        classpath.status.success(),
+        "java client jars missing (run .ci/install-deps): {}",
+        String::from_utf8_lossy(&classpath.stderr)
+    );
+    let cp = String::from_utf8_lossy(&classpath.stdout)
+        .trim()
+        .to_string();
+    let out = Command::new("java")
+        .args(["-cp", &cp])
+        .arg(root.join(program))
+        .args(["--bootstrap", &b.bootstrap()])
+        .output()
+        .expect("java");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} failed:\n{text}");
+    text
+}
