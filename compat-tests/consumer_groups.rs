@@ -571,7 +571,7 @@ fn raw_heartbeat_revocation_and_errors() {
 fn java_client_consumer_protocol_subscribe_commit_resume() {
     bounded(200, || {
         let b = Broker::start_with(KIP848);
-        run_java("GroupCommit848.java", &b);
+        run_java("GroupCommit.java", &b, &["--protocol", "consumer"]);
     });
 }
 

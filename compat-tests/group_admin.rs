@@ -8,7 +8,7 @@ use crate::common::{bounded, run_java, Broker};
 fn java_admin_list_describe_alter_delete_consumer_groups() {
     bounded(200, || {
         let b = Broker::start_with(&[("GROUP_INITIAL_REBALANCE_DELAY_MS", "200")]);
-        let text = run_java("GroupAdmin.java", &b);
+        let text = run_java("GroupAdmin.java", &b, &[]);
         assert!(text.contains("GroupAdmin: OK"), "{text}");
     });
 }

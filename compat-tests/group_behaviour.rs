@@ -1060,7 +1060,7 @@ fn kafka_python_aiokafka_kafkajs_and_confluent_share_one_group() {
 fn java_client_cooperative_sticky_moves_only_the_partitions_that_change_owner() {
     bounded(200, || {
         let b = Broker::start_with(FAST);
-        let text = run_java("CooperativeGroup.java", &b);
+        let text = run_java("CooperativeGroup.java", &b, &[]);
         assert!(text.contains("CooperativeGroup: ok"), "{text}");
     });
 }

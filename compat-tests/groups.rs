@@ -692,7 +692,7 @@ fn confluent_kafka_python_subscribe_and_commit() {
 fn java_client_subscribe_and_commit_sync() {
     bounded(200, || {
         let b = Broker::start_with(FAST);
-        run_java("GroupCommit.java", &b);
+        run_java("GroupCommit.java", &b, &["--protocol", "classic"]);
     });
 }
 

@@ -59,7 +59,7 @@ fn java_kafka_clients() {
     // The official Java client (kafka-clients 4.1.1 from Maven Central), run as a single-file source program.
     bounded(240, || {
         let b = Broker::start();
-        println!("{}", run_java("RoundTrip.java", &b));
+        println!("{}", run_java("RoundTrip.java", &b, &[]));
     });
 }
 

@@ -606,8 +606,9 @@ pub fn fill_disk(dir: &Path) -> PathBuf {
 }
 
 /// Runs the single-file Java program `compat-tests/java/<program>` (kafka-clients from `classpath.sh`) with
-/// `--bootstrap` pointing at `b`, asserts it exited 0 and returns what it printed (stdout then stderr).
-pub fn run_java(program: &str, b: &Broker) -> String {
+/// `--bootstrap` pointing at `b` and `args`, asserts it exited 0 and returns what it printed (stdout then
+/// stderr).
+pub fn run_java(program: &str, b: &Broker, args: &[&str]) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests/java");
     let classpath = Command::new("bash")
         .arg(root.join("classpath.sh"))
@@ -625,6 +626,7 @@ pub fn run_java(program: &str, b: &Broker) -> String {
         .args(["-cp", &cp])
         .arg(root.join(program))
         .args(["--bootstrap", &b.bootstrap()])
+        .args(args)
         .output()
         .expect("java");
     let text = format!(

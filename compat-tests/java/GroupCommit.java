@@ -1,13 +1,16 @@
-// Consumer group with the official Java client (kafka-clients 4.1, group.protocol=classic, its default):
-// subscribe + commitSync + resume.
+// Consumer group with the official Java client (kafka-clients 4.1): subscribe + commitSync + resume, with
+// group.protocol=classic (the default; Java defaults: 45 s session timeout, range + cooperative-sticky
+// assignors) or consumer (KIP-848: the broker assigns through ConsumerGroupHeartbeat and decides the session
+// timeout).
 //
-//   java -cp "$(compat-tests/java/classpath.sh)" compat-tests/java/GroupCommit.java --bootstrap HOST:PORT
+//   java -cp "$(compat-tests/java/classpath.sh)" compat-tests/java/GroupCommit.java --bootstrap HOST:PORT \
+//       [--protocol classic|consumer]
 //
-// Produces 40 records to a 2-partition topic (the default, idempotent producer). Consumer A
-// (Java defaults: 45 s session timeout, range + cooperative-sticky assignors) subscribes, reads until it has
-// 20 records, commits the next offset of each partition it read with commitSync and a metadata string, and
-// closes. Consumer B in the same group reads the remaining 20 - none twice, none missing - and committed()
-// returns A's offsets and metadata. Exit 0 on success, 1 on any mismatch or client error.
+// Produces 40 records to a 2-partition topic (the default, idempotent producer). Consumer A subscribes,
+// reads until it has 20 records, commits the next offset of each partition it read with commitSync and a
+// metadata string, and closes. Consumer B in the same group reads the remaining 20 - none twice, none
+// missing - and committed() returns A's offsets and metadata. Then Admin.describeConsumerGroups sees a group
+// of the protocol's type with no members. Exit 0 on success, 1 on any mismatch or client error.
 
 import java.time.Duration;
 import java.util.ArrayList;
@@ -31,8 +34,9 @@ import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
 
 public class GroupCommit {
-    static final String TOPIC = "java-group-topic";
-    static final String GROUP = "java-group";
+    static String protocol = "classic";
+    static String TOPIC = "java-group-topic";
+    static String GROUP = "java-group";
 
     static void fail(String msg) {
         System.err.println("GroupCommit: FAIL: " + msg);
@@ -43,6 +47,7 @@ public class GroupCommit {
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
         p.put("group.id", GROUP);
+        p.put("group.protocol", protocol);
         p.put("enable.auto.commit", "false");
         p.put("auto.offset.reset", "earliest");
         p.put("key.deserializer", StringDeserializer.class.getName());
@@ -63,8 +68,16 @@ public class GroupCommit {
 
     public static void main(String[] args) throws Exception {
         String bootstrap = null;
-        for (int i = 0; i + 1 < args.length; i++) if (args[i].equals("--bootstrap")) bootstrap = args[i + 1];
-        if (bootstrap == null) { System.err.println("usage: --bootstrap HOST:PORT"); System.exit(2); }
+        for (int i = 0; i + 1 < args.length; i++) {
+            if (args[i].equals("--bootstrap")) bootstrap = args[i + 1];
+            if (args[i].equals("--protocol")) protocol = args[i + 1];
+        }
+        if (bootstrap == null || !(protocol.equals("classic") || protocol.equals("consumer"))) {
+            System.err.println("usage: --bootstrap HOST:PORT [--protocol classic|consumer]");
+            System.exit(2);
+        }
+        TOPIC = "java-" + protocol + "-topic";
+        GROUP = "java-" + protocol + "-group";
         long deadline = System.currentTimeMillis() + 150_000;
 
         Properties ap = new Properties();
@@ -121,6 +134,16 @@ public class GroupCommit {
                     fail("committed " + e.getKey() + " = " + got + ", want " + e.getValue());
             }
         }
-        System.out.println("GroupCommit: OK");
+        // The admin client describes the group (ConsumerGroupDescribe first, DescribeGroups for a classic
+        // group): the protocol's type, now empty.
+        try (Admin admin = Admin.create(ap)) {
+            org.apache.kafka.clients.admin.ConsumerGroupDescription d =
+                admin.describeConsumerGroups(Collections.singletonList(GROUP)).all().get().get(GROUP);
+            org.apache.kafka.common.GroupType want = protocol.equals("consumer")
+                ? org.apache.kafka.common.GroupType.CONSUMER : org.apache.kafka.common.GroupType.CLASSIC;
+            if (d.type() != want) fail("group type " + d.type() + ", want " + want);
+            if (!d.members().isEmpty()) fail("members after close: " + d.members());
+        }
+        System.out.println("GroupCommit: OK (" + protocol + ")");
     }
 }
