@@ -29,8 +29,9 @@ use super::checkpoint::{self, Checkpoint, OffsetCheckpoints};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
+use super::marker::control_batch;
 use super::producer_log::ProducerAppend;
-use super::producer_state::ProducerStateManager;
+use super::producer_state::{CompletedTxn, MarkerInfo, ProducerStateManager};
 use super::segment::SegmentMark;
 use super::segment::{FileSlice, LogSegment, SegmentConfig};
 
@@ -177,6 +178,64 @@ impl Log {
                 size_bytes: 0,
             });
         }
+        self.append_checked(records, validated, producer, leader_epoch, now_ms)
+            .map(|(info, _)| info)
+    }
+
+    /// Appends a COMMIT/ABORT marker for `producer_id`'s transaction as the leader (Kafka's `appendAsLeader`
+    /// with origin COORDINATOR): checked against the producer state (an older producer epoch is
+    /// INVALID_PRODUCER_EPOCH, an older coordinator epoch TRANSACTION_COORDINATOR_FENCED), then appended like
+    /// any batch; the transaction it closes is returned in [`AppendInfo`]'s terms plus the completed one.
+    /// A marker with no open transaction (a retry) is appended too and closes nothing, as in Kafka.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), LogError> {
+        self.check_online()?;
+        let mut info = MarkerInfo {
+            producer_id,
+            epoch: producer_epoch,
+            coordinator_epoch,
+            commit,
+            offset: self.log_end_offset(),
+            timestamp: now_ms,
+        };
+        self.producers.check_marker(&info)?;
+        let mut records = control_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        )
+        .ok_or_else(|| LogError::InvalidRecord("cannot encode a marker".into()))?
+        .to_vec();
+        let validated = validate_follower_records(&records)?;
+        info.offset = self.log_end_offset();
+        self.append_checked(
+            &mut records,
+            &validated,
+            ProducerAppend::Marker(info),
+            leader_epoch,
+            now_ms,
+        )
+    }
+
+    /// The append itself, after every check: assigns offsets from the log end, rolls if needed, writes the
+    /// segment and records the producer's batch or marker.
+    fn append_checked(
+        &mut self,
+        records: &mut [u8],
+        validated: &ValidatedRecords,
+        producer: ProducerAppend,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), LogError> {
         let first_offset = self.log_end_offset();
         let last_offset = first_offset
             .checked_add(validated.offset_count - 1)
@@ -209,12 +268,20 @@ impl Log {
         ) {
             return Err(self.undo_append(&mark, e));
         }
-        if let ProducerAppend::Batch(pb) = producer {
-            let mut pb = pb.at_offset(assigned.first_offset);
-            pb.max_timestamp = assigned.max_timestamp;
-            self.producers.update(&pb);
+        let mut completed = None;
+        match producer {
+            ProducerAppend::Batch(pb) => {
+                let mut pb = pb.at_offset(assigned.first_offset);
+                pb.max_timestamp = assigned.max_timestamp;
+                self.producers.update(&pb);
+            }
+            ProducerAppend::Marker(mut m) => {
+                m.offset = assigned.first_offset;
+                completed = self.producers.update_marker(&m);
+            }
+            ProducerAppend::Plain | ProducerAppend::Duplicate(_) => {}
         }
-        Ok(AppendInfo {
+        let info = AppendInfo {
             first_offset: assigned.first_offset,
             last_offset: assigned.last_offset,
             max_timestamp: assigned.max_timestamp,
@@ -224,7 +291,8 @@ impl Log {
             record_count: validated.record_count,
             batch_count: validated.batches.len(),
             size_bytes: records.len(),
-        })
+        };
+        Ok((info, completed))
     }
 
     /// Appends batches replicated from the leader, keeping their offsets and
@@ -281,7 +349,8 @@ impl Log {
             self.append_follower_chunk(records, chunk, now_ms)?;
             rest = tail;
         }
-        self.record_producer_batches(&validated);
+        // The closed transactions will feed the transaction index.
+        let _completed = self.record_producer_batches(records, &validated);
         Ok(AppendInfo {
             first_offset,
             last_offset,

@@ -32,6 +32,7 @@ pub mod index;
 mod loader;
 #[allow(clippy::module_inception)] // `log::log` holds the `Log` type, like Kafka's UnifiedLog file
 mod log;
+pub mod marker;
 mod producer_log;
 pub mod producer_state;
 mod record;

@@ -12,13 +12,46 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::batch::BatchHeader;
 use super::batch::ValidatedRecords;
 use super::error::LogError;
 use super::log::Log;
+use super::marker::parse_marker;
 use super::producer_state::{
     delete_snapshots, read_latest_snapshot, write_snapshot, BatchMetadata, CheckOutcome,
-    ProducerBatch, ProducerStateEntry, ProducerStateManager,
+    CompletedTxn, MarkerInfo, ProducerBatch, ProducerStateEntry, ProducerStateManager,
 };
+
+/// Applies one stored batch to the producer state without checks (replay and follower appends): a data
+/// batch records its producer's batch, a control batch (`bytes` is the whole batch) closes a transaction.
+fn replay_batch(
+    producers: &mut ProducerStateManager,
+    h: &BatchHeader,
+    bytes: &[u8],
+) -> Option<CompletedTxn> {
+    if let Some(pb) = ProducerBatch::from_header(h) {
+        producers.update(&pb);
+        return None;
+    }
+    if !h.is_control() || h.producer_id < 0 {
+        return None;
+    }
+    let Some((commit, coordinator_epoch)) = parse_marker(bytes) else {
+        warn!(
+            offset = h.base_offset,
+            "skipping an unreadable control batch"
+        );
+        return None;
+    };
+    producers.update_marker(&MarkerInfo {
+        producer_id: h.producer_id,
+        epoch: h.producer_epoch,
+        coordinator_epoch,
+        commit,
+        offset: h.base_offset,
+        timestamp: h.max_timestamp,
+    })
+}
 
 /// What the producer check decided for a leader append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,23 +62,25 @@ pub(super) enum ProducerAppend {
     Batch(ProducerBatch),
     /// A retry of a batch already in the log.
     Duplicate(BatchMetadata),
+    /// A transaction marker from the coordinator (checked): append it, then close the transaction.
+    Marker(MarkerInfo),
 }
 
 impl Log {
     /// Checks a leader append's batches against the producer state (cheap, no I/O, no change).
     ///
-    /// Transactional batches are refused with INVALID_TXN_STATE until there is a transaction coordinator (what
-    /// Kafka answers a transactional produce for a partition not in a verified transaction). A batch with a
-    /// producer id must come alone, as Produce v3+ sends it; the check is per batch.
+    /// A batch with a producer id must come alone, as Produce v3+ sends it; the check is per batch. A
+    /// transactional batch needs a producer id (Kafka's `LogValidator` refuses it otherwise). Control batches
+    /// never get here: producer validation refuses them, markers come through [`Log::append_marker`].
     pub(super) fn check_producer_append(
         &self,
         validated: &ValidatedRecords,
     ) -> Result<ProducerAppend, LogError> {
         let mut found = None;
         for b in &validated.batches {
-            if b.header.is_transactional() {
-                return Err(LogError::InvalidTxnState(
-                    "transactional produce is not supported yet: no transaction coordinator".into(),
+            if b.header.is_transactional() && b.header.producer_id < 0 {
+                return Err(LogError::InvalidRecord(
+                    "transactional batch without a producer id".into(),
                 ));
             }
             if let Some(pb) = ProducerBatch::from_header(&b.header) {
@@ -66,13 +101,27 @@ impl Log {
         })
     }
 
-    /// Records batches now in the log without checks (follower appends and replay: the leader checked them).
-    pub(super) fn record_producer_batches(&mut self, validated: &ValidatedRecords) {
+    /// Records batches now in the log without checks (follower appends: the leader checked them). Returns the
+    /// transactions markers closed.
+    pub(super) fn record_producer_batches(
+        &mut self,
+        records: &[u8],
+        validated: &ValidatedRecords,
+    ) -> Vec<CompletedTxn> {
+        let mut completed = Vec::new();
         for b in &validated.batches {
-            if let Some(pb) = ProducerBatch::from_header(&b.header) {
-                self.producers.update(&pb);
-            }
+            let bytes = records
+                .get(b.position..b.position + b.header.total_size())
+                .unwrap_or_default();
+            completed.extend(replay_batch(&mut self.producers, &b.header, bytes));
         }
+        completed
+    }
+
+    /// The first offset of the oldest open transaction, if any (the last stable offset is the lower of this
+    /// and the high watermark).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.first_unstable_offset()
     }
 
     /// Active producers of this partition, by producer id (DescribeProducers).
@@ -113,9 +162,9 @@ impl Log {
             .chain(std::iter::once(&self.active))
             .filter(|s| s.next_offset() > from);
         for seg in segments {
-            seg.for_each_header_from(from, |h| {
-                if let Some(pb) = ProducerBatch::from_header(h) {
-                    producers.update(&pb);
+            seg.for_each_header_from(from, |h, control| {
+                if h.producer_id >= 0 {
+                    replay_batch(&mut producers, h, control.unwrap_or_default());
                     replayed += 1;
                 }
             })?;
@@ -211,17 +260,108 @@ mod tests {
         assert_eq!(log.log_end_offset(), 3);
     }
 
+    fn txn(epoch: i16, seq: i32) -> Vec<u8> {
+        let mut b = idem(epoch, seq);
+        testutil::set_transactional(&mut b);
+        b
+    }
+
     #[test]
-    fn transactional_batches_are_refused_for_now() {
+    fn transactions_open_on_the_first_batch_and_close_with_a_marker() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), testutil::cfg(), NOW).unwrap();
-        let mut b = idem(0, 0);
-        testutil::set_transactional(&mut b);
+        testutil::produce(&mut log, Codec::None, &[NOW]);
+        assert_eq!(append(&mut log, txn(0, 0)).unwrap(), 1);
+        assert_eq!(append(&mut log, txn(0, 1)).unwrap(), 2);
+        assert_eq!(log.first_unstable_offset(), Some(1));
+        let (info, done) = log.append_marker(PID, 0, 3, false, 0, NOW).unwrap();
+        assert_eq!((info.first_offset, info.last_offset), (3, 3));
+        assert_eq!(
+            done,
+            Some(CompletedTxn {
+                producer_id: PID,
+                first_offset: 1,
+                last_offset: 3,
+                aborted: true
+            })
+        );
+        assert_eq!(log.first_unstable_offset(), None);
+        assert_eq!(log.log_end_offset(), 4);
+        // The stored batch is a marker the replay can read.
+        let bytes = log.read(3, 1 << 20, i64::MAX, true).unwrap();
+        assert_eq!(crate::log::marker::parse_marker(&bytes), Some((false, 3)));
+        // Fenced markers append nothing.
         assert!(matches!(
-            append(&mut log, b),
-            Err(LogError::InvalidTxnState(_))
+            log.append_marker(PID, 0, 2, true, 0, NOW),
+            Err(LogError::CoordinatorFenced(_))
         ));
-        assert_eq!(log.log_end_offset(), 0);
+        assert_eq!(log.log_end_offset(), 4);
+        // A transactional batch without a producer id is refused.
+        let mut plain = testutil::batch(Codec::None, &[NOW], 10);
+        testutil::set_transactional(&mut plain);
+        assert!(matches!(
+            append(&mut log, plain),
+            Err(LogError::InvalidRecord(_))
+        ));
+    }
+
+    #[test]
+    fn open_transactions_survive_an_unclean_open_and_a_clean_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        for seq in 0..30 {
+            append(&mut log, txn(0, seq)).unwrap();
+            if seq % 7 == 6 {
+                log.append_marker(PID, 0, 1, seq % 2 == 0, 0, NOW).unwrap();
+            }
+        }
+        assert!(log.num_segments() > 2, "the test needs rolls");
+        let expect = log.producer_entries();
+        let first = log.first_unstable_offset();
+        assert!(first.is_some());
+        drop(log); // kill -9: the last snapshot is older than the open transaction's markers
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.producer_entries(), expect);
+        assert_eq!(log.first_unstable_offset(), first);
+        // The coordinator epoch came back from a replayed marker: an older coordinator is fenced.
+        assert!(matches!(
+            log.append_marker(PID, 0, 0, true, 0, NOW),
+            Err(LogError::CoordinatorFenced(_))
+        ));
+        log.close().unwrap();
+        let mut log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.first_unstable_offset(), first);
+        let (_, done) = log.append_marker(PID, 0, 1, true, 0, NOW).unwrap();
+        assert_eq!(done.map(|t| t.first_offset), first);
+        assert_eq!(log.first_unstable_offset(), None);
+    }
+
+    #[test]
+    fn truncation_reopens_a_transaction_whose_marker_was_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), testutil::cfg(), NOW).unwrap();
+        append(&mut log, txn(0, 0)).unwrap();
+        log.append_marker(PID, 0, 0, true, 0, NOW).unwrap();
+        assert_eq!(log.first_unstable_offset(), None);
+        log.truncate_to(1).unwrap();
+        assert_eq!(log.first_unstable_offset(), Some(0));
+    }
+
+    #[test]
+    fn follower_appends_close_transactions_too() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let mut leader = Log::open(leader_dir.path(), testutil::cfg(), NOW).unwrap();
+        append(&mut leader, txn(0, 0)).unwrap();
+        let data = leader.read(0, 1 << 20, i64::MAX, true).unwrap();
+        leader.append_marker(PID, 0, 0, false, 0, NOW).unwrap();
+        let all = leader.read(0, 1 << 20, i64::MAX, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Log::open(dir.path(), testutil::cfg(), NOW).unwrap();
+        f.append_as_follower(&data, NOW).unwrap();
+        assert_eq!(f.first_unstable_offset(), Some(0));
+        f.append_as_follower(&all[data.len()..], NOW).unwrap();
+        assert_eq!(f.first_unstable_offset(), None);
+        assert_eq!(f.producer_entries(), leader.producer_entries());
     }
 
     /// Fills small segments with idempotent batches so rolls write snapshots.
