@@ -30,10 +30,11 @@ use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
 use super::marker::control_batch;
-use super::producer_log::ProducerAppend;
+use super::producer_log::{aborted_entry, ProducerAppend};
 use super::producer_state::{CompletedTxn, MarkerInfo, ProducerStateManager};
 use super::segment::SegmentMark;
 use super::segment::{FileSlice, LogSegment, SegmentConfig};
+use super::txn_index::{delete_txn_index, txn_index_path, TxnIndex};
 
 /// Marker written by [`Log::close`]; its presence at open means the files are
 /// consistent and need no recovery.
@@ -102,6 +103,9 @@ pub struct Log {
     pub(super) checkpoints: Arc<OffsetCheckpoints>,
     /// Idempotent producers' last batches (see `producer_state.rs`; rebuilt at open by `producer_log.rs`).
     pub(super) producers: ProducerStateManager,
+    /// Aborted transactions per segment base offset, only segments that have some (see `txn_index.rs`;
+    /// loaded and re-completed with the producer state by `producer_log.rs`).
+    pub(super) txn_indexes: BTreeMap<i64, TxnIndex>,
 }
 
 pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
@@ -278,6 +282,10 @@ impl Log {
             ProducerAppend::Marker(mut m) => {
                 m.offset = assigned.first_offset;
                 completed = self.producers.update_marker(&m);
+                if let Some(c) = completed.filter(|c| c.aborted) {
+                    let entry = aborted_entry(&self.producers, &c);
+                    self.index_aborted(entry);
+                }
             }
             ProducerAppend::Plain | ProducerAppend::Duplicate(_) => {}
         }
@@ -772,6 +780,9 @@ impl Log {
         self.set_log_start_offset(offset);
         self.set_recovery_point(offset);
         self.producers.clear();
+        self.txn_indexes.clear();
+        // The active segment may have been emptied in place, keeping its name.
+        delete_txn_index(&txn_index_path(&self.dir, self.active.base_offset()))?;
         super::producer_state::delete_snapshots(&self.dir, |_| true)?;
         // Under the lock for the same reason as in `truncate_to`.
         self.sync_checkpoints_after_truncation()

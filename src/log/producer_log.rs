@@ -21,14 +21,31 @@ use super::producer_state::{
     delete_snapshots, read_latest_snapshot, write_snapshot, BatchMetadata, CheckOutcome,
     CompletedTxn, MarkerInfo, ProducerBatch, ProducerStateEntry, ProducerStateManager,
 };
+use super::txn_index::{AbortedTxn, TxnIndex};
+use std::collections::BTreeMap;
+
+/// The transaction index entry of an aborted transaction just closed: the last stable offset after the
+/// abort is the oldest other open transaction's first offset, else the offset after the marker (Kafka's
+/// `ProducerStateManager.lastStableOffset(completedTxn)`).
+pub(super) fn aborted_entry(producers: &ProducerStateManager, c: &CompletedTxn) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: c.producer_id,
+        first_offset: c.first_offset,
+        last_offset: c.last_offset,
+        last_stable_offset: producers
+            .first_unstable_offset()
+            .unwrap_or(c.last_offset + 1),
+    }
+}
 
 /// Applies one stored batch to the producer state without checks (replay and follower appends): a data
 /// batch records its producer's batch, a control batch (`bytes` is the whole batch) closes a transaction.
+/// Returns the index entry of a transaction an ABORT marker closed.
 fn replay_batch(
     producers: &mut ProducerStateManager,
     h: &BatchHeader,
     bytes: &[u8],
-) -> Option<CompletedTxn> {
+) -> Option<AbortedTxn> {
     if let Some(pb) = ProducerBatch::from_header(h) {
         producers.update(&pb);
         return None;
@@ -43,14 +60,17 @@ fn replay_batch(
         );
         return None;
     };
-    producers.update_marker(&MarkerInfo {
+    let completed = producers.update_marker(&MarkerInfo {
         producer_id: h.producer_id,
         epoch: h.producer_epoch,
         coordinator_epoch,
         commit,
         offset: h.base_offset,
         timestamp: h.max_timestamp,
-    })
+    })?;
+    completed
+        .aborted
+        .then(|| aborted_entry(producers, &completed))
 }
 
 /// What the producer check decided for a leader append.
@@ -101,21 +121,64 @@ impl Log {
         })
     }
 
-    /// Records batches now in the log without checks (follower appends: the leader checked them). Returns the
-    /// transactions markers closed.
-    pub(super) fn record_producer_batches(
-        &mut self,
-        records: &[u8],
-        validated: &ValidatedRecords,
-    ) -> Vec<CompletedTxn> {
-        let mut completed = Vec::new();
+    /// Records batches now in the log without checks (follower appends: the leader checked them), indexing
+    /// the transactions ABORT markers closed.
+    pub(super) fn record_producer_batches(&mut self, records: &[u8], validated: &ValidatedRecords) {
         for b in &validated.batches {
             let bytes = records
                 .get(b.position..b.position + b.header.total_size())
                 .unwrap_or_default();
-            completed.extend(replay_batch(&mut self.producers, &b.header, bytes));
+            if let Some(entry) = replay_batch(&mut self.producers, &b.header, bytes) {
+                self.index_aborted(entry);
+            }
         }
-        completed
+    }
+
+    /// Adds an aborted transaction to the index of the segment holding its marker. A failed write is logged, not
+    /// answered: the marker is already in the log, and the replay at the next load re-adds the entry if it
+    /// follows the newest snapshot.
+    pub(super) fn index_aborted(&mut self, entry: AbortedTxn) {
+        let base = self.segment_base_for(entry.last_offset);
+        let index = match self.txn_indexes.entry(base) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                match TxnIndex::open(&self.dir, base) {
+                    Ok(i) => v.insert(i),
+                    Err(e) => {
+                        warn!(dir = %self.dir.display(), base, error = %e, "cannot open transaction index");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = index.append(entry) {
+            warn!(dir = %self.dir.display(), base, error = %e, "cannot write transaction index");
+        }
+    }
+
+    /// Base offset of the segment holding `offset` (`i64::MIN` below the first segment).
+    fn segment_base_for(&self, offset: i64) -> i64 {
+        if offset >= self.active.base_offset() {
+            return self.active.base_offset();
+        }
+        self.older
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b)
+    }
+
+    /// The aborted transactions overlapping `[from, upper)` (a read_committed fetch's range; Kafka's
+    /// `collectAbortedTransactions`): the indexes from the segment holding `from` on, until one shows no later
+    /// segment can add any.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let start = self.segment_base_for(from);
+        let mut out = Vec::new();
+        for index in self.txn_indexes.range(start..).map(|(_, i)| i) {
+            if index.collect(from, upper, &mut out) {
+                break;
+            }
+        }
+        out
     }
 
     /// The first offset of the oldest open transaction, if any (the last stable offset is the lower of this
@@ -155,6 +218,24 @@ impl Log {
             }
             None => self.log_start_offset,
         };
+        // Transaction indexes: what the files hold up to the log end (a truncation may have cut markers), then
+        // what the replay finds (entries a crash lost; duplicates are skipped by the index).
+        let mut indexes = BTreeMap::new();
+        let bases: Vec<i64> = self
+            .older
+            .keys()
+            .copied()
+            .chain(std::iter::once(self.active.base_offset()))
+            .collect();
+        for base in bases {
+            let mut index = TxnIndex::open(&self.dir, base)?;
+            index.truncate_to(leo)?;
+            if !index.entries().is_empty() {
+                indexes.insert(base, index);
+            }
+        }
+        self.txn_indexes = indexes;
+        let mut aborted = Vec::new();
         let mut replayed = 0u64;
         let segments = self
             .older
@@ -164,7 +245,7 @@ impl Log {
         for seg in segments {
             seg.for_each_header_from(from, |h, control| {
                 if h.producer_id >= 0 {
-                    replay_batch(&mut producers, h, control.unwrap_or_default());
+                    aborted.extend(replay_batch(&mut producers, h, control.unwrap_or_default()));
                     replayed += 1;
                 }
             })?;
@@ -175,6 +256,9 @@ impl Log {
                 "loaded producer state");
         }
         self.producers = producers;
+        for entry in aborted {
+            self.index_aborted(entry);
+        }
         Ok(())
     }
 
@@ -215,6 +299,8 @@ impl Log {
             .older
             .first_key_value()
             .map_or(self.active.base_offset(), |(b, _)| *b);
+        // Their transaction index files went with them.
+        self.txn_indexes = self.txn_indexes.split_off(&first);
         if let Err(e) = delete_snapshots(&self.dir, |o| o < first) {
             warn!(dir = %self.dir.display(), error = %e, "cannot delete old producer snapshots");
         }
@@ -362,6 +448,111 @@ mod tests {
         f.append_as_follower(&all[data.len()..], NOW).unwrap();
         assert_eq!(f.first_unstable_offset(), None);
         assert_eq!(f.producer_entries(), leader.producer_entries());
+        assert_eq!(
+            f.aborted_transactions(0, 2),
+            leader.aborted_transactions(0, 2)
+        );
+        assert_eq!(f.aborted_transactions(0, 2).len(), 1);
+    }
+
+    #[test]
+    fn abort_markers_fill_the_transaction_index_and_commits_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), testutil::cfg(), NOW).unwrap();
+        append(&mut log, txn(0, 0)).unwrap(); // 0
+        let mut other = testutil::producer_batch(2000, 0, 0, &[NOW]);
+        testutil::set_transactional(&mut other);
+        append(&mut log, other).unwrap(); // 1: producer 2000 opens a transaction
+        log.append_marker(PID, 0, 0, false, 0, NOW).unwrap(); // 2: abort
+        log.append_marker(2000, 0, 0, true, 0, NOW).unwrap(); // 3: commit
+        let entry = AbortedTxn {
+            producer_id: PID,
+            first_offset: 0,
+            last_offset: 2,
+            last_stable_offset: 1, // producer 2000's transaction was still open
+        };
+        assert_eq!(log.aborted_transactions(0, 4), vec![entry]);
+        assert_eq!(log.aborted_transactions(1, 2), vec![entry]);
+        assert!(log.aborted_transactions(3, 4).is_empty());
+        assert!(log.aborted_transactions(0, 0).is_empty());
+        drop(log);
+        let log = Log::open(dir.path(), testutil::cfg(), NOW).unwrap();
+        assert_eq!(log.aborted_transactions(0, 4), vec![entry]);
+    }
+
+    /// Transactions of `PID` in small segments, every third aborted; returns the log and the aborted ones.
+    fn aborting(dir: &std::path::Path) -> (Log, Vec<AbortedTxn>) {
+        let mut log = Log::open(dir, small_segments(), NOW).unwrap();
+        let mut aborted = Vec::new();
+        for t in 0..13 {
+            let first = append(&mut log, txn(0, t * 2)).unwrap();
+            append(&mut log, txn(0, t * 2 + 1)).unwrap();
+            let abort = t % 3 == 0;
+            let (info, _) = log.append_marker(PID, 0, 0, !abort, 0, NOW).unwrap();
+            if abort {
+                aborted.push(AbortedTxn {
+                    producer_id: PID,
+                    first_offset: first,
+                    last_offset: info.first_offset,
+                    last_stable_offset: info.first_offset + 1,
+                });
+            }
+        }
+        assert!(log.num_segments() > 3, "the test needs rolls");
+        (log, aborted)
+    }
+
+    #[test]
+    fn the_index_spans_segments_and_survives_a_lost_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, aborted) = aborting(dir.path());
+        assert_eq!(log.aborted_transactions(0, log.log_end_offset()), aborted);
+        let last = *aborted.last().unwrap();
+        assert_eq!(
+            log.aborted_transactions(last.first_offset + 1, last.last_offset),
+            vec![last]
+        );
+        drop(log); // kill -9, and the index file of the active segment is lost
+        let active_base = *Log::open(dir.path(), small_segments(), NOW)
+            .unwrap()
+            .segment_base_offsets()
+            .last()
+            .unwrap();
+        let path = crate::log::txn_index::txn_index_path(dir.path(), active_base);
+        fs::remove_file(&path).expect("the last abort is in the active segment");
+        let log = Log::open(dir.path(), small_segments(), NOW).unwrap();
+        assert_eq!(log.aborted_transactions(0, log.log_end_offset()), aborted);
+    }
+
+    #[test]
+    fn truncation_and_retention_drop_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, aborted) = aborting(dir.path());
+        let cut = aborted[2].last_offset;
+        log.truncate_to(cut).unwrap();
+        assert_eq!(log.aborted_transactions(0, i64::MAX), aborted[..2].to_vec());
+        let bases = log.segment_base_offsets();
+        log.delete_records_before(bases[bases.len() - 1]).unwrap();
+        let first = log.segment_base_offsets()[0];
+        let left: Vec<_> = aborted[..2]
+            .iter()
+            .copied()
+            .filter(|a| a.last_offset >= first)
+            .collect();
+        assert_eq!(log.aborted_transactions(0, i64::MAX), left);
+        log.truncate_fully_and_start_at(1000).unwrap();
+        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        let indexes = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".txnindex")
+            })
+            .count();
+        assert_eq!(indexes, 0);
     }
 
     /// Fills small segments with idempotent batches so rolls write snapshots.
