@@ -18,8 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 
 use super::log_error_code;
@@ -283,6 +285,18 @@ fn read_all(
                                 total += records.len();
                                 pd.high_watermark = r.high_watermark;
                                 pd.last_stable_offset = r.last_stable_offset;
+                                if read_committed {
+                                    pd.aborted_transactions = Some(
+                                        r.aborted
+                                            .iter()
+                                            .map(|a| {
+                                                AbortedTransaction::default()
+                                                    .with_producer_id(ProducerId(a.producer_id))
+                                                    .with_first_offset(a.first_offset)
+                                            })
+                                            .collect(),
+                                    );
+                                }
                                 if version >= 5 {
                                     pd.log_start_offset = r.log_start_offset;
                                 }

@@ -357,8 +357,7 @@ impl Log {
             self.append_follower_chunk(records, chunk, now_ms)?;
             rest = tail;
         }
-        // The closed transactions will feed the transaction index.
-        let _completed = self.record_producer_batches(records, &validated);
+        self.record_producer_batches(records, &validated);
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -622,6 +621,19 @@ impl Log {
         max_offset_exclusive: i64,
         min_one_batch: bool,
     ) -> Result<Vec<FileSlice>, LogError> {
+        self.read_slices_to(start_offset, max_bytes, max_offset_exclusive, min_one_batch)
+            .map(|(parts, _)| parts)
+    }
+
+    /// [`Log::read_slices`], also returning the offset after the last batch read (`start_offset` if none): the
+    /// upper bound of a read_committed fetch's aborted transactions.
+    pub fn read_slices_to(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<(Vec<FileSlice>, i64), LogError> {
         self.check_online()?;
         let leo = self.log_end_offset();
         if start_offset < self.log_start_offset || start_offset > leo {
@@ -629,7 +641,7 @@ impl Log {
         }
         let mut parts = Vec::new();
         if start_offset == leo || start_offset >= max_offset_exclusive {
-            return Ok(parts);
+            return Ok((parts, start_offset));
         }
         let mut total = 0usize;
         let mut offset = start_offset;
@@ -652,7 +664,7 @@ impl Log {
                 break;
             }
         }
-        Ok(parts)
+        Ok((parts, offset))
     }
 
     pub(super) fn out_of_range(&self, offset: i64) -> LogError {

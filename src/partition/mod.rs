@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 use crate::log::cleaner::{self, CleanStats, CompactionConfig};
 use crate::log::producer_state::CompletedTxn;
+use crate::log::txn_index::AbortedTxn;
 use crate::log::{
     validate_producer_records, AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig,
     LogError, LogHealth,
@@ -68,6 +69,8 @@ pub struct ReadResult {
     pub last_stable_offset: i64,
     /// The offset the read stopped at: the LSO for read_committed, else the high watermark.
     pub read_limit: i64,
+    /// read_committed only: the aborted transactions overlapping the records returned.
+    pub aborted: Vec<AbortedTxn>,
     /// Log start offset.
     pub log_start_offset: i64,
 }
@@ -366,8 +369,14 @@ impl Partition {
         // Under the read lock the LSO cannot move; computed from the log so it is never above this `hw`.
         let lso = log.first_unstable_offset().map_or(hw, |f| f.min(hw));
         let limit = if read_committed { lso } else { hw };
-        let records = log.read_slices(offset, max_bytes, limit, min_one_batch)?;
+        let (records, next) = log.read_slices_to(offset, max_bytes, limit, min_one_batch)?;
+        let aborted = if read_committed && next > offset {
+            log.aborted_transactions(offset, next)
+        } else {
+            Vec::new()
+        };
         Ok(ReadResult {
+            aborted,
             records,
             high_watermark: hw,
             last_stable_offset: lso,
@@ -721,5 +730,33 @@ mod tests {
         let p = partition(dir.path(), testutil::cfg());
         assert_eq!((p.high_watermark(), p.last_stable_offset()), (3, 1));
         assert_eq!(p.published_high_watermark().last_stable, 1);
+    }
+
+    #[test]
+    fn read_committed_names_the_aborted_transactions_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), testutil::cfg());
+        p.enable_transactions();
+        p.append(txn_batch(0), false, NOW).unwrap(); // 0
+        p.append(txn_batch(1), false, NOW).unwrap(); // 1
+        p.append_marker(1000, 0, 0, false, NOW).unwrap(); // 2: abort
+        p.append(batch(NOW), false, NOW).unwrap(); // 3
+        let r = p.read(0, 1 << 20, true, true).unwrap();
+        assert_eq!(r.read_limit, 4);
+        assert_eq!(
+            r.aborted,
+            vec![AbortedTxn {
+                producer_id: 1000,
+                first_offset: 0,
+                last_offset: 2,
+                last_stable_offset: 3
+            }]
+        );
+        assert!(p.read(0, 1 << 20, true, false).unwrap().aborted.is_empty());
+        // A read past the aborted transaction names none.
+        assert!(p.read(3, 1 << 20, true, true).unwrap().aborted.is_empty());
+        // One returning only the first batch still names it.
+        let first = p.read(0, 1, true, true).unwrap();
+        assert_eq!(first.aborted.len(), 1);
     }
 }
