@@ -19,6 +19,7 @@
 //! O(ids in the shard).
 
 pub mod coordinator;
+pub mod local_markers;
 /// The marker batch lives with the log, which writes and replays it.
 pub use crate::log::marker as markers;
 pub mod records;
