@@ -29,9 +29,8 @@ use super::checkpoint::{self, Checkpoint, OffsetCheckpoints};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
-use super::marker::control_batch;
 use super::producer_log::{aborted_entry, ProducerAppend};
-use super::producer_state::{CompletedTxn, MarkerInfo, ProducerStateManager};
+use super::producer_state::{CompletedTxn, ProducerStateManager};
 use super::segment::SegmentMark;
 use super::segment::{FileSlice, LogSegment, SegmentConfig};
 use super::txn_index::{delete_txn_index, txn_index_path, TxnIndex};
@@ -186,53 +185,9 @@ impl Log {
             .map(|(info, _)| info)
     }
 
-    /// Appends a COMMIT/ABORT marker for `producer_id`'s transaction as the leader (Kafka's `appendAsLeader`
-    /// with origin COORDINATOR): checked against the producer state (an older producer epoch is
-    /// INVALID_PRODUCER_EPOCH, an older coordinator epoch TRANSACTION_COORDINATOR_FENCED), then appended like
-    /// any batch; the transaction it closes is returned in [`AppendInfo`]'s terms plus the completed one.
-    /// A marker with no open transaction (a retry) is appended too and closes nothing, as in Kafka.
-    pub fn append_marker(
-        &mut self,
-        producer_id: i64,
-        producer_epoch: i16,
-        coordinator_epoch: i32,
-        commit: bool,
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> Result<(AppendInfo, Option<CompletedTxn>), LogError> {
-        self.check_online()?;
-        let mut info = MarkerInfo {
-            producer_id,
-            epoch: producer_epoch,
-            coordinator_epoch,
-            commit,
-            offset: self.log_end_offset(),
-            timestamp: now_ms,
-        };
-        self.producers.check_marker(&info)?;
-        let mut records = control_batch(
-            producer_id,
-            producer_epoch,
-            commit,
-            coordinator_epoch,
-            now_ms,
-        )
-        .ok_or_else(|| LogError::InvalidRecord("cannot encode a marker".into()))?
-        .to_vec();
-        let validated = validate_follower_records(&records)?;
-        info.offset = self.log_end_offset();
-        self.append_checked(
-            &mut records,
-            &validated,
-            ProducerAppend::Marker(info),
-            leader_epoch,
-            now_ms,
-        )
-    }
-
     /// The append itself, after every check: assigns offsets from the log end, rolls if needed, writes the
     /// segment and records the producer's batch or marker.
-    fn append_checked(
+    pub(super) fn append_checked(
         &mut self,
         records: &mut [u8],
         validated: &ValidatedRecords,

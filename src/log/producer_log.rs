@@ -1,7 +1,10 @@
 //! The log's side of idempotent producer state (Kafka's producer-state parts of `UnifiedLog` and `LogLoader`):
 //! the check of a leader append, the rebuild at open (newest snapshot at or below the log end, then a replay of
 //! the batch headers after it), snapshots at segment roll and on close, and keeping snapshots in step with
-//! truncation and segment deletion.
+//! truncation and segment deletion. Transactions: markers appended by the coordinator ([`Log::append_marker`])
+//! or replayed (follower appends, load) close them; ABORT markers add to the segment's transaction index
+//! (`txn_index.rs`, loaded, cut to the log end and re-completed by the same replay), which
+//! [`Log::aborted_transactions`] searches for read_committed fetches.
 //!
 //! An `impl Log` block over the fields declared in `log.rs`; the caller holds the partition's write lock for
 //! every `&mut` method, as for any other change to the log. The [`ProducerStateManager`] itself is pure; all
@@ -12,11 +15,13 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::batch::validate_follower_records;
 use super::batch::BatchHeader;
 use super::batch::ValidatedRecords;
 use super::error::LogError;
+use super::log::AppendInfo;
 use super::log::Log;
-use super::marker::parse_marker;
+use super::marker::{control_batch, parse_marker};
 use super::producer_state::{
     delete_snapshots, read_latest_snapshot, write_snapshot, BatchMetadata, CheckOutcome,
     CompletedTxn, MarkerInfo, ProducerBatch, ProducerStateEntry, ProducerStateManager,
@@ -87,6 +92,50 @@ pub(super) enum ProducerAppend {
 }
 
 impl Log {
+    /// Appends a COMMIT/ABORT marker for `producer_id`'s transaction as the leader (Kafka's `appendAsLeader`
+    /// with origin COORDINATOR): checked against the producer state (an older producer epoch is
+    /// INVALID_PRODUCER_EPOCH, an older coordinator epoch TRANSACTION_COORDINATOR_FENCED), then appended like
+    /// any batch; the transaction it closes is returned in [`AppendInfo`]'s terms plus the completed one.
+    /// A marker with no open transaction (a retry) is appended too and closes nothing, as in Kafka.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), LogError> {
+        self.check_online()?;
+        let mut info = MarkerInfo {
+            producer_id,
+            epoch: producer_epoch,
+            coordinator_epoch,
+            commit,
+            offset: self.log_end_offset(),
+            timestamp: now_ms,
+        };
+        self.producers.check_marker(&info)?;
+        let mut records = control_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        )
+        .ok_or_else(|| LogError::InvalidRecord("cannot encode a marker".into()))?
+        .to_vec();
+        let validated = validate_follower_records(&records)?;
+        info.offset = self.log_end_offset();
+        self.append_checked(
+            &mut records,
+            &validated,
+            ProducerAppend::Marker(info),
+            leader_epoch,
+            now_ms,
+        )
+    }
+
     /// Checks a leader append's batches against the producer state (cheap, no I/O, no change).
     ///
     /// A batch with a producer id must come alone, as Produce v3+ sends it; the check is per batch. A
