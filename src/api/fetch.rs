@@ -7,7 +7,8 @@
 //! partitions it asked for. Like Kafka's `DelayedFetch`, the wait is by position: each partition publishes its
 //! high watermark with the bytes appended so far ([`HighWatermark`]); an append wakes the waiter, which adds
 //! the new bytes to what its last read found ([`Estimate`], O(1) per append, no lock, no index lookup) and
-//! reads the log again only once `min_bytes` may be there, or at the deadline. The waiting state belongs to the
+//! reads the log again only once `min_bytes` may be there, or at the deadline. read_committed fetches
+//! (`isolation_level` 1) read up to the last stable offset instead and re-read whenever it moves. The waiting state belongs to the
 //! handler's task; it goes away when the connection aborts the task. Incremental fetch sessions (KIP-227) are
 //! not offered: every response carries session id 0, which tells clients to send full fetch requests.
 
@@ -17,8 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 
 use super::log_error_code;
@@ -109,12 +112,12 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Option<FetchRepl
     }
     loop {
         // Positions before the read: bytes published later are on top of what the read can find.
-        let positions: Vec<u64> = wanted
+        let positions: Vec<HighWatermark> = wanted
             .iter()
             .map(|w| {
                 w.partition
                     .as_ref()
-                    .map_or(0, |p| p.published_high_watermark().appended_bytes)
+                    .map_or(HighWatermark::default(), |p| p.published_high_watermark())
             })
             .collect();
         let mut placeholders = Placeholders::default();
@@ -151,14 +154,18 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Option<FetchRepl
             wanted
                 .iter()
                 .zip(sizes)
-                .zip(positions)
-                .map(|((w, read), position)| (read, position, w.max_bytes)),
+                .zip(positions.iter())
+                .map(|((w, read), position)| (read, position.appended_bytes, w.max_bytes)),
         );
         loop {
             tokio::select! {
                 Some((i, mut rx, alive)) = changes.next() => {
                     let hw = *rx.borrow_and_update();
-                    let enough = !alive || estimate.update(i, hw);
+                    // read_committed reads up to the LSO: bytes appended above it are no use, a moved LSO
+                    // (a marker) may have made bytes appended earlier readable, so it always re-reads.
+                    let lso_moved = read_committed
+                        && positions.get(i).is_some_and(|p| p.last_stable != hw.last_stable);
+                    let enough = !alive || estimate.update(i, hw) || lso_moved;
                     if alive {
                         changes.push(hw_changed(i, rx));
                     }
@@ -272,12 +279,24 @@ fn read_all(
                     let budget = w.max_bytes.min(max_bytes.saturating_sub(total));
                     // KIP-74: the first partition with data returns at least one batch even over budget.
                     let min_one = total == 0;
-                    match p.read(w.offset, budget, min_one) {
+                    match p.read(w.offset, budget, min_one, read_committed) {
                         Ok(r) => match placeholders.records(r.records) {
                             Ok(records) => {
                                 total += records.len();
                                 pd.high_watermark = r.high_watermark;
                                 pd.last_stable_offset = r.last_stable_offset;
+                                if read_committed {
+                                    pd.aborted_transactions = Some(
+                                        r.aborted
+                                            .iter()
+                                            .map(|a| {
+                                                AbortedTransaction::default()
+                                                    .with_producer_id(ProducerId(a.producer_id))
+                                                    .with_first_offset(a.first_offset)
+                                            })
+                                            .collect(),
+                                    );
+                                }
                                 if version >= 5 {
                                     pd.log_start_offset = r.log_start_offset;
                                 }
@@ -340,6 +359,7 @@ mod tests {
 
     fn hw(appended_bytes: u64) -> HighWatermark {
         HighWatermark {
+            last_stable: 0,
             offset: 0,
             appended_bytes,
         }

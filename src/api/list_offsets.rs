@@ -63,7 +63,12 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> Option<Lis
                             ResponseError::UnknownLeaderEpoch.code()
                         };
                     } else {
-                        let hw = part.high_watermark();
+                        // read_committed sees up to the last stable offset (Kafka's lastFetchableOffset).
+                        let hw = if req.isolation_level == 1 {
+                            part.last_stable_offset()
+                        } else {
+                            part.high_watermark()
+                        };
                         let result = match p.timestamp {
                             LATEST => Ok(Some((hw, -1, epoch))),
                             EARLIEST | EARLIEST_LOCAL => Ok(Some((

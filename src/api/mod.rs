@@ -336,6 +336,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         LogError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        LogError::CoordinatorFenced(_) => ResponseError::TransactionCoordinatorFenced,
     }
     .code()
 }

@@ -88,10 +88,13 @@ pub enum LogError {
     /// A producer epoch older than the last one seen for the producer id. Kafka `INVALID_PRODUCER_EPOCH` (47).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
-    /// A transactional batch where none may be (no transaction coordinator yet), or a plain batch inside an
-    /// open transaction. Kafka `INVALID_TXN_STATE` (48).
+    /// A plain batch inside an open transaction, or a transactional batch without a producer id. Kafka `INVALID_TXN_STATE` (48).
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
+    /// A transaction marker from a coordinator older than the one that wrote the producer's last marker.
+    /// Kafka `TRANSACTION_COORDINATOR_FENCED` (52).
+    #[error("transaction coordinator fenced: {0}")]
+    CoordinatorFenced(String),
     /// Disk I/O failed. Kafka `KAFKA_STORAGE_ERROR` (56).
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -163,6 +163,7 @@ impl Log {
             dir_synced: 0,
             checkpoints,
             producers: ProducerStateManager::new(config_max_producers),
+            txn_indexes: BTreeMap::new(),
         };
         log.rebuild_producer_state(now_ms)?;
         Ok(log)

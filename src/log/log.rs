@@ -29,10 +29,11 @@ use super::checkpoint::{self, Checkpoint, OffsetCheckpoints};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
-use super::producer_log::ProducerAppend;
-use super::producer_state::ProducerStateManager;
+use super::producer_log::{aborted_entry, ProducerAppend};
+use super::producer_state::{CompletedTxn, ProducerStateManager};
 use super::segment::SegmentMark;
 use super::segment::{FileSlice, LogSegment, SegmentConfig};
+use super::txn_index::{delete_txn_index, txn_index_path, TxnIndex};
 
 /// Marker written by [`Log::close`]; its presence at open means the files are
 /// consistent and need no recovery.
@@ -101,6 +102,9 @@ pub struct Log {
     pub(super) checkpoints: Arc<OffsetCheckpoints>,
     /// Idempotent producers' last batches (see `producer_state.rs`; rebuilt at open by `producer_log.rs`).
     pub(super) producers: ProducerStateManager,
+    /// Aborted transactions per segment base offset, only segments that have some (see `txn_index.rs`;
+    /// loaded and re-completed with the producer state by `producer_log.rs`).
+    pub(super) txn_indexes: BTreeMap<i64, TxnIndex>,
 }
 
 pub(super) fn segment_config(config: &LogConfig) -> SegmentConfig {
@@ -177,6 +181,20 @@ impl Log {
                 size_bytes: 0,
             });
         }
+        self.append_checked(records, validated, producer, leader_epoch, now_ms)
+            .map(|(info, _)| info)
+    }
+
+    /// The append itself, after every check: assigns offsets from the log end, rolls if needed, writes the
+    /// segment and records the producer's batch or marker.
+    pub(super) fn append_checked(
+        &mut self,
+        records: &mut [u8],
+        validated: &ValidatedRecords,
+        producer: ProducerAppend,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), LogError> {
         let first_offset = self.log_end_offset();
         let last_offset = first_offset
             .checked_add(validated.offset_count - 1)
@@ -209,12 +227,24 @@ impl Log {
         ) {
             return Err(self.undo_append(&mark, e));
         }
-        if let ProducerAppend::Batch(pb) = producer {
-            let mut pb = pb.at_offset(assigned.first_offset);
-            pb.max_timestamp = assigned.max_timestamp;
-            self.producers.update(&pb);
+        let mut completed = None;
+        match producer {
+            ProducerAppend::Batch(pb) => {
+                let mut pb = pb.at_offset(assigned.first_offset);
+                pb.max_timestamp = assigned.max_timestamp;
+                self.producers.update(&pb);
+            }
+            ProducerAppend::Marker(mut m) => {
+                m.offset = assigned.first_offset;
+                completed = self.producers.update_marker(&m);
+                if let Some(c) = completed.filter(|c| c.aborted) {
+                    let entry = aborted_entry(&self.producers, &c);
+                    self.index_aborted(entry);
+                }
+            }
+            ProducerAppend::Plain | ProducerAppend::Duplicate(_) => {}
         }
-        Ok(AppendInfo {
+        let info = AppendInfo {
             first_offset: assigned.first_offset,
             last_offset: assigned.last_offset,
             max_timestamp: assigned.max_timestamp,
@@ -224,7 +254,8 @@ impl Log {
             record_count: validated.record_count,
             batch_count: validated.batches.len(),
             size_bytes: records.len(),
-        })
+        };
+        Ok((info, completed))
     }
 
     /// Appends batches replicated from the leader, keeping their offsets and
@@ -281,7 +312,7 @@ impl Log {
             self.append_follower_chunk(records, chunk, now_ms)?;
             rest = tail;
         }
-        self.record_producer_batches(&validated);
+        self.record_producer_batches(records, &validated);
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -545,6 +576,19 @@ impl Log {
         max_offset_exclusive: i64,
         min_one_batch: bool,
     ) -> Result<Vec<FileSlice>, LogError> {
+        self.read_slices_to(start_offset, max_bytes, max_offset_exclusive, min_one_batch)
+            .map(|(parts, _)| parts)
+    }
+
+    /// [`Log::read_slices`], also returning the offset after the last batch read (`start_offset` if none): the
+    /// upper bound of a read_committed fetch's aborted transactions.
+    pub fn read_slices_to(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<(Vec<FileSlice>, i64), LogError> {
         self.check_online()?;
         let leo = self.log_end_offset();
         if start_offset < self.log_start_offset || start_offset > leo {
@@ -552,7 +596,7 @@ impl Log {
         }
         let mut parts = Vec::new();
         if start_offset == leo || start_offset >= max_offset_exclusive {
-            return Ok(parts);
+            return Ok((parts, start_offset));
         }
         let mut total = 0usize;
         let mut offset = start_offset;
@@ -575,7 +619,7 @@ impl Log {
                 break;
             }
         }
-        Ok(parts)
+        Ok((parts, offset))
     }
 
     pub(super) fn out_of_range(&self, offset: i64) -> LogError {
@@ -703,6 +747,9 @@ impl Log {
         self.set_log_start_offset(offset);
         self.set_recovery_point(offset);
         self.producers.clear();
+        self.txn_indexes.clear();
+        // The active segment may have been emptied in place, keeping its name.
+        delete_txn_index(&txn_index_path(&self.dir, self.active.base_offset()))?;
         super::producer_state::delete_snapshots(&self.dir, |_| true)?;
         // Under the lock for the same reason as in `truncate_to`.
         self.sync_checkpoints_after_truncation()

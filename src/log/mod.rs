@@ -9,6 +9,7 @@
 //! rolling, recovery, retention, flushing).
 //! [`producer_state`] holds idempotent producers' last batches and their checks (with `producer_log`
 //! loading it and writing its snapshots),
+//! [`txn_index`] holds each segment's aborted transactions (read_committed fetches),
 //! `flush` runs fsync in steps so it can happen outside the caller's lock,
 //! and owns [`LogHealth`], the shared online/offline flag of a log.
 //! The broker owns locking, the high watermark, replication and mapping
@@ -32,6 +33,7 @@ pub mod index;
 mod loader;
 #[allow(clippy::module_inception)] // `log::log` holds the `Log` type, like Kafka's UnifiedLog file
 mod log;
+pub mod marker;
 mod producer_log;
 pub mod producer_state;
 mod record;
@@ -39,6 +41,7 @@ mod retention;
 pub mod segment;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod txn_index;
 
 pub use batch::{
     assign_offsets, validate_follower_records, validate_producer_records, AssignResult,

@@ -14,11 +14,13 @@
 //! An evicted producer is unknown again, so its next batch is accepted with any sequence (Kafka's rule for
 //! unknown producers) and only retries of batches it sent before the eviction could be duplicated.
 //!
-//! Transactions will add: the ongoing transactions by first offset (for the last stable offset) and the
-//! coordinator epoch checks of markers; the entry already carries `current_txn_first_offset` and
-//! `coordinator_epoch`, and the snapshot stores them.
+//! Transactions: a producer's first transactional batch opens its transaction (`current_txn_first_offset`,
+//! and the `ongoing` index by first offset, whose minimum bounds the last stable offset); a COMMIT/ABORT
+//! marker ([`MarkerInfo`], written only by the coordinator's marker path, never by a producer) closes it after
+//! the epoch and coordinator epoch checks of Kafka's `ProducerAppendInfo.appendEndTxnMarker`, and reports the
+//! [`CompletedTxn`]. Producers with an open transaction are neither expired nor evicted while others can be.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,7 +80,7 @@ pub struct ProducerStateEntry {
     pub last_timestamp: i64,
     /// Epoch of the transaction coordinator that wrote its last marker (-1: none; transactions only).
     pub coordinator_epoch: i32,
-    /// First offset of its ongoing transaction (transactions only; always `None` today).
+    /// First offset of its ongoing transaction, if one is open.
     pub current_txn_first_offset: Option<i64>,
 }
 
@@ -201,6 +203,36 @@ fn in_sequence(last: i32, next: i32) -> bool {
     i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
 }
 
+/// A COMMIT/ABORT marker for one producer (Kafka's `EndTransactionMarker` with its batch's producer fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerInfo {
+    /// Producer id of the transaction.
+    pub producer_id: i64,
+    /// Producer epoch the coordinator wrote the marker with.
+    pub epoch: i16,
+    /// Epoch of the coordinator that wrote it.
+    pub coordinator_epoch: i32,
+    /// COMMIT (true) or ABORT.
+    pub commit: bool,
+    /// Offset of the marker.
+    pub offset: i64,
+    /// Timestamp of the marker batch.
+    pub timestamp: i64,
+}
+
+/// A transaction a marker closed (Kafka's `CompletedTxn`): the aborted ones go into the transaction index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Offset of its first batch in this partition.
+    pub first_offset: i64,
+    /// Offset of the marker.
+    pub last_offset: i64,
+    /// True if it was aborted.
+    pub aborted: bool,
+}
+
 /// What a producer batch's check decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckOutcome {
@@ -214,6 +246,8 @@ pub enum CheckOutcome {
 #[derive(Debug, Clone)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerStateEntry>,
+    /// Open transactions: first offset -> producer id (the minimum is the first unstable offset).
+    ongoing: BTreeMap<i64, i64>,
     max_producers: usize,
     last_expiry_check_ms: i64,
 }
@@ -229,6 +263,7 @@ impl ProducerStateManager {
     pub fn new(max_producers: usize) -> Self {
         ProducerStateManager {
             producers: HashMap::new(),
+            ongoing: BTreeMap::new(),
             max_producers: max_producers.max(1),
             last_expiry_check_ms: i64::MIN,
         }
@@ -304,21 +339,7 @@ impl ProducerStateManager {
     /// written producer if a new one would exceed the cap.
     pub fn update(&mut self, batch: &ProducerBatch) {
         let pid = batch.producer_id;
-        if !self.producers.contains_key(&pid) && self.producers.len() >= self.max_producers {
-            let oldest = self
-                .producers
-                .values()
-                .min_by_key(|e| (e.last_timestamp, e.last_offset()))
-                .map(|e| e.producer_id);
-            if let Some(old) = oldest {
-                tracing::warn!(
-                    evicted = old,
-                    cap = self.max_producers,
-                    "producer state full; forgetting the least recently written producer"
-                );
-                self.producers.remove(&old);
-            }
-        }
+        self.make_room_for(pid);
         let entry = self
             .producers
             .entry(pid)
@@ -326,7 +347,100 @@ impl ProducerStateManager {
         entry.add_batch(batch);
         if batch.transactional && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(batch.first_offset);
+            self.ongoing.insert(batch.first_offset, pid);
         }
+    }
+
+    /// Evicts the least recently written producer if `pid` is new and the map is full; producers with an open
+    /// transaction go only if every producer has one.
+    fn make_room_for(&mut self, pid: i64) {
+        if self.producers.contains_key(&pid) || self.producers.len() < self.max_producers {
+            return;
+        }
+        let oldest = self
+            .producers
+            .values()
+            .min_by_key(|e| {
+                (
+                    e.current_txn_first_offset.is_some(),
+                    e.last_timestamp,
+                    e.last_offset(),
+                )
+            })
+            .map(|e| e.producer_id);
+        if let Some(old) = oldest {
+            tracing::warn!(
+                evicted = old,
+                cap = self.max_producers,
+                "producer state full; forgetting the least recently written producer"
+            );
+            if let Some(first) = self
+                .producers
+                .remove(&old)
+                .and_then(|e| e.current_txn_first_offset)
+            {
+                self.ongoing.remove(&first);
+            }
+        }
+    }
+
+    /// Checks a marker the coordinator asks to append (Kafka's `appendEndTxnMarker` checks for a leader
+    /// append): an epoch older than the producer's is fenced, and so is a coordinator epoch older than the
+    /// one of the producer's last marker. Pure.
+    pub fn check_marker(&self, m: &MarkerInfo) -> Result<(), LogError> {
+        let Some(entry) = self.producers.get(&m.producer_id) else {
+            return Ok(());
+        };
+        if m.epoch < entry.epoch {
+            return Err(LogError::InvalidProducerEpoch(format!(
+                "marker epoch {} of producer {} is older than the last seen epoch {}",
+                m.epoch, m.producer_id, entry.epoch
+            )));
+        }
+        if m.coordinator_epoch < entry.coordinator_epoch {
+            return Err(LogError::CoordinatorFenced(format!(
+                "marker of producer {} from coordinator epoch {}, older than {}",
+                m.producer_id, m.coordinator_epoch, entry.coordinator_epoch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records a marker now in the log (leader append or replay): closes the producer's transaction, adopts the
+    /// marker's epoch (a new epoch forgets the old epoch's batches, so sequences restart at 0) and coordinator
+    /// epoch. Returns the closed transaction, `None` if none was open (a retried marker).
+    pub fn update_marker(&mut self, m: &MarkerInfo) -> Option<CompletedTxn> {
+        let pid = m.producer_id;
+        self.make_room_for(pid);
+        let entry = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerStateEntry::empty(pid));
+        if m.epoch != entry.epoch {
+            entry.batches.clear();
+            entry.epoch = m.epoch;
+        }
+        entry.coordinator_epoch = m.coordinator_epoch;
+        entry.last_timestamp = m.timestamp;
+        let first_offset = entry.current_txn_first_offset.take()?;
+        self.ongoing.remove(&first_offset);
+        Some(CompletedTxn {
+            producer_id: pid,
+            first_offset,
+            last_offset: m.offset,
+            aborted: !m.commit,
+        })
+    }
+
+    /// First offset of the oldest open transaction (the last stable offset is this or the high watermark,
+    /// whichever is lower).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Number of open transactions.
+    pub fn ongoing_txns(&self) -> usize {
+        self.ongoing.len()
     }
 
     /// Forgets producers whose last write is older than `expiration_ms` and that have no ongoing transaction
@@ -352,6 +466,7 @@ impl ProducerStateManager {
     /// Forgets everything (truncation of the whole log).
     pub fn clear(&mut self) {
         self.producers.clear();
+        self.ongoing.clear();
     }
 
     /// The state as snapshot bytes (see [`encode_snapshot`]).
@@ -367,6 +482,7 @@ impl ProducerStateManager {
         expiration_ms: i64,
     ) {
         self.producers.clear();
+        self.ongoing.clear();
         for e in entries {
             if now_ms.saturating_sub(e.last_timestamp) < expiration_ms
                 || e.current_txn_first_offset.is_some()
@@ -378,13 +494,18 @@ impl ProducerStateManager {
             let Some(oldest) = self
                 .producers
                 .values()
-                .min_by_key(|e| e.last_timestamp)
+                .min_by_key(|e| (e.current_txn_first_offset.is_some(), e.last_timestamp))
                 .map(|e| e.producer_id)
             else {
                 break;
             };
             self.producers.remove(&oldest);
         }
+        self.ongoing = self
+            .producers
+            .values()
+            .filter_map(|e| e.current_txn_first_offset.map(|o| (o, e.producer_id)))
+            .collect();
     }
 }
 
@@ -780,20 +901,144 @@ mod tests {
         assert!(s.entry(2).is_none() && s.entry(10).is_some());
     }
 
+    fn txn(epoch: i16, first_seq: i32, count: i32, first_offset: i64) -> ProducerBatch {
+        ProducerBatch {
+            transactional: true,
+            ..batch(epoch, first_seq, count, first_offset)
+        }
+    }
+
+    fn marker(epoch: i16, coordinator_epoch: i32, commit: bool, offset: i64) -> MarkerInfo {
+        MarkerInfo {
+            producer_id: PID,
+            epoch,
+            coordinator_epoch,
+            commit,
+            offset,
+            timestamp: 5000 + offset,
+        }
+    }
+
     #[test]
-    fn transactional_fields_are_kept_for_later() {
+    fn the_first_transactional_batch_opens_a_transaction() {
         let mut s = ProducerStateManager::default();
-        let mut b = batch(0, 0, 1, 5);
-        b.transactional = true;
-        s.update(&b);
+        append(&mut s, txn(0, 0, 2, 5)).unwrap();
+        append(&mut s, txn(0, 2, 1, 9)).unwrap();
         assert_eq!(s.entry(PID).unwrap().current_txn_first_offset, Some(5));
+        assert_eq!(s.first_unstable_offset(), Some(5));
         // A plain write while a transaction is open is refused, as in Kafka.
         assert!(matches!(
-            s.check(&batch(0, 1, 1, 6)),
+            s.check(&batch(0, 3, 1, 10)),
             Err(LogError::InvalidTxnState(_))
         ));
         // Ongoing transactions never expire.
         assert_eq!(s.remove_expired(i64::MAX, 1), 0);
+    }
+
+    #[test]
+    fn markers_close_the_transaction_and_report_it() {
+        let mut s = ProducerStateManager::default();
+        append(&mut s, txn(0, 0, 2, 5)).unwrap();
+        let mut other = txn(0, 0, 1, 3);
+        other.producer_id = 8;
+        append(&mut s, other).unwrap();
+        assert_eq!(s.first_unstable_offset(), Some(3));
+        s.check_marker(&marker(0, 0, false, 10)).unwrap();
+        assert_eq!(
+            s.update_marker(&marker(0, 0, false, 10)),
+            Some(CompletedTxn {
+                producer_id: PID,
+                first_offset: 5,
+                last_offset: 10,
+                aborted: true
+            })
+        );
+        assert_eq!(s.first_unstable_offset(), Some(3));
+        assert_eq!(s.ongoing_txns(), 1);
+        let e = s.entry(PID).unwrap();
+        assert_eq!((e.current_txn_first_offset, e.coordinator_epoch), (None, 0));
+        // A retried marker closes nothing.
+        assert_eq!(s.update_marker(&marker(0, 0, false, 11)), None);
+        // The next transaction continues the sequence within the epoch.
+        append(&mut s, txn(0, 2, 1, 12)).unwrap();
+        let commit = s.update_marker(&marker(0, 0, true, 13)).unwrap();
+        assert!(!commit.aborted && commit.first_offset == 12);
+        let mut m = marker(0, 0, true, 14);
+        m.producer_id = 8;
+        s.update_marker(&m);
+        assert_eq!(s.first_unstable_offset(), None);
+        // Expiry applies again once the transaction is closed.
+        assert_eq!(s.remove_expired(i64::MAX, 1), 2);
+    }
+
+    #[test]
+    fn a_marker_with_a_new_epoch_restarts_sequences() {
+        // Transaction version 2: every end bumps the epoch, the marker carries the new one.
+        let mut s = ProducerStateManager::default();
+        append(&mut s, txn(0, 0, 3, 0)).unwrap();
+        s.update_marker(&marker(1, 0, true, 3));
+        let e = s.entry(PID).unwrap();
+        assert_eq!((e.epoch, e.batches.len()), (1, 0));
+        assert_eq!(append(&mut s, txn(1, 0, 1, 4)).unwrap(), 4);
+        // A late batch of the old epoch is fenced.
+        assert!(matches!(
+            s.check(&txn(0, 3, 1, 5)),
+            Err(LogError::InvalidProducerEpoch(_))
+        ));
+    }
+
+    #[test]
+    fn markers_from_older_epochs_are_fenced() {
+        let mut s = ProducerStateManager::default();
+        append(&mut s, txn(2, 0, 1, 0)).unwrap();
+        s.update_marker(&marker(2, 5, true, 1));
+        assert!(matches!(
+            s.check_marker(&marker(1, 5, true, 2)),
+            Err(LogError::InvalidProducerEpoch(_))
+        ));
+        assert!(matches!(
+            s.check_marker(&marker(2, 4, true, 2)),
+            Err(LogError::CoordinatorFenced(_))
+        ));
+        s.check_marker(&marker(2, 5, false, 2)).unwrap();
+        s.check_marker(&marker(3, 6, false, 2)).unwrap();
+        // A marker for a producer never seen is accepted (its entry appears).
+        let mut m = marker(0, 0, true, 3);
+        m.producer_id = 99;
+        s.check_marker(&m).unwrap();
+        assert_eq!(s.update_marker(&m), None);
+        assert_eq!(s.entry(99).unwrap().coordinator_epoch, 0);
+    }
+
+    #[test]
+    fn the_cap_spares_producers_with_open_transactions() {
+        let mut s = ProducerStateManager::new(2);
+        let mut a = txn(0, 0, 1, 0);
+        a.max_timestamp = 1; // least recently written, but in a transaction
+        s.update(&a);
+        let mut b = batch(0, 0, 1, 1);
+        b.producer_id = 8;
+        s.update(&b);
+        let mut c = batch(0, 0, 1, 2);
+        c.producer_id = 9;
+        s.update(&c);
+        assert!(s.entry(PID).is_some() && s.entry(8).is_none());
+        assert_eq!(s.first_unstable_offset(), Some(0));
+    }
+
+    #[test]
+    fn snapshots_keep_open_transactions() {
+        let mut s = ProducerStateManager::default();
+        append(&mut s, txn(0, 0, 2, 5)).unwrap();
+        let mut t = ProducerStateManager::default();
+        t.load_entries(decode_snapshot(&s.snapshot_bytes()).unwrap(), i64::MAX, 1);
+        assert_eq!(t.first_unstable_offset(), Some(5), "kept though expired");
+        assert_eq!(
+            t.update_marker(&marker(0, 0, true, 7))
+                .unwrap()
+                .first_offset,
+            5
+        );
     }
 
     #[test]

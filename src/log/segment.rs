@@ -533,7 +533,7 @@ impl LogSegment {
         self.time_index.flush()
     }
 
-    /// Deletes the segment's three files.
+    /// Deletes the segment's files (log, indexes, transaction index).
     pub fn delete(self) -> Result<(), LogError> {
         let LogSegment {
             log_path,
@@ -544,6 +544,7 @@ impl LogSegment {
         } = self;
         drop(log);
         remove_if_exists(&log_path)?;
+        remove_if_exists(&log_path.with_extension("txnindex"))?;
         offset_index.delete()?;
         time_index.delete()
     }
@@ -551,6 +552,7 @@ impl LogSegment {
     /// Deletes the files of a segment that was never opened.
     pub fn delete_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
         remove_if_exists(&log_path(dir, base_offset))?;
+        remove_if_exists(&crate::log::txn_index::txn_index_path(dir, base_offset))?;
         remove_if_exists(&index_path(dir, base_offset))?;
         remove_if_exists(&time_index_path(dir, base_offset))
     }

@@ -8,6 +8,14 @@
 //! high watermark is kept apart from the log end offset: with one replica it follows the log end offset right
 //! after each append; with followers it will be the minimum over the ISR.
 //!
+//! Transactions: the last stable offset (LSO) is the lower of the high watermark and the first offset of the
+//! oldest open transaction (`Log::first_unstable_offset`); it is recomputed under the log's write lock whenever
+//! the high watermark may move and published with it, so read_committed waiters wake when it moves.
+//! Transactional produce is refused (INVALID_TXN_STATE) until the broker enables transactions on the partition
+//! ([`Partition::enable_transactions`], once a transaction coordinator can end them): a transaction nobody can
+//! end would hold the LSO, and with it every read_committed consumer, forever. Markers come only through
+//! [`Partition::append_marker`].
+//!
 //! Storage failures: the log's shared [`LogHealth`] is read here without the log lock; once it is offline every
 //! append, read and DeleteRecords answers [`LogError::Offline`] (KAFKA_STORAGE_ERROR), and the replica manager
 //! reports the partition offline in Metadata. fsync never runs under the log lock: an append that reaches
@@ -29,6 +37,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::log::cleaner::{self, CleanStats, CompactionConfig};
+use crate::log::producer_state::CompletedTxn;
+use crate::log::txn_index::AbortedTxn;
 use crate::log::{
     validate_producer_records, AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig,
     LogError, LogHealth,
@@ -55,8 +65,12 @@ pub struct ReadResult {
     pub records: Vec<FileSlice>,
     /// High watermark at the time of the read.
     pub high_watermark: i64,
-    /// Last stable offset (equal to the high watermark until transactions exist).
+    /// Last stable offset: the high watermark, or the first offset of the oldest open transaction if lower.
     pub last_stable_offset: i64,
+    /// The offset the read stopped at: the LSO for read_committed, else the high watermark.
+    pub read_limit: i64,
+    /// read_committed only: the aborted transactions overlapping the records returned.
+    pub aborted: Vec<AbortedTxn>,
     /// Log start offset.
     pub log_start_offset: i64,
 }
@@ -70,6 +84,8 @@ pub struct HighWatermark {
     pub offset: i64,
     /// Bytes appended since the partition was opened (monotonic; only differences mean anything).
     pub appended_bytes: u64,
+    /// The last stable offset (read_committed waiters re-read when it moves).
+    pub last_stable: i64,
 }
 
 /// One partition replica hosted by this broker.
@@ -85,6 +101,10 @@ pub struct Partition {
     min_insync_replicas: AtomicI32,
     isr_size: AtomicI32,
     high_watermark: AtomicI64,
+    /// The last stable offset, recomputed with the high watermark under the log's write lock.
+    last_stable: AtomicI64,
+    /// Whether producers may write transactional batches here (see the module docs).
+    transactions: AtomicBool,
     hw_tx: watch::Sender<HighWatermark>,
     deleted: AtomicBool,
     /// The log's health flag, shared with the log (readable without its lock).
@@ -105,10 +125,12 @@ impl Partition {
         min_insync: i32,
     ) -> Partition {
         let hw = log.log_end_offset();
+        let lso = log.first_unstable_offset().map_or(hw, |f| f.min(hw));
         let health = log.health();
         let (hw_tx, _) = watch::channel(HighWatermark {
             offset: hw,
             appended_bytes: 0,
+            last_stable: lso,
         });
         Partition {
             topic,
@@ -119,6 +141,8 @@ impl Partition {
             min_insync_replicas: AtomicI32::new(min_insync),
             isr_size: AtomicI32::new(1),
             high_watermark: AtomicI64::new(hw),
+            last_stable: AtomicI64::new(lso),
+            transactions: AtomicBool::new(false),
             hw_tx,
             deleted: AtomicBool::new(false),
             health,
@@ -165,7 +189,9 @@ impl Partition {
         let ceiling = unflushed.iter().copied().min().unwrap_or(i64::MAX);
         // Single in-sync replica: everything appended is replicated to the whole ISR.
         let hw = log.log_end_offset().min(ceiling);
-        self.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        let hw = self.high_watermark.fetch_max(hw, Ordering::AcqRel).max(hw);
+        let lso = log.first_unstable_offset().map_or(hw, |f| f.min(hw));
+        self.last_stable.store(lso, Ordering::Release);
     }
 
     /// Counts `appended` more bytes and wakes the waiters on the high watermark (long-poll fetches) if it moved.
@@ -174,10 +200,12 @@ impl Partition {
     /// and takes the latest offset, so the last publish is exact.
     fn publish_hw(&self, appended: usize) {
         let offset = self.high_watermark();
+        let last_stable = self.last_stable_offset();
         self.hw_tx.send_if_modified(|hw| {
             hw.appended_bytes += appended as u64;
-            let moved = hw.offset != offset;
+            let moved = hw.offset != offset || hw.last_stable != last_stable;
             hw.offset = offset;
+            hw.last_stable = last_stable;
             moved
         });
     }
@@ -283,6 +311,13 @@ impl Partition {
                 )));
             }
         }
+        if let Ok(first) = BatchHeader::parse(&records) {
+            if first.is_transactional() && !self.transactions.load(Ordering::Acquire) {
+                return Err(AppendError::Log(LogError::InvalidTxnState(
+                    "transactional produce is not enabled on this broker".into(),
+                )));
+            }
+        }
         self.health.check()?;
         // The config may change before the lock is taken; the log re-checks the cheap parts (sizes, timestamps).
         let (max_bytes, compacted) = self.with_log(|log| {
@@ -319,23 +354,85 @@ impl Partition {
         Ok(info)
     }
 
-    /// Reads whole batches from `offset`, at most up to the high watermark.
+    /// Reads whole batches from `offset`, up to the high watermark, or for `read_committed` up to the last
+    /// stable offset.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
+        read_committed: bool,
     ) -> Result<ReadResult, LogError> {
         self.health.check()?;
         let log = self.read_log();
         let hw = self.high_watermark();
-        let records = log.read_slices(offset, max_bytes, hw, min_one_batch)?;
+        // Under the read lock the LSO cannot move; computed from the log so it is never above this `hw`.
+        let lso = log.first_unstable_offset().map_or(hw, |f| f.min(hw));
+        let limit = if read_committed { lso } else { hw };
+        let (records, next) = log.read_slices_to(offset, max_bytes, limit, min_one_batch)?;
+        let aborted = if read_committed && next > offset {
+            log.aborted_transactions(offset, next)
+        } else {
+            Vec::new()
+        };
         Ok(ReadResult {
+            aborted,
             records,
             high_watermark: hw,
-            last_stable_offset: hw,
+            last_stable_offset: lso,
+            read_limit: limit,
             log_start_offset: log.log_start_offset(),
         })
+    }
+
+    /// Appends a transaction marker for `producer_id` (the transaction coordinator's marker writer; Kafka's
+    /// `appendAsLeader` with origin COORDINATOR), moving the high watermark and the LSO. Returns the marker's
+    /// offset and the transaction it closed, if one was open. Blocking (it may fsync for `flush.messages`).
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<(i64, Option<CompletedTxn>), AppendError> {
+        self.health.check()?;
+        let (info, completed, flush) = {
+            let Some(mut log) = self.write() else {
+                return Err(AppendError::Deleted);
+            };
+            let (info, completed) = log.append_marker(
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                commit,
+                self.leader_epoch.load(Ordering::Acquire),
+                now_ms,
+            )?;
+            let flush = log
+                .flush_due_by_messages()
+                .then(|| log.flush_job())
+                .flatten();
+            let pending = flush.as_ref().map(|_| info.first_offset);
+            self.advance_hw(&log, None, pending);
+            (info, completed, flush)
+        };
+        self.publish_hw(info.size_bytes);
+        if let Some(job) = flush {
+            self.run_append_flush(job, info.first_offset, now_ms)?;
+        }
+        Ok((info.first_offset, completed))
+    }
+
+    /// Lets producers write transactional batches here (the broker calls it once its transaction coordinator
+    /// can end transactions).
+    pub fn enable_transactions(&self) {
+        self.transactions.store(true, Ordering::Release);
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the oldest open transaction if lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.last_stable.load(Ordering::Acquire)
     }
 
     /// The high watermark.
@@ -538,7 +635,10 @@ mod tests {
         assert_eq!(p.high_watermark(), 1, "the failed batch was exposed");
         assert!(!hw.has_changed().unwrap(), "a long-poll fetch was woken");
         assert_eq!(p.with_log(|l| l.log_end_offset()), 2);
-        assert!(matches!(p.read(1, 1000, true), Err(LogError::Offline(_))));
+        assert!(matches!(
+            p.read(1, 1000, true, false),
+            Err(LogError::Offline(_))
+        ));
     }
 
     /// While one append's fsync runs, a later append that needs none does not expose the earlier batch.
@@ -562,5 +662,101 @@ mod tests {
             p.advance_hw(&log, Some(1), None);
         }
         assert_eq!(p.high_watermark(), 3);
+    }
+
+    fn txn_batch(seq: i32) -> Bytes {
+        let mut b = testutil::producer_batch(1000, 0, seq, &[NOW]);
+        testutil::set_transactional(&mut b);
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn transactional_produce_waits_for_the_broker_to_enable_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), testutil::cfg());
+        assert!(matches!(
+            p.append(txn_batch(0), false, NOW),
+            Err(AppendError::Log(LogError::InvalidTxnState(_)))
+        ));
+        assert_eq!(p.with_log(|l| l.log_end_offset()), 0);
+        p.enable_transactions();
+        p.append(txn_batch(0), false, NOW).unwrap();
+        assert_eq!(p.with_log(|l| l.log_end_offset()), 1);
+    }
+
+    #[test]
+    fn read_committed_stops_at_the_last_stable_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), testutil::cfg());
+        p.enable_transactions();
+        let mut rx = p.watch_hw();
+        rx.borrow_and_update();
+        p.append(batch(NOW), false, NOW).unwrap(); // offset 0
+        p.append(txn_batch(0), false, NOW).unwrap(); // offset 1, opens the transaction
+        p.append(batch(NOW), false, NOW).unwrap(); // offset 2, a plain producer
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (3, 1));
+        assert_eq!(rx.borrow_and_update().last_stable, 1);
+        let committed = p.read(0, 1 << 20, true, true).unwrap();
+        let size: usize = committed.records.iter().map(|s| s.len).sum();
+        assert_eq!((committed.read_limit, committed.last_stable_offset), (1, 1));
+        let one = p.read(0, 1 << 20, true, false).unwrap();
+        assert_eq!((one.read_limit, one.high_watermark), (3, 3));
+        assert!(one.records.iter().map(|s| s.len).sum::<usize>() > size);
+        assert!(p.read(1, 1 << 20, true, true).unwrap().records.is_empty());
+        // The marker moves the LSO to the high watermark and wakes waiters.
+        let (offset, done) = p.append_marker(1000, 0, 0, true, NOW).unwrap();
+        assert_eq!((offset, done.map(|t| t.first_offset)), (3, Some(1)));
+        assert!(rx.has_changed().unwrap());
+        let hw = *rx.borrow_and_update();
+        assert_eq!((hw.offset, hw.last_stable), (4, 4));
+        assert_eq!(p.read(1, 1 << 20, true, true).unwrap().read_limit, 4);
+        // A fenced marker changes nothing.
+        assert!(matches!(
+            p.append_marker(1000, 0, -5, true, NOW),
+            Err(AppendError::Log(LogError::CoordinatorFenced(_)))
+        ));
+        assert_eq!(p.high_watermark(), 4);
+    }
+
+    #[test]
+    fn the_last_stable_offset_is_rebuilt_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), testutil::cfg());
+        p.enable_transactions();
+        p.append(batch(NOW), false, NOW).unwrap();
+        p.append(txn_batch(0), false, NOW).unwrap();
+        p.append(batch(NOW), false, NOW).unwrap();
+        drop(p.into_log()); // no close: like kill -9
+        let p = partition(dir.path(), testutil::cfg());
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (3, 1));
+        assert_eq!(p.published_high_watermark().last_stable, 1);
+    }
+
+    #[test]
+    fn read_committed_names_the_aborted_transactions_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), testutil::cfg());
+        p.enable_transactions();
+        p.append(txn_batch(0), false, NOW).unwrap(); // 0
+        p.append(txn_batch(1), false, NOW).unwrap(); // 1
+        p.append_marker(1000, 0, 0, false, NOW).unwrap(); // 2: abort
+        p.append(batch(NOW), false, NOW).unwrap(); // 3
+        let r = p.read(0, 1 << 20, true, true).unwrap();
+        assert_eq!(r.read_limit, 4);
+        assert_eq!(
+            r.aborted,
+            vec![AbortedTxn {
+                producer_id: 1000,
+                first_offset: 0,
+                last_offset: 2,
+                last_stable_offset: 3
+            }]
+        );
+        assert!(p.read(0, 1 << 20, true, false).unwrap().aborted.is_empty());
+        // A read past the aborted transaction names none.
+        assert!(p.read(3, 1 << 20, true, true).unwrap().aborted.is_empty());
+        // One returning only the first batch still names it.
+        let first = p.read(0, 1, true, true).unwrap();
+        assert_eq!(first.aborted.len(), 1);
     }
 }

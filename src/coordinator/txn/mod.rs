@@ -19,7 +19,9 @@
 //! O(ids in the shard).
 
 pub mod coordinator;
-pub mod markers;
+pub mod local_markers;
+/// The marker batch lives with the log, which writes and replays it.
+pub use crate::log::marker as markers;
 pub mod records;
 pub mod state;
 

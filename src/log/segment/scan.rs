@@ -11,6 +11,7 @@ use crate::log::batch::{
     BatchHeader, TimestampType, BATCH_HEADER_LEN, CURRENT_MAGIC, MIN_BATCH_LENGTH, NO_TIMESTAMP,
 };
 use crate::log::error::LogError;
+use crate::log::marker::MAX_MARKER_BATCH_BYTES;
 use crate::log::record::find_record;
 
 /// Iterator over the headers of consecutive batches from a position; yields
@@ -205,18 +206,24 @@ impl LogSegment {
     }
 
     /// Calls `f` with the header of every batch whose last offset is `>= offset`, in order (the producer state
-    /// replay at load: headers only, read through the scan window).
+    /// replay at load: headers read through the scan window), plus the whole batch for control batches of at
+    /// most [`MAX_MARKER_BATCH_BYTES`] (transaction markers, whose record says COMMIT or ABORT).
     pub fn for_each_header_from(
         &self,
         offset: i64,
-        mut f: impl FnMut(&BatchHeader),
+        mut f: impl FnMut(&BatchHeader, Option<&[u8]>),
     ) -> Result<(), LogError> {
         let Some((pos, _)) = self.find_batch_position(offset)? else {
             return Ok(());
         };
         for item in self.scan_from(pos) {
-            let (_, h) = item?;
-            f(&h);
+            let (pos, h) = item?;
+            if h.is_control() && h.total_size() <= MAX_MARKER_BATCH_BYTES {
+                let bytes = self.read_batch(pos, &h)?;
+                f(&h, Some(&bytes));
+            } else {
+                f(&h, None);
+            }
         }
         Ok(())
     }

@@ -1,15 +1,19 @@
-//! The COMMIT/ABORT control batch a [`super::MarkerWriter`] appends to each partition of a transaction
+//! The COMMIT/ABORT control batch the transaction coordinator's `MarkerWriter` appends to each partition of a transaction
 //! (Kafka's `EndTransactionMarker` in a `MemoryRecords.withEndTransactionMarker` batch).
 //!
 //! One v2 batch, uncompressed, with the transactional and control attributes, the producer id and epoch of the
 //! transaction, no sequence, and one record: key `int16 version (0), int16 type (0 = ABORT, 1 = COMMIT)`,
 //! value `int16 version (0), int32 coordinator epoch`. The partition's leader append stamps offsets and the
-//! leader epoch, as for any batch.
+//! leader epoch, as for any batch. [`parse_marker`] reads one back (follower appends, replay at load).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+
+/// Largest control batch [`parse_marker`] decodes: a marker is about 80 bytes, so anything much bigger is not
+/// one (and decoding it would cost memory for nothing).
+pub const MAX_MARKER_BATCH_BYTES: usize = 1024;
 
 /// The control record type of an ABORT marker.
 pub const ABORT: i16 = 0;
@@ -68,6 +72,26 @@ pub fn marker_kind(key: &[u8]) -> Option<bool> {
     }
 }
 
+/// What a stored marker says: `(commit, coordinator_epoch)`. `None` for a batch that is not a readable marker
+/// (too big, undecodable, an unknown control type or version): such a batch closes nothing.
+pub fn parse_marker(batch: &[u8]) -> Option<(bool, i32)> {
+    if batch.len() > MAX_MARKER_BATCH_BYTES {
+        return None;
+    }
+    let mut buf = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode(&mut buf).ok()?;
+    let r = set.records.first()?;
+    if !r.control {
+        return None;
+    }
+    let commit = marker_kind(r.key.as_deref()?)?;
+    let coordinator_epoch = match r.value.as_deref() {
+        Some([0, 0, a, b, c, d, ..]) => i32::from_be_bytes([*a, *b, *c, *d]),
+        _ => return None,
+    };
+    Some((commit, coordinator_epoch))
+}
+
 #[cfg(test)]
 mod tests {
     use kafka_protocol::records::RecordBatchDecoder;
@@ -96,6 +120,10 @@ mod tests {
             marker_kind(set.records[0].key.as_deref().unwrap()),
             Some(false)
         );
+        assert_eq!(parse_marker(&bytes), Some((true, 7)));
+        assert_eq!(parse_marker(&abort), Some((false, 7)));
+        assert_eq!(parse_marker(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(parse_marker(b"garbage"), None);
         assert_eq!(marker_kind(&[0, 1, 0, 0]), None);
         assert_eq!(marker_kind(&[0]), None);
     }
