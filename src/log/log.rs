@@ -18,7 +18,6 @@ use std::iter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
 
 use super::batch::{
@@ -32,7 +31,7 @@ use super::flush::{LogHealth, RollFlush};
 use super::producer_log::{aborted_entry, ProducerAppend};
 use super::producer_state::{CompletedTxn, ProducerStateManager};
 use super::segment::SegmentMark;
-use super::segment::{FileSlice, LogSegment, SegmentConfig};
+use super::segment::{LogSegment, SegmentConfig};
 use super::txn_index::{delete_txn_index, txn_index_path, TxnIndex};
 
 /// Marker written by [`Log::close`]; its presence at open means the files are
@@ -519,12 +518,12 @@ impl Log {
     }
 
     /// All segments, oldest first.
-    fn segments(&self) -> impl Iterator<Item = &LogSegment> {
+    pub(super) fn segments(&self) -> impl Iterator<Item = &LogSegment> {
         self.older.values().chain(iter::once(&self.active))
     }
 
     /// Segments from the one that would contain `offset` onward.
-    fn segments_from(&self, offset: i64) -> impl Iterator<Item = &LogSegment> {
+    pub(super) fn segments_from(&self, offset: i64) -> impl Iterator<Item = &LogSegment> {
         let older = if offset >= self.active.base_offset() {
             // Skip every older segment.
             self.older.range(i64::MAX..)
@@ -539,133 +538,11 @@ impl Log {
         older.map(|(_, s)| s).chain(iter::once(&self.active))
     }
 
-    /// Reads whole batches from the one containing `start_offset` (even if
-    /// it starts earlier), never including a batch whose base offset is
-    /// `>= max_offset_exclusive` (the high watermark for consumers), crossing
-    /// segment boundaries, up to `max_bytes`; with `min_one_batch` a first
-    /// batch larger than `max_bytes` is returned whole (KIP-74).
-    /// `start_offset == log end offset` gives empty bytes; outside
-    /// `[log start, log end]` is `OffsetOutOfRange`.
-    pub fn read(
-        &self,
-        start_offset: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-        min_one_batch: bool,
-    ) -> Result<Bytes, LogError> {
-        let slices =
-            self.read_slices(start_offset, max_bytes, max_offset_exclusive, min_one_batch)?;
-        // The common case is a single segment: hand its buffer over as is.
-        if slices.len() == 1 {
-            return Ok(Bytes::from(slices[0].read_all()?));
-        }
-        let total = slices.iter().map(|s| s.len).sum();
-        let mut out = BytesMut::with_capacity(total);
-        for slice in &slices {
-            out.extend_from_slice(&slice.read_all()?);
-        }
-        Ok(out.freeze())
-    }
-
-    /// Like [`Log::read`], but returns the file ranges holding the batches instead of copying them, so a
-    /// fetch can `sendfile` them. Empty ranges are left out; an empty vector means no data.
-    pub fn read_slices(
-        &self,
-        start_offset: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-        min_one_batch: bool,
-    ) -> Result<Vec<FileSlice>, LogError> {
-        self.read_slices_to(start_offset, max_bytes, max_offset_exclusive, min_one_batch)
-            .map(|(parts, _)| parts)
-    }
-
-    /// [`Log::read_slices`], also returning the offset after the last batch read (`start_offset` if none): the
-    /// upper bound of a read_committed fetch's aborted transactions.
-    pub fn read_slices_to(
-        &self,
-        start_offset: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-        min_one_batch: bool,
-    ) -> Result<(Vec<FileSlice>, i64), LogError> {
-        self.check_online()?;
-        let leo = self.log_end_offset();
-        if start_offset < self.log_start_offset || start_offset > leo {
-            return Err(self.out_of_range(start_offset));
-        }
-        let mut parts = Vec::new();
-        if start_offset == leo || start_offset >= max_offset_exclusive {
-            return Ok((parts, start_offset));
-        }
-        let mut total = 0usize;
-        let mut offset = start_offset;
-        for seg in self.segments_from(start_offset) {
-            let Some(r) = seg.read_slice(
-                offset.max(seg.base_offset()),
-                max_bytes.saturating_sub(total),
-                max_offset_exclusive,
-                min_one_batch && total == 0,
-            )?
-            else {
-                continue;
-            };
-            total += r.file.len;
-            offset = r.next_offset;
-            if r.file.len > 0 {
-                parts.push(r.file);
-            }
-            if !r.reached_end {
-                break;
-            }
-        }
-        Ok((parts, offset))
-    }
-
     pub(super) fn out_of_range(&self, offset: i64) -> LogError {
         LogError::OffsetOutOfRange {
             offset,
             log_start: self.log_start_offset,
             log_end: self.log_end_offset(),
-        }
-    }
-
-    /// First offset `>= log start offset` whose record timestamp is
-    /// `>= timestamp` (ListOffsets by timestamp), as
-    /// `(offset, timestamp, leader_epoch)`; `None` if there is none.
-    pub fn offset_for_timestamp(
-        &self,
-        timestamp: i64,
-    ) -> Result<Option<(i64, i64, i32)>, LogError> {
-        self.check_online()?;
-        for seg in self.segments() {
-            if seg.max_timestamp() < timestamp || seg.next_offset() <= self.log_start_offset {
-                continue;
-            }
-            if let Some(found) = seg.find_offset_by_timestamp(timestamp, self.log_start_offset)? {
-                return Ok(Some(found));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The record with the largest timestamp (ListOffsets `MAX_TIMESTAMP`),
-    /// first one on ties, as `(offset, timestamp, leader_epoch)`; `None` if
-    /// no record has a timestamp. Like Kafka, this is not limited to offsets
-    /// above the log start offset.
-    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64, i32)>, LogError> {
-        self.check_online()?;
-        let mut best: Option<&LogSegment> = None;
-        for seg in self.segments() {
-            if seg.max_timestamp() != NO_TIMESTAMP
-                && best.is_none_or(|b| seg.max_timestamp() > b.max_timestamp())
-            {
-                best = Some(seg);
-            }
-        }
-        match best {
-            Some(seg) => seg.max_timestamp_record(),
-            None => Ok(None),
         }
     }
 

@@ -36,6 +36,7 @@ mod log;
 pub mod marker;
 mod producer_log;
 pub mod producer_state;
+mod read;
 mod record;
 mod retention;
 pub mod segment;
