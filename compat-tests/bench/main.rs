@@ -3,7 +3,8 @@
 //! Measures in one run, against the real release binary on loopback:
 //! - this machine's limits: raw loopback TCP throughput and sequential disk write throughput (fsync at the end);
 //! - produce throughput, 1 KiB records, acks=1 and acks=all, linger 5 ms, 1 and 8 partitions (rdkafka);
-//! - the same with idempotence off and on (acks=all, 1 and 8 partitions; goal: on costs under 10 %);
+//! - the same with idempotence off and on (acks=all, 1 and 8 partitions; goal: on costs under 10 %), and
+//!   with a transactional producer committing every 100 records;
 //! - produce throughput with each codec (gzip, snappy, lz4, zstd) against uncompressed, 1 KiB records of
 //!   compressible JSON-like text, acks=1, 1 partition: the broker decompresses and checks every record of every
 //!   compressed batch, and this shows what that costs (goal: lz4 and zstd at least 0.7 of uncompressed rec/s);
@@ -69,7 +70,16 @@ fn main() {
 
     let mut peak_rss = idle_rss;
     let filler = vec![vec![b'v'; RECORD]];
-    for (acks, partitions) in [("1", 1), ("all", 1), ("1", 8), ("all", 8)] {
+    // BENCH_ONLY=idempotence (or the older BENCH_ONLY_IDEMPOTENCE=1) runs the idempotence and transaction
+    // figures alone.
+    let only_idempotence = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "idempotence")
+        || std::env::var("BENCH_ONLY_IDEMPOTENCE").is_ok();
+    let plain_runs: &[(&str, i32)] = if only_idempotence {
+        &[]
+    } else {
+        &[("1", 1), ("all", 1), ("1", 8), ("all", 8)]
+    };
+    for &(acks, partitions) in plain_runs {
         let topic = format!("bench-{acks}-{partitions}");
         create_topic(&bootstrap, &topic, partitions);
         let run = Run {
@@ -90,15 +100,18 @@ fn main() {
     // alternating, best of each, so drift in the machine's speed hits both alike; each producer warms up first (see
     // `Run::warm_up`), so this compares steady states. librdkafka caps an idempotent
     // producer at 5 requests in flight per connection, so "off" also runs with that cap, to tell the cost of
-    // the cap (client side) from the cost of the broker's sequence checks.
-    let modes: [(&str, bool, Option<&str>); 3] = [
+    // the cap (client side) from the cost of the broker's sequence checks. Last, a transactional producer
+    // committing every 100 records (its idempotence is on), in the same rounds.
+    let modes: [(&str, bool, Option<&str>); 4] = [
         ("off", false, None),
         ("off, 5 in flight", false, Some("5")),
         ("on", true, None),
+        ("txn, 100 per txn", true, None),
     ];
+    const TXN_MODE: usize = 3;
     for partitions in [1, 8] {
-        let mut best = [0.0f64; 3];
-        let mut cpu_us = [f64::MAX; 3];
+        let mut best = [0.0f64; 4];
+        let mut cpu_us = [f64::MAX; 4];
         for round in 0..2 {
             for (k, (_, idempotence, max_in_flight)) in modes.iter().enumerate() {
                 let topic = format!("bench-idem-{k}-{partitions}-{round}");
@@ -112,8 +125,11 @@ fn main() {
                     warm_up: true,
                 };
                 let cpu0 = cpu_secs(broker.id());
-                let (_, rec_s) =
-                    produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id());
+                let rec_s = if k == TXN_MODE {
+                    produce_transactional(&bootstrap, &topic, &run, volume, 100)
+                } else {
+                    produce(&bootstrap, &topic, &run, volume, &mut peak_rss, broker.id()).1
+                };
                 best[k] = best[k].max(rec_s);
                 cpu_us[k] = cpu_us[k].min((cpu_secs(broker.id()) - cpu0) * 1e6 / volume as f64);
             }
@@ -128,7 +144,7 @@ fn main() {
             );
         }
     }
-    if std::env::var("BENCH_ONLY_IDEMPOTENCE").is_ok() {
+    if only_idempotence {
         let _ = broker.kill();
         let _ = broker.wait();
         return;
@@ -736,6 +752,58 @@ fn produce(
     assert_eq!(count.1.load(Ordering::Relaxed), 0, "delivery errors");
     assert_eq!(count.0.load(Ordering::Relaxed) as usize, n);
     ((n * RECORD) as f64 / MB / secs, n as f64 / secs)
+}
+
+/// Produces `n` records with an rdkafka transactional producer, `per_txn` records per transaction
+/// (begin, send, commit: commit_transaction flushes and waits for EndTxn and the markers); returns rec/s.
+/// Keys spread the records over every partition, so each transaction adds all of them.
+fn produce_transactional(
+    bootstrap: &str,
+    topic: &str,
+    run: &Run<'_>,
+    n: usize,
+    per_txn: usize,
+) -> f64 {
+    let count = Count::default();
+    let p: ThreadedProducer<Count> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", format!("bench-{topic}"))
+        .set("acks", run.acks)
+        .set("compression.type", run.compression)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(count.clone())
+        .unwrap();
+    let t = Duration::from_secs(30);
+    p.init_transactions(t).unwrap();
+    let send_all = |from: usize, to: usize| {
+        p.begin_transaction().unwrap();
+        for i in from..to {
+            let key = (i % 1000).to_string();
+            let payload = &run.payloads[i % run.payloads.len()];
+            while p
+                .send(BaseRecord::to(topic).key(&key).payload(payload))
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        p.commit_transaction(t).unwrap();
+    };
+    if run.warm_up {
+        send_all(0, 1);
+        count.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    let t0 = Instant::now();
+    for from in (0..n).step_by(per_txn) {
+        send_all(from, (from + per_txn).min(n));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(count.1.load(Ordering::Relaxed), 0, "delivery errors");
+    assert_eq!(count.0.load(Ordering::Relaxed) as usize, n);
+    n as f64 / secs
 }
 
 fn consume(

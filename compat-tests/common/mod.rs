@@ -605,10 +605,8 @@ pub fn fill_disk(dir: &Path) -> PathBuf {
     path
 }
 
-/// Runs the single-file Java program `compat-tests/java/<program>` (kafka-clients from `classpath.sh`) with
-/// `--bootstrap` pointing at `b` and `args`, asserts it exited 0 and returns what it printed (stdout then
-/// stderr).
-pub fn run_java(program: &str, b: &Broker, args: &[&str]) -> String {
+/// `java -cp <kafka-clients jars> compat-tests/java/<program> --bootstrap <b> args...`, not yet run.
+pub fn java_command(program: &str, b: &Broker, args: &[&str]) -> Command {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat-tests/java");
     let classpath = Command::new("bash")
         .arg(root.join("classpath.sh"))
@@ -622,18 +620,141 @@ pub fn run_java(program: &str, b: &Broker, args: &[&str]) -> String {
     let cp = String::from_utf8_lossy(&classpath.stdout)
         .trim()
         .to_string();
-    let out = Command::new("java")
-        .args(["-cp", &cp])
+    let mut cmd = Command::new("java");
+    cmd.args(["-cp", &cp])
         .arg(root.join(program))
         .args(["--bootstrap", &b.bootstrap()])
+        .args(args);
+    cmd
+}
+
+/// `python3 compat-tests/python/<script> args... --bootstrap <b>`, not yet run.
+pub fn python_command(script: &str, b: &Broker, args: &[&str]) -> Command {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("compat-tests/python")
+        .join(script);
+    let mut cmd = Command::new("python3");
+    cmd.arg(path)
         .args(args)
+        .args(["--bootstrap", &b.bootstrap()]);
+    cmd
+}
+
+/// Runs the single-file Java program `compat-tests/java/<program>` (kafka-clients from `classpath.sh`) with
+/// `--bootstrap` pointing at `b` and `args`, asserts it exited 0 and returns what it printed (stdout then
+/// stderr).
+pub fn run_java(program: &str, b: &Broker, args: &[&str]) -> String {
+    run_client(java_command(program, b, args))
+}
+
+/// Runs a client program to its end, asserts it exited 0 and returns what it printed (stdout then stderr).
+pub fn run_client(mut cmd: Command) -> String {
+    let out = cmd
         .output()
-        .expect("java");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (run .ci/install-deps): {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{program} failed:\n{text}");
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
+}
+
+/// A client program running in its own process, so a test can kill -9 it mid-work. Its stdout and stderr
+/// lines arrive on a channel; dropping it kills the process.
+pub struct Spawned {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far (stdout and stderr interleaved as they arrived).
+    pub output: Vec<String>,
+}
+
+impl Spawned {
+    pub fn start(mut cmd: Command) -> Spawned {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?} (run .ci/install-deps): {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Spawned {
+            child,
+            lines,
+            output: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `secs`) for a line starting with `prefix` and returns it; fails the test with the
+    /// output so far if the program ends or the time runs out first.
+    pub fn wait_line(&mut self, prefix: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.output.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line '{prefix}...' within {secs} s ({e:?}); output:\n{}",
+                    self.output.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits (at most `secs`) for the program to end, asserts it exited 0 and returns all its output.
+    pub fn wait_success(&mut self, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // The reader threads end at EOF; collect what they still hold.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                    self.output.push(line);
+                }
+                let text = self.output.join("\n");
+                assert!(status.success(), "client exited with {status}:\n{text}");
+                return text;
+            }
+            while let Ok(line) = self.lines.try_recv() {
+                self.output.push(line);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "client still running after {secs} s; output:\n{}",
+                    self.output.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
