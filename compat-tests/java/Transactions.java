@@ -71,7 +71,12 @@ public class Transactions {
     }
 
     static KafkaConsumer<String, String> consumer(String group, String isolation) {
+        return consumer(group, isolation, 500);
+    }
+
+    static KafkaConsumer<String, String> consumer(String group, String isolation, int maxPollRecords) {
         Properties p = new Properties();
+        p.put("max.poll.records", Integer.toString(maxPollRecords));
         p.put("bootstrap.servers", bootstrap);
         if (group != null) p.put("group.id", group);
         p.put("enable.auto.commit", "false");
@@ -235,7 +240,7 @@ public class Transactions {
     }
 
     static void transform(String txnId, String group, String input, String output, int stallAfter) throws Exception {
-        KafkaConsumer<String, String> c = consumer(group, "read_committed");
+        KafkaConsumer<String, String> c = consumer(group, "read_committed", 20);
         List<TopicPartition> tps = partitions(c, input);
         c.assign(tps);
         Map<TopicPartition, Long> end = c.endOffsets(tps, Duration.ofSeconds(30));
