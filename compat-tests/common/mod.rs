@@ -712,7 +712,11 @@ impl Spawned {
                     }
                 }
                 Err(e) => panic!(
-                    "no line '{prefix}...' within {secs} s ({e:?}); output:\n{}",
+                    "no line '{prefix}...' ({}); output:\n{}",
+                    match e {
+                        mpsc::RecvTimeoutError::Timeout => format!("not within {secs} s"),
+                        mpsc::RecvTimeoutError::Disconnected => "the program ended".into(),
+                    },
                     self.output.join("\n")
                 ),
             }
