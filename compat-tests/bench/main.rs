@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 mod groups;
@@ -755,8 +757,14 @@ fn produce(
 }
 
 /// Produces `n` records with an rdkafka transactional producer, `per_txn` records per transaction
-/// (begin, send, commit: commit_transaction flushes and waits for EndTxn and the markers); returns rec/s.
-/// Keys spread the records over every partition, so each transaction adds all of them.
+/// (begin, send, commit: the records are delivered, then EndTxn and the markers); returns rec/s. Keys spread
+/// the records over every partition, so each transaction adds all of them.
+///
+/// rust-rdkafka's `commit_transaction` first calls its `flush`, which polls in steps of 100 ms that run to
+/// their end whatever arrives (rdkafka 0.39 `BaseProducer::poll`), so every commit with a record still in
+/// flight took 100 ms: 10 transactions a second, a client artefact. So this polls the delivery reports itself
+/// until nothing is in flight, then commits (its flush then returns at once). And linger.ms is 0: a commit
+/// sends what is queued at once in librdkafka's own flush and the Java client's, not after a linger.
 fn produce_transactional(
     bootstrap: &str,
     topic: &str,
@@ -765,12 +773,12 @@ fn produce_transactional(
     per_txn: usize,
 ) -> f64 {
     let count = Count::default();
-    let p: ThreadedProducer<Count> = ClientConfig::new()
+    let p: BaseProducer<Count> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("transactional.id", format!("bench-{topic}"))
         .set("acks", run.acks)
         .set("compression.type", run.compression)
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
@@ -787,8 +795,16 @@ fn produce_transactional(
                 .send(BaseRecord::to(topic).key(&key).payload(payload))
                 .is_err()
             {
-                std::thread::sleep(Duration::from_micros(200));
+                p.poll(Duration::from_millis(1));
             }
+        }
+        // Delivery reports first (see above): poll without waiting, nap 0.1 ms, until nothing is in flight.
+        loop {
+            p.poll(Duration::ZERO);
+            if p.in_flight_count() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
         }
         p.commit_transaction(t).unwrap();
     };
