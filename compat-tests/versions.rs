@@ -549,7 +549,7 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
 }
 
 /// InitProducerId for a transactional id, retried while `__transaction_state` is created and loaded.
-fn txn_init(raw: &mut Raw, id: &str) -> (i64, i16) {
+pub(crate) fn txn_init(raw: &mut Raw, id: &str) -> (i64, i16) {
     let mut req = InitProducerIdRequest::default();
     req.transactional_id = Some(TransactionalId(id.to_string().into()));
     req.transaction_timeout_ms = 60_000;
