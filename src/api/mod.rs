@@ -14,6 +14,7 @@ pub mod produce;
 pub mod producer;
 pub mod splice;
 pub mod txn;
+pub mod txn_admin;
 
 use std::future::Future;
 use std::net::SocketAddr;
