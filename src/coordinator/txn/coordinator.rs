@@ -153,6 +153,37 @@ impl TxnCoordinator {
             .map_err(CoordinatorError::code)?
     }
 
+    /// KIP-890: runs `write` (a transactional produce's append, or a transactional offset commit) only if
+    /// `partition` is part of the producer's ongoing transaction: checked (transactions V1, Kafka's
+    /// `verify_only`) or added first (`add`: V2, Produce v12+ / TxnOffsetCommit v5). `write` runs under the
+    /// shard's lock, so no EndTxn or timeout can complete the transaction (write its markers) between the check
+    /// and the write: Kafka's verification guard. `Err` is the coordinator's error for the partition.
+    pub fn with_partition_in_txn<R>(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        partition: (String, i32),
+        add: bool,
+        write: impl FnOnce() -> R,
+    ) -> Result<R, i16> {
+        let parts = [partition];
+        self.runtime
+            .run_with(id, |w| {
+                if add {
+                    let records = w.shard().add_partitions(id, pid, epoch, &parts, w.now())?;
+                    w.write(records).map_err(CoordinatorError::code)?;
+                } else {
+                    let codes = w.shard().verify_partitions(id, pid, epoch, &parts)?;
+                    if let Some(&code) = codes.iter().find(|&&c| c != 0) {
+                        return Err(code);
+                    }
+                }
+                Ok(write())
+            })
+            .map_err(CoordinatorError::code)?
+    }
+
     /// EndTxn (transaction version 1): answered once PrepareCommit/PrepareAbort is durable; the markers and
     /// the completion follow under the same lock (a failure there is retried by the timer, not the client's).
     pub fn end_txn(&self, id: &str, pid: i64, epoch: i16, commit: bool) -> Result<(), i16> {
