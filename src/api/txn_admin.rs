@@ -12,9 +12,53 @@ use kafka_protocol::messages::{
     ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
 };
 
-use super::s;
+use super::{s, RequestContext};
 use crate::coordinator::txn::admin::ListFilter;
 use crate::coordinator::txn::TxnCoordinator;
+
+/// DescribeTransactions from a client. On the blocking pool: a shard's lock may be held while its markers and
+/// completion are appended (and fsynced).
+pub async fn handle_describe_transactions(
+    ctx: &RequestContext,
+    req: DescribeTransactionsRequest,
+) -> Option<DescribeTransactionsResponse> {
+    let txn = ctx.broker.txn.clone();
+    let ids = req.transactional_ids.clone();
+    match tokio::task::spawn_blocking(move || describe_transactions(&txn, req)).await {
+        Ok(resp) => Some(resp),
+        Err(e) => {
+            tracing::error!("DescribeTransactions failed: {e}");
+            let mut resp = DescribeTransactionsResponse::default();
+            resp.transaction_states = ids
+                .into_iter()
+                .map(|id| {
+                    dt::TransactionState::default()
+                        .with_transactional_id(id)
+                        .with_error_code(E::UnknownServerError.code())
+                })
+                .collect();
+            Some(resp)
+        }
+    }
+}
+
+/// ListTransactions from a client; on the blocking pool like DescribeTransactions (it takes every shard's lock
+/// in turn).
+pub async fn handle_list_transactions(
+    ctx: &RequestContext,
+    req: ListTransactionsRequest,
+) -> Option<ListTransactionsResponse> {
+    let txn = ctx.broker.txn.clone();
+    let version = ctx.version;
+    let now = crate::partition::manager::now_ms();
+    match tokio::task::spawn_blocking(move || list_transactions(&txn, version, &req, now)).await {
+        Ok(resp) => Some(resp),
+        Err(e) => {
+            tracing::error!("ListTransactions failed: {e}");
+            Some(ListTransactionsResponse::default().with_error_code(E::UnknownServerError.code()))
+        }
+    }
+}
 
 /// DescribeTransactions v0 (Kafka's `handleDescribeTransactions`): per id its state, producer, timeout, start
 /// time (-1: none) and partitions; INVALID_REQUEST for an empty id, NOT_COORDINATOR /
