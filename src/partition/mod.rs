@@ -753,7 +753,6 @@ mod tests {
             ..testutil::cfg()
         };
         let p = partition(dir.path(), config.clone());
-        p.enable_transactions();
         p.append(keyed(-1, 0, b"k"), false, NOW).unwrap(); // 0
         p.append(keyed(1000, 0, b"k"), false, NOW).unwrap(); // 1: aborted, must not hide 0
         p.append(keyed(1000, 1, b"j"), false, NOW).unwrap(); // 2: aborted, 1000's last batch
