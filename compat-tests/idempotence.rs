@@ -23,7 +23,7 @@ use crate::metadata::create_topic;
 use crate::produce_consume::{assigned_consumer, consume_n, Acks};
 
 /// One uncompressed batch of `count` records from producer `pid`/`epoch` starting at sequence `seq`.
-fn idem_batch(pid: i64, epoch: i16, seq: i32, count: i32, transactional: bool) -> Bytes {
+pub(crate) fn idem_batch(pid: i64, epoch: i16, seq: i32, count: i32, transactional: bool) -> Bytes {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -49,6 +49,16 @@ impl<'a> TxnContext<'a> {
     }
 }
 
+/// KIP-588: clients before the version that introduced PRODUCER_FENCED (`since`) get INVALID_PRODUCER_EPOCH,
+/// which they handle the same way.
+pub fn fenced_for(version: i16, since: i16, code: i16) -> i16 {
+    if version < since && code == E::ProducerFenced.code() {
+        E::InvalidProducerEpoch.code()
+    } else {
+        code
+    }
+}
+
 /// AddPartitionsToTxn v0–5 as dispatched.
 pub async fn handle_add_partitions(
     ctx: &RequestContext,
@@ -56,7 +66,13 @@ pub async fn handle_add_partitions(
 ) -> Option<AddPartitionsToTxnResponse> {
     let image = ctx.broker.image();
     let cx = TxnContext::of(&ctx.broker);
-    Some(add_partitions_to_txn(&cx, &image, &req, ctx.version))
+    let mut resp = add_partitions_to_txn(&cx, &image, &req, ctx.version);
+    for t in &mut resp.results_by_topic_v3_and_below {
+        for p in &mut t.results_by_partition {
+            p.partition_error_code = fenced_for(ctx.version, 2, p.partition_error_code);
+        }
+    }
+    Some(resp)
 }
 
 /// AddOffsetsToTxn v0–4 as dispatched.
@@ -64,12 +80,16 @@ pub async fn handle_add_offsets(
     ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> Option<AddOffsetsToTxnResponse> {
-    Some(add_offsets_to_txn(&TxnContext::of(&ctx.broker), &req))
+    let mut resp = add_offsets_to_txn(&TxnContext::of(&ctx.broker), &req);
+    resp.error_code = fenced_for(ctx.version, 2, resp.error_code);
+    Some(resp)
 }
 
 /// EndTxn v0–5 as dispatched.
 pub async fn handle_end_txn(ctx: &RequestContext, req: EndTxnRequest) -> Option<EndTxnResponse> {
-    Some(end_txn(&TxnContext::of(&ctx.broker), &req, ctx.version).await)
+    let mut resp = end_txn(&TxnContext::of(&ctx.broker), &req, ctx.version).await;
+    resp.error_code = fenced_for(ctx.version, 2, resp.error_code);
+    Some(resp)
 }
 
 /// InitProducerId with a transactional id as dispatched: `(producer id, epoch, error)`. Starts the
@@ -82,7 +102,8 @@ pub async fn handle_init_producer_id(
 ) -> (i64, i16, i16) {
     ctx.broker.start_transactions();
     let cx = TxnContext::of(&ctx.broker);
-    init_producer_id(&cx, transactional_id, timeout_ms, expected).await
+    let (pid, epoch, code) = init_producer_id(&cx, transactional_id, timeout_ms, expected).await;
+    (pid, epoch, fenced_for(ctx.version, 4, code))
 }
 
 /// A producer id for an operation that asked for one; the error code Kafka answers while none can be had.

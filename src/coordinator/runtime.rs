@@ -230,6 +230,13 @@ impl<S: Shard> CoordinatorRuntime<S> {
         });
     }
 
+    /// Marks partition `index` as loading without loading it, so tests can see what requests get meanwhile.
+    #[cfg(test)]
+    pub(crate) fn mark_loading(&self, index: i32) {
+        let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
+        shards.insert(index, Arc::new(Mutex::new(Slot::Loading)));
+    }
+
     /// Drops the shard of partition `index` (leadership moved away or the broker stops).
     pub fn unload(&self, index: i32) {
         let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
@@ -262,6 +269,11 @@ impl<S: Shard> CoordinatorRuntime<S> {
             };
             let before = offset;
             while !buf.is_empty() {
+                // Progress by the batch's header, not its records: a compacted partition holds batches the
+                // cleaner emptied (a producer's last batch, markers) and batches whose last records are gone.
+                if let Some(next) = batch_next_offset(&buf) {
+                    offset = offset.max(next);
+                }
                 let set = match RecordBatchDecoder::decode(&mut buf) {
                     Ok(s) => s,
                     Err(e) => {
@@ -427,6 +439,13 @@ impl<S: Shard> CoordinatorRuntime<S> {
     }
 }
 
+/// The offset after the batch at the start of `buf` (its header's last offset + 1), if a header is there.
+fn batch_next_offset(buf: &[u8]) -> Option<i64> {
+    crate::log::BatchHeader::parse(buf)
+        .ok()
+        .map(|h| h.next_offset())
+}
+
 /// Appends records as one uncompressed v2 batch through the leader append path.
 fn append<S: Shard>(
     p: &Partition,
@@ -489,6 +508,22 @@ fn append<S: Shard>(
 mod tests {
     #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
+
+    #[test]
+    fn loading_moves_past_batches_without_records() {
+        // A batch the cleaner emptied (offsets 5..=7, no records) still moves the load past offset 7.
+        let mut empty =
+            crate::log::testutil::assemble(crate::log::testutil::Codec::None, &[], 0, 2, 0, 0);
+        empty[..8].copy_from_slice(&5i64.to_be_bytes());
+        let mut buf = Bytes::from(empty);
+        assert_eq!(batch_next_offset(&buf), Some(8));
+        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        assert!(
+            set.records.is_empty(),
+            "record offsets alone would not move it"
+        );
+        assert_eq!(batch_next_offset(&[0u8; 10]), None);
+    }
 
     /// Values from Java: `Utils.abs("my-group".hashCode()) % 50` and friends.
     #[test]
