@@ -592,6 +592,89 @@ fn transactions_survive_broker_kill9() {
     });
 }
 
+/// Aborted transactions interleaved with non-transactional records across many small segments: a
+/// read_committed consumer needs the aborted-transaction list of each fetched range (the transaction index),
+/// including transactions that began before the offset it starts from; from the beginning and from the middle
+/// of an aborted transaction, before and after a broker kill -9.
+#[test]
+fn aborted_transactions_across_segments_and_kill9() {
+    bounded(90, || {
+        let mut b = txn_broker();
+        let topic = "txn-segments";
+        create_topic(&b, topic, 1, &[("internal.segment.bytes", "24576")]);
+        let t = Duration::from_secs(20);
+        let (txn, txn_acks) = txn_producer(&b, "seg-txn", &[]);
+        let (plain, plain_acks) = producer(&b, &[("acks", "all")]);
+        let pad = "x".repeat(500);
+        for r in 0..10 {
+            txn.begin_transaction().unwrap();
+            for i in 0..10 {
+                send(&txn, topic, 0, &format!("c{r}-{i}-{pad}"));
+            }
+            txn.commit_transaction(t).unwrap();
+            // Records are ~1 KB (key and value), so a round fills about a segment. An aborted transaction with
+            // non-transactional records in the middle of it.
+            txn.begin_transaction().unwrap();
+            for i in 0..5 {
+                send(&txn, topic, 0, &format!("a{r}-{i}-{pad}"));
+            }
+            txn.flush(t).unwrap();
+            for i in 0..2 {
+                send(&plain, topic, 0, &format!("n{r}-{i}-{pad}"));
+            }
+            plain.flush(t).unwrap();
+            for i in 5..10 {
+                send(&txn, topic, 0, &format!("a{r}-{i}-{pad}"));
+            }
+            txn.flush(t).unwrap();
+            txn.abort_transaction(t).unwrap();
+        }
+        let mut all = acked(&txn_acks);
+        all.extend(acked(&plain_acks));
+        assert_eq!(all.len(), 10 * 22);
+        let segments = crate::common::segment_files(&b.partition_dir(topic, 0));
+        assert!(segments >= 5, "only {segments} segments");
+        let visible: BTreeMap<String, (i32, i64)> = all
+            .iter()
+            .filter(|(v, _)| !v.starts_with('a'))
+            .map(|(v, at)| (v.clone(), *at))
+            .collect();
+        // From the middle of round 6's aborted transaction, past its non-transactional records.
+        let from = all[&format!("a6-7-{pad}")].1;
+        let tail: BTreeMap<String, (i32, i64)> = visible
+            .iter()
+            .filter(|(_, at)| at.1 >= from)
+            .map(|(v, at)| (v.clone(), *at))
+            .collect();
+        assert_eq!(tail.len(), 3 * 12);
+        for round in 0..2 {
+            let rc = consumer(&b, topic, 1, "read_committed");
+            read_exactly(
+                &rc,
+                &visible,
+                &mut Vec::new(),
+                Duration::from_millis(500),
+                &format!("read_committed from the beginning, run {round}"),
+            );
+            let rc = assigned_consumer(
+                &b,
+                topic,
+                1,
+                Offset::Offset(from),
+                &[("isolation.level", "read_committed")],
+            );
+            read_exactly(
+                &rc,
+                &tail,
+                &mut Vec::new(),
+                Duration::from_millis(500),
+                &format!("read_committed from {from}, run {round}"),
+            );
+            b.kill9_and_restart();
+        }
+    });
+}
+
 /// Consume-transform-produce across a kill -9 of the application (`app` builds its command: the Java
 /// program or the confluent-kafka-python script, `stall` = `Some(k)` to stall in the k+1-th transaction):
 /// the first instance is killed in a transaction whose records and offsets were sent but not committed; a
