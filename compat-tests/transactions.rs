@@ -592,6 +592,43 @@ fn transactions_survive_broker_kill9() {
     });
 }
 
+/// The Java client (transactions V2: the epoch bumps at every commit) across a broker kill -9: its open
+/// transaction commits through the restarted broker, its next one works, the aborted one stays aborted.
+#[test]
+fn java_transaction_across_broker_kill9() {
+    bounded(90, || {
+        let mut b = txn_broker();
+        let topic = "txn-crash-java";
+        create_topic(&b, topic, 1, &[]);
+        let mut app = Spawned::start(java_command(
+            "Transactions.java",
+            &b,
+            &["--mode", "crash", "--topic", topic, "--wait-ms", "3000"],
+        ));
+        app.wait_line("open", 60);
+        assert_eq!(latest(&b, topic, 0, READ_COMMITTED), 12, "LSO at o0");
+        b.kill9_and_restart();
+        assert_eq!(
+            latest(&b, topic, 0, READ_COMMITTED),
+            12,
+            "LSO at o0 after the restart"
+        );
+        let out = app.wait_success(60);
+        assert!(out.contains("Transactions: crash ok"), "{out}");
+        let rc = consumer(&b, topic, 1, "read_committed");
+        let got: BTreeSet<String> = drain(&rc, 13, "read_committed")
+            .into_iter()
+            .map(|(_, _, v)| v)
+            .collect();
+        let want: BTreeSet<String> = ["c", "o"]
+            .iter()
+            .flat_map(|p| (0..5).map(move |i| format!("{p}{i}")))
+            .chain((0..3).map(|i| format!("t{i}")))
+            .collect();
+        assert_eq!(got, want);
+    });
+}
+
 /// Aborted transactions interleaved with non-transactional records across many small segments: a
 /// read_committed consumer needs the aborted-transaction list of each fetched range (the transaction index),
 /// including transactions that began before the offset it starts from; from the beginning and from the middle

@@ -17,6 +17,10 @@
 //   aborted when the newer one initialises, and its commitTransaction() fails with ProducerFencedException.
 //   read_committed sees only the newer producer's records.
 //
+// --mode crash --topic T [--wait-ms MS]: a committed, an aborted and an open transaction on partition 0; prints
+//   "open" and waits MS (the test kills the broker -9 and restarts it meanwhile), then commits the open one,
+//   runs one more and reads read_committed: exactly the committed records.
+//
 // --mode transform --txn-id ID --group G --input I --output O [--stall-after K]: consume-transform-produce.
 //   A read_committed consumer of group G (assign, no subscription) reads I from the group's committed
 //   offsets; each poll's records go to O as "out-<value>" (same partition) in one transaction together with
@@ -239,6 +243,42 @@ public class Transactions {
         System.out.println("Transactions: fence ok");
     }
 
+    static void crash(String topic, long waitMs) throws Exception {
+        Map<String, Future<RecordMetadata>> sent = new LinkedHashMap<>();
+        List<String> visible = new ArrayList<>();
+        KafkaProducer<String, String> p = producer("java-crash");
+        p.initTransactions();
+        p.beginTransaction();
+        for (int i = 0; i < 5; i++) { send(p, sent, topic, 0, "c" + i); visible.add("c" + i); }
+        p.commitTransaction();
+        p.beginTransaction();
+        for (int i = 0; i < 5; i++) send(p, sent, topic, 0, "a" + i);
+        p.flush();
+        p.abortTransaction();
+        p.beginTransaction();
+        for (int i = 0; i < 5; i++) { send(p, sent, topic, 0, "o" + i); visible.add("o" + i); }
+        p.flush();
+        System.out.println("open");
+        System.out.flush();
+        // The test kills the broker (-9) and restarts it meanwhile.
+        Thread.sleep(waitMs);
+        p.commitTransaction();
+        p.beginTransaction();
+        for (int i = 0; i < 3; i++) { send(p, sent, topic, 0, "t" + i); visible.add("t" + i); }
+        p.commitTransaction();
+        Map<String, String> acks = acks(sent);
+        Map<String, String> want = new HashMap<>();
+        for (String v : visible) want.put(v, acks.get(v));
+        try (KafkaConsumer<String, String> rc = consumer(null, "read_committed")) {
+            List<TopicPartition> tps = partitions(rc, topic);
+            rc.assign(tps);
+            rc.seekToBeginning(tps);
+            readExactly(rc, want, new ArrayList<>(), "read_committed after the broker restart");
+        }
+        p.close();
+        System.out.println("Transactions: crash ok");
+    }
+
     static void transform(String txnId, String group, String input, String output, int stallAfter) throws Exception {
         KafkaConsumer<String, String> c = consumer(group, "read_committed", 20);
         List<TopicPartition> tps = partitions(c, input);
@@ -302,6 +342,7 @@ public class Transactions {
             switch (mode) {
                 case "read-committed": readCommitted(opt.get("--topic")); break;
                 case "fence": fence(opt.get("--topic")); break;
+                case "crash": crash(opt.get("--topic"), Long.parseLong(opt.getOrDefault("--wait-ms", "3000"))); break;
                 case "transform":
                     transform(opt.get("--txn-id"), opt.get("--group"), opt.get("--input"), opt.get("--output"),
                         Integer.parseInt(opt.getOrDefault("--stall-after", "-1")));
