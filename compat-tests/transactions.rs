@@ -463,6 +463,10 @@ fn hanging_transaction_is_aborted_by_its_timeout() {
             assert_eq!(open.len(), 1, "one open transaction: {open:?}");
             assert_eq!(open[0].2, 0, "its first offset");
             assert_eq!(latest(&b, topic, 0, READ_UNCOMMITTED), 8);
+        } else {
+            println!(
+                "slow machine: the open-transaction checks skipped, the timeout may have passed"
+            );
         }
         let rc = consumer(&b, topic, 1, "read_committed");
         let mut got = Vec::new();
@@ -535,6 +539,8 @@ fn transactions_survive_broker_kill9() {
         if restarted < Duration::from_secs(7) {
             assert_eq!(open, BTreeSet::from([12, 17]), "both open transactions");
             assert_eq!(latest(&b, topic, 0, READ_UNCOMMITTED), 20);
+        } else {
+            println!("slow restart: the open-transaction checks skipped, the dead one may have timed out");
         }
         assert_eq!(latest(&b, topic, 0, READ_COMMITTED), 12);
         // The surviving producer commits its open transaction through the restarted coordinator.
