@@ -40,8 +40,8 @@ use crate::log::cleaner::{self, CleanStats, CompactionConfig};
 use crate::log::producer_state::CompletedTxn;
 use crate::log::txn_index::AbortedTxn;
 use crate::log::{
-    validate_producer_records, AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig,
-    LogError, LogHealth,
+    validate_producer_records, AppendInfo, AppendOrigin, BatchHeader, FileSlice, FlushJob, Log,
+    LogConfig, LogError, LogHealth,
 };
 
 /// Why an append was refused.
@@ -296,6 +296,19 @@ impl Partition {
         acks_all: bool,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
+        self.append_from(records, acks_all, now_ms, AppendOrigin::Client)
+    }
+
+    /// [`Partition::append`] for an origin: a coordinator's transactional batches (TxnOffsetCommit) skip the
+    /// sequence checks and the transactional-produce gate (the coordinator only writes them for a transaction
+    /// its transaction coordinator will end).
+    pub fn append_from(
+        &self,
+        records: Bytes,
+        acks_all: bool,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, AppendError> {
         if acks_all
             && self.isr_size.load(Ordering::Acquire)
                 < self.min_insync_replicas.load(Ordering::Acquire)
@@ -312,7 +325,10 @@ impl Partition {
             }
         }
         if let Ok(first) = BatchHeader::parse(&records) {
-            if first.is_transactional() && !self.transactions.load(Ordering::Acquire) {
+            if first.is_transactional()
+                && origin == AppendOrigin::Client
+                && !self.transactions.load(Ordering::Acquire)
+            {
                 return Err(AppendError::Log(LogError::InvalidTxnState(
                     "transactional produce is not enabled on this broker".into(),
                 )));
@@ -331,11 +347,12 @@ impl Partition {
             let Some(mut log) = self.write() else {
                 return Err(AppendError::Deleted);
             };
-            let info = log.append_validated(
+            let info = log.append_validated_from(
                 &mut buf,
                 &validated,
                 self.leader_epoch.load(Ordering::Acquire),
                 now_ms,
+                origin,
             )?;
             let flush = log
                 .flush_due_by_messages()
