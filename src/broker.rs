@@ -44,6 +44,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// The group coordinator (shards over the `__consumer_offsets` partitions led here).
     pub groups: Arc<GroupCoordinator>,
+    /// The transaction coordinator (shards over the `__transaction_state` partitions led here).
+    pub txn: Arc<crate::coordinator::txn::TxnCoordinator>,
     /// Producer ids for InitProducerId, from controller-allocated blocks.
     pub producer_ids: crate::coordinator::producer_ids::ProducerIdManager,
     /// Cancelled once to stop everything.
@@ -86,11 +88,25 @@ impl Broker {
             .await?;
         let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
         let producer_ids = crate::coordinator::producer_ids::ProducerIdManager::new(config.node_id);
+        // Markers for __consumer_offsets go through the group coordinator (pending transactional offsets).
+        let markers = Arc::new(
+            crate::coordinator::txn::local_markers::LocalMarkerWriter::new(
+                replicas.clone(),
+                groups.clone(),
+            ),
+        );
+        let txn = Arc::new(crate::coordinator::txn::TxnCoordinator::new(
+            replicas.clone(),
+            50,
+            crate::coordinator::txn::TxnLimits::default(),
+            markers,
+        ));
         Ok(Arc::new(Broker {
             config,
             controller,
             replicas,
             groups,
+            txn,
             producer_ids,
             shutdown: CancellationToken::new(),
         }))

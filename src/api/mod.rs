@@ -14,6 +14,7 @@ pub mod produce;
 pub mod producer;
 pub mod splice;
 pub mod txn;
+pub mod txn_offset_commit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -238,6 +239,7 @@ requests! {
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest, consumer_group::consumer_group_describe;
     InitProducerId => InitProducerIdRequest, producer::init_producer_id;
     DescribeProducers => DescribeProducersRequest, producer::describe_producers;
+    TxnOffsetCommit => TxnOffsetCommitRequest, txn_offset_commit::handle;
 }
 
 /// Encodes `size | response header | body` for `api` at `version`.

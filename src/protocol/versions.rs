@@ -58,6 +58,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -138,6 +139,7 @@ mod tests {
                 ApiKey::ConsumerGroupDescribe => range::<ConsumerGroupDescribeRequest>(),
                 ApiKey::InitProducerId => range::<InitProducerIdRequest>(),
                 ApiKey::DescribeProducers => range::<DescribeProducersRequest>(),
+                ApiKey::TxnOffsetCommit => range::<TxnOffsetCommitRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
             assert!(

@@ -20,7 +20,7 @@ pub mod member;
 pub mod offsets;
 pub mod records;
 mod runtime_ext;
-mod txn_offsets;
+pub mod txn_offsets;
 
 use std::collections::HashMap;
 
