@@ -184,3 +184,271 @@ fn write_error(e: CoordinatorError) -> i16 {
         e => e.code(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        GroupId, OffsetFetchRequest, ProducerId, RequestHeader, TopicName, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::api::txn::{init_producer_id, TxnContext};
+    use crate::broker::Broker;
+    use crate::config::BrokerConfig;
+    use crate::controller::NewTopic;
+    use crate::coordinator::txn::TXN_STATE_TOPIC;
+
+    fn s(x: &str) -> StrBytes {
+        StrBytes::from_string(x.to_string())
+    }
+
+    async fn create(broker: &Broker, name: &str, n: i32) {
+        let t = NewTopic {
+            name: name.into(),
+            num_partitions: n,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        };
+        broker.controller.create_topic(t, false).await.unwrap();
+        for _ in 0..500 {
+            if broker.replicas.get(name, n - 1).is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} not opened");
+    }
+
+    async fn loaded(status: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if status() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("shard not loaded");
+    }
+
+    fn request(pid: i64, epoch: i16, parts: &[(&str, i32, i64, usize)]) -> TxnOffsetCommitRequest {
+        let mut req = TxnOffsetCommitRequest::default();
+        req.transactional_id = TransactionalId(s("tx"));
+        req.group_id = GroupId(s("g"));
+        req.producer_id = ProducerId(pid);
+        req.producer_epoch = epoch;
+        req.generation_id = -1;
+        for (t, p, o, meta) in parts {
+            let mut part = TxnOffsetCommitRequestPartition::default();
+            part.partition_index = *p;
+            part.committed_offset = *o;
+            part.committed_leader_epoch = -1;
+            part.committed_metadata = Some(s(&"x".repeat(*meta)));
+            let mut topic = TxnOffsetCommitRequestTopic::default();
+            topic.name = TopicName(s(t));
+            topic.partitions.push(part);
+            req.topics.push(topic);
+        }
+        req
+    }
+
+    fn codes(r: &TxnOffsetCommitResponse) -> Vec<i16> {
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect()
+    }
+
+    /// Committed offsets of group "g" and the partitions with pending ones.
+    #[allow(clippy::type_complexity)]
+    fn state(groups: &GroupCoordinator) -> (Vec<(String, i32, i64)>, Vec<(String, i32)>) {
+        groups
+            .read("g", |sh| {
+                let committed = sh
+                    .offsets
+                    .all("g")
+                    .into_iter()
+                    .map(|(t, p, c)| (t.to_string(), p, c.offset))
+                    .collect();
+                (committed, sh.offsets.pending_partitions("g"))
+            })
+            .unwrap()
+    }
+
+    /// Whole transactions through the handler and the transaction coordinator: verification, pending offsets,
+    /// OffsetFetch require_stable, COMMIT and ABORT markers written through the group coordinator, a plain
+    /// commit written later winning, and a reload of `__consumer_offsets` that rebuilds the same state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactional_offsets_through_markers_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::start(Arc::new(config)).await.unwrap();
+        create(&broker, OFFSETS_TOPIC, 1).await;
+        create(&broker, TXN_STATE_TOPIC, 1).await;
+        create(&broker, "t", 2).await;
+        broker.groups.set_partition_count(1);
+        broker.groups.load(0);
+        broker.txn.runtime().set_partition_count(1);
+        broker.txn.runtime().load(0);
+        loaded(|| broker.groups.status("g").is_ok() && broker.txn.runtime().status("tx").is_ok())
+            .await;
+        let offsets_of = |_: &str| 0;
+        let tcx = TxnContext {
+            coordinator: &broker.txn,
+            producer_ids: &broker.producer_ids,
+            controller: &broker.controller,
+            offsets_partition_of: &offsets_of,
+        };
+        let (pid, epoch, err) = init_producer_id(&tcx, "tx", 60_000, None).await;
+        assert_eq!(err, 0);
+        let image = broker.image();
+        let cx = TxnOffsetContext {
+            txn: &broker.txn,
+            groups: &broker.groups,
+            image: &image,
+            max_metadata_bytes: 4096,
+        };
+        let add = |cx: &TxnOffsetContext<'_>| {
+            cx.txn
+                .add_partitions("tx", pid, epoch, &[(OFFSETS_TOPIC.into(), 0)])
+                .unwrap();
+        };
+
+        // v0–4 need AddOffsetsToTxn first.
+        let r = txn_offset_commit(&cx, &request(pid, epoch, &[("t", 0, 10, 1)]), 3);
+        assert_eq!(codes(&r), vec![E::InvalidTxnState.code()]);
+        add(&cx);
+        let req = request(
+            pid,
+            epoch,
+            &[
+                ("t", 0, 10, 1),
+                ("t", 1, 20, 1),
+                ("t", 7, 1, 1),
+                ("nope", 0, 1, 1),
+                ("t", 0, 1, 5000),
+            ],
+        );
+        let r = txn_offset_commit(&cx, &req, 3);
+        let bad = [
+            E::UnknownTopicOrPartition.code(),
+            E::OffsetMetadataTooLarge.code(),
+        ];
+        assert_eq!(codes(&r), vec![0, 0, bad[0], bad[0], bad[1]]);
+        // A wrong epoch is fenced by the transaction coordinator.
+        let r = txn_offset_commit(&cx, &request(pid, epoch - 1, &[("t", 0, 1, 1)]), 3);
+        assert_ne!(codes(&r), vec![0]);
+        assert_eq!(
+            state(&broker.groups),
+            (vec![], vec![("t".into(), 0), ("t".into(), 1)])
+        );
+
+        // OffsetFetch: require_stable answers UNSTABLE_OFFSET_COMMIT for pending partitions only.
+        let ctx = RequestContext {
+            broker: broker.clone(),
+            header: RequestHeader::default(),
+            version: 7,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: "PLAINTEXT",
+        };
+        let fetch = |stable: bool| {
+            let mut f = OffsetFetchRequest::default();
+            f.group_id = GroupId(s("g"));
+            f.require_stable = stable;
+            let mut t = OffsetFetchRequestTopic::default();
+            t.name = TopicName(s("t"));
+            t.partition_indexes = vec![0, 1];
+            f.topics = Some(vec![t]);
+            f
+        };
+        let got = crate::api::group::offset_fetch(&ctx, fetch(true))
+            .await
+            .unwrap();
+        let unstable = E::UnstableOffsetCommit.code();
+        let errs: Vec<i16> = got.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(errs, vec![unstable, unstable]);
+        let got = crate::api::group::offset_fetch(&ctx, fetch(false))
+            .await
+            .unwrap();
+        let offs: Vec<(i64, i16)> = got.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.committed_offset, p.error_code))
+            .collect();
+        assert_eq!(offs, vec![(-1, 0), (-1, 0)]);
+
+        // A plain commit of t-1 written after the transactional one wins at COMMIT.
+        broker
+            .groups
+            .run("g", |sh, now| {
+                let item = CommitItem {
+                    topic: "t".into(),
+                    partition: 1,
+                    offset: 99,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    retention_ms: None,
+                };
+                ((), sh.commit("g", "", None, -1, &[item], 8, now).unwrap())
+            })
+            .unwrap();
+        broker.txn.end_txn("tx", pid, epoch, true).unwrap();
+        let committed = vec![("t".to_string(), 0, 10), ("t".to_string(), 1, 99)];
+        assert_eq!(state(&broker.groups), (committed.clone(), vec![]));
+        let got = crate::api::group::offset_fetch(&ctx, fetch(true))
+            .await
+            .unwrap();
+        let offs: Vec<(i64, i16)> = got.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.committed_offset, p.error_code))
+            .collect();
+        assert_eq!(offs, vec![(10, 0), (99, 0)]);
+
+        // An aborted transaction leaves nothing (same epoch, so the coordinator's batch repeats sequence 0).
+        add(&cx);
+        let r = txn_offset_commit(&cx, &request(pid, epoch, &[("t", 0, 50, 1)]), 4);
+        assert_eq!(codes(&r), vec![0]);
+        broker.txn.end_txn("tx", pid, epoch, false).unwrap();
+        assert_eq!(state(&broker.groups), (committed.clone(), vec![]));
+
+        // v5 adds the partition implicitly; this transaction stays open.
+        let r = txn_offset_commit(&cx, &request(pid, epoch, &[("t", 0, 70, 1)]), 5);
+        assert_eq!(codes(&r), vec![0]);
+        let open = (committed.clone(), vec![("t".to_string(), 0)]);
+        assert_eq!(state(&broker.groups), open);
+
+        // A reload from the log (markers included) rebuilds the same state, the open transaction pending.
+        let again = Arc::new(GroupCoordinator::new(
+            broker.config.clone(),
+            broker.replicas.clone(),
+        ));
+        again.set_partition_count(1);
+        again.load(0);
+        loaded(|| again.status("g").is_ok()).await;
+        assert_eq!(state(&again), open);
+        let pending = again
+            .read("g", |sh| {
+                sh.offsets
+                    .pending_offset(pid, "g", "t", 0)
+                    .map(|c| c.offset)
+            })
+            .unwrap();
+        assert_eq!(pending, Some(70));
+    }
+}
