@@ -67,6 +67,9 @@ fn verification_error(code: i16) -> i16 {
     }
 }
 
+/// A partition of the request: the item to write, or the error already decided.
+type PlannedPartition = (i32, Result<CommitItem, i16>);
+
 /// TxnOffsetCommit: the error of each partition.
 pub fn txn_offset_commit(
     cx: &TxnOffsetContext<'_>,
@@ -74,7 +77,7 @@ pub fn txn_offset_commit(
     version: i16,
 ) -> TxnOffsetCommitResponse {
     // Per partition: the item to write, or the error already decided.
-    let mut plan: Vec<(String, Vec<(i32, Result<CommitItem, i16>)>)> = Vec::new();
+    let mut plan: Vec<(String, Vec<PlannedPartition>)> = Vec::new();
     for t in &req.topics {
         let topic = cx.image.topic(&t.name.0);
         let mut parts = Vec::new();

@@ -94,6 +94,7 @@ impl GroupShard {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)] // small test constants
     use bytes::Bytes;
     use kafka_protocol::error::ResponseError as E;
 
