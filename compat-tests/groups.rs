@@ -632,17 +632,33 @@ fn find_coordinator_batched_and_transaction_keys() {
                 (0, 1, i32::from(b.port))
             );
         }
-        let r: FindCoordinatorResponse = raw.call(
-            ApiKey::FindCoordinator,
-            6,
-            &FindCoordinatorRequest::default()
-                .with_key_type(1)
-                .with_coordinator_keys(vec![sbytes("t")]),
-        );
+        // Transactions: the first lookup creates __transaction_state (COORDINATOR_NOT_AVAILABLE meanwhile).
+        let find_txn = |raw: &mut Raw| -> FindCoordinatorResponse {
+            raw.call(
+                ApiKey::FindCoordinator,
+                6,
+                &FindCoordinatorRequest::default()
+                    .with_key_type(1)
+                    .with_coordinator_keys(vec![sbytes("t")]),
+            )
+        };
+        let mut r = find_txn(&mut raw);
+        for _ in 0..200 {
+            if r.coordinators[0].error_code == 0 {
+                break;
+            }
+            assert_eq!(
+                r.coordinators[0].error_code, 15,
+                "COORDINATOR_NOT_AVAILABLE"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            r = find_txn(&mut raw);
+        }
         assert_eq!(
-            r.coordinators[0].error_code, 15,
-            "COORDINATOR_NOT_AVAILABLE for transactions"
+            (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
+            (0, 1)
         );
+        assert!(b.dir.join("__transaction_state-49").is_dir());
         // __consumer_offsets exists, with Kafka's default partition count, compacted as in Kafka.
         assert!(b.dir.join("__consumer_offsets-49").is_dir());
         let mut res = describe_configs_request::DescribeConfigsResource::default();

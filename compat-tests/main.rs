@@ -25,4 +25,5 @@ mod metadata;
 mod offsets_retention;
 mod other_clients;
 mod produce_consume;
+mod txn_raw;
 mod versions;

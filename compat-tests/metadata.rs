@@ -195,11 +195,23 @@ fn api_versions_table_and_kip511() {
         // Idempotent producers (Kafka 4.1's ranges within the codec's).
         assert_eq!(get(ApiKey::InitProducerId), Some((0, 5)));
         assert_eq!(get(ApiKey::DescribeProducers), Some((0, 0)));
-        assert_eq!(
-            get(ApiKey::AddPartitionsToTxn),
-            None,
-            "transactions are not advertised until implemented"
-        );
+        // Transactions (Kafka 4.1's ranges) and the transaction.version feature at 2 (KIP-890).
+        assert_eq!(get(ApiKey::AddPartitionsToTxn), Some((0, 5)));
+        assert_eq!(get(ApiKey::AddOffsetsToTxn), Some((0, 4)));
+        assert_eq!(get(ApiKey::EndTxn), Some((0, 5)));
+        let tv = resp
+            .finalized_features
+            .iter()
+            .find(|f| f.name.as_str() == "transaction.version")
+            .map(|f| (f.min_version_level, f.max_version_level));
+        assert_eq!(tv, Some((2, 2)), "transaction.version finalized at 2");
+        assert!(resp.finalized_features_epoch >= 0);
+        let sup = resp
+            .supported_features
+            .iter()
+            .find(|f| f.name.as_str() == "transaction.version")
+            .map(|f| (f.min_version, f.max_version));
+        assert_eq!(sup, Some((0, 2)));
         // KIP-511: a newer ApiVersions gets UNSUPPORTED_VERSION with a v0 body listing our ranges.
         let mut frame = Vec::new();
         frame.extend_from_slice(&18i16.to_be_bytes());

@@ -479,6 +479,71 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
             let r: DescribeProducersResponse = raw.call(api, v, &req);
             assert_eq!(r.topics[0].partitions[0].error_code, 0, "{ctx}");
         }
+        ApiKey::AddPartitionsToTxn => {
+            let (pid, epoch) = txn_init(raw, &format!("apt-v{v}"));
+            let mut t = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+            t.name = name("v");
+            t.partitions = vec![0];
+            let mut req = AddPartitionsToTxnRequest::default();
+            if v <= 3 {
+                req.v3_and_below_transactional_id = TransactionalId(format!("apt-v{v}").into());
+                req.v3_and_below_producer_id = ProducerId(pid);
+                req.v3_and_below_producer_epoch = epoch;
+                req.v3_and_below_topics = vec![t];
+                let r: AddPartitionsToTxnResponse = raw.call(api, v, &req);
+                let p = &r.results_by_topic_v3_and_below[0].results_by_partition[0];
+                assert_eq!(p.partition_error_code, 0, "{ctx}");
+            } else {
+                let mut tx =
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
+                tx.transactional_id = TransactionalId(format!("apt-v{v}").into());
+                tx.producer_id = ProducerId(pid);
+                tx.producer_epoch = epoch;
+                tx.verify_only = false;
+                tx.topics = vec![t];
+                req.transactions = vec![tx];
+                let r: AddPartitionsToTxnResponse = raw.call(api, v, &req);
+                let p = &r.results_by_transaction[0].topic_results[0].results_by_partition[0];
+                assert_eq!(p.partition_error_code, 0, "{ctx}");
+            }
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let id = format!("aot-v{v}");
+            let (pid, epoch) = txn_init(raw, &id);
+            let mut req = AddOffsetsToTxnRequest::default();
+            req.transactional_id = TransactionalId(id.into());
+            req.producer_id = ProducerId(pid);
+            req.producer_epoch = epoch;
+            req.group_id = GroupId("g".into());
+            let r: AddOffsetsToTxnResponse = raw.call(api, v, &req);
+            assert_eq!(r.error_code, 0, "{ctx}");
+        }
+        ApiKey::EndTxn => {
+            let id = format!("end-v{v}");
+            let (pid, epoch) = txn_init(raw, &id);
+            let mut req = AddOffsetsToTxnRequest::default();
+            req.transactional_id = TransactionalId(id.clone().into());
+            req.producer_id = ProducerId(pid);
+            req.producer_epoch = epoch;
+            req.group_id = GroupId("g".into());
+            let r: AddOffsetsToTxnResponse = raw.call(ApiKey::AddOffsetsToTxn, 3, &req);
+            assert_eq!(r.error_code, 0, "{ctx}");
+            let mut req = EndTxnRequest::default();
+            req.transactional_id = TransactionalId(id.into());
+            req.producer_id = ProducerId(pid);
+            req.producer_epoch = epoch;
+            req.committed = false;
+            let r: EndTxnResponse = raw.call(api, v, &req);
+            assert_eq!(r.error_code, 0, "{ctx}");
+            if v >= 5 {
+                // Transactions V2: every end bumps the epoch.
+                assert_eq!(
+                    (r.producer_id.0, r.producer_epoch),
+                    (pid, epoch + 1),
+                    "{ctx}"
+                );
+            }
+        }
         ApiKey::TxnOffsetCommit => {
             let part = |p: i32| {
                 txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
@@ -518,6 +583,26 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
         }
         other => panic!("{other:?} is in the table but not covered here"),
     }
+}
+
+/// InitProducerId for a transactional id, retried while `__transaction_state` is created and loaded.
+pub(crate) fn txn_init(raw: &mut Raw, id: &str) -> (i64, i16) {
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = Some(TransactionalId(id.to_string().into()));
+    req.transaction_timeout_ms = 60_000;
+    req.producer_id = ProducerId(-1);
+    req.producer_epoch = -1;
+    for _ in 0..200 {
+        let r: InitProducerIdResponse = raw.call(ApiKey::InitProducerId, 4, &req);
+        // COORDINATOR_LOAD_IN_PROGRESS / _NOT_AVAILABLE / NOT_COORDINATOR while the topic is created and loaded.
+        if matches!(r.error_code, 14..=16) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
+        assert_eq!(r.error_code, 0, "InitProducerId {id}");
+        return (r.producer_id.0, r.producer_epoch);
+    }
+    panic!("the transaction coordinator never became available");
 }
 
 fn join(group: &str, member: &str) -> JoinGroupRequest {

@@ -1,9 +1,13 @@
 //! The broker: ties the configuration, the controller, the replica manager and the shutdown token together.
 //!
 //! `Broker` is shared as `Arc<Broker>` by every connection task. It owns no mutable state itself: metadata
-//! belongs to the [`Controller`], partitions to the [`ReplicaManager`].
+//! belongs to the [`Controller`], partitions to the [`ReplicaManager`], groups to the [`GroupCoordinator`] and
+//! transactions to the [`TxnCoordinator`]. `__transaction_state` is created at the first FindCoordinator or
+//! InitProducerId for a transactional id, as Kafka does, by one task of its own ([`Broker::start_transactions`]),
+//! which then loads its partitions.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
 use crate::controller::{ConfigOp, Controller, ControllerError, NewTopic};
+use crate::coordinator::txn::{LocalMarkerWriter, TxnCoordinator, TxnLimits, TXN_STATE_TOPIC};
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::{BrokerInfo, MetadataImage};
 use crate::partition::manager::ReplicaManager;
@@ -45,11 +50,13 @@ pub struct Broker {
     /// The group coordinator (shards over the `__consumer_offsets` partitions led here).
     pub groups: Arc<GroupCoordinator>,
     /// The transaction coordinator (shards over the `__transaction_state` partitions led here).
-    pub txn: Arc<crate::coordinator::txn::TxnCoordinator>,
+    pub txn: Arc<TxnCoordinator>,
     /// Producer ids for InitProducerId, from controller-allocated blocks.
     pub producer_ids: crate::coordinator::producer_ids::ProducerIdManager,
     /// Cancelled once to stop everything.
     pub shutdown: CancellationToken,
+    /// Set once the task creating and loading `__transaction_state` has been started.
+    txn_started: AtomicBool,
 }
 
 impl Broker {
@@ -87,20 +94,19 @@ impl Broker {
             })
             .await?;
         let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
-        let producer_ids = crate::coordinator::producer_ids::ProducerIdManager::new(config.node_id);
-        // Markers for __consumer_offsets go through the group coordinator (pending transactional offsets).
-        let markers = Arc::new(
-            crate::coordinator::txn::local_markers::LocalMarkerWriter::new(
-                replicas.clone(),
-                groups.clone(),
-            ),
-        );
-        let txn = Arc::new(crate::coordinator::txn::TxnCoordinator::new(
+        let limits = TxnLimits {
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            id_expiration_ms: config.transactional_id_expiration_ms,
+            ..TxnLimits::default()
+        };
+        let txn = Arc::new(TxnCoordinator::new(
             replicas.clone(),
-            50,
-            crate::coordinator::txn::TxnLimits::default(),
-            markers,
+            config.transaction_state_log_num_partitions,
+            limits,
+            // Markers for __consumer_offsets go through the group coordinator (pending transactional offsets).
+            Arc::new(LocalMarkerWriter::new(replicas.clone(), groups.clone())),
         ));
+        let producer_ids = crate::coordinator::producer_ids::ProducerIdManager::new(config.node_id);
         Ok(Arc::new(Broker {
             config,
             controller,
@@ -109,7 +115,42 @@ impl Broker {
             txn,
             producer_ids,
             shutdown: CancellationToken::new(),
+            txn_started: AtomicBool::new(false),
         }))
+    }
+
+    /// Starts, once, the task that creates `__transaction_state` if needed and loads the partitions of it led
+    /// here; until they are loaded the transaction coordinator answers COORDINATOR_NOT_AVAILABLE /
+    /// COORDINATOR_LOAD_IN_PROGRESS, which clients retry. Its own task: the request that triggers it may be
+    /// dropped with its connection at any await (see ARCHITECTURE.md, "Work that outlives its request").
+    pub fn start_transactions(self: &Arc<Self>) {
+        if self.txn_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let b = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = create_txn_state_topic(&b.config, &b.controller).await {
+                tracing::error!(
+                    "cannot create {TXN_STATE_TOPIC}: {e}; transactions are unavailable"
+                );
+                // Let a later request try again.
+                b.txn_started.store(false, Ordering::Release);
+                return;
+            }
+            let Some(t) = b.image().topic(TXN_STATE_TOPIC).cloned() else {
+                b.txn_started.store(false, Ordering::Release);
+                return;
+            };
+            b.txn
+                .runtime()
+                .set_partition_count(i32::try_from(t.partitions.len()).unwrap_or(i32::MAX));
+            // One broker leads every partition; with replication, leadership changes will load/unload.
+            for p in b.replicas.all() {
+                if p.topic == TXN_STATE_TOPIC {
+                    b.txn.runtime().load(p.index);
+                }
+            }
+        });
     }
 
     /// The current metadata snapshot.
@@ -120,6 +161,26 @@ impl Broker {
     /// Starts the group coordinator (creates `__consumer_offsets` if needed, loads its partitions) and the
     /// retention, cleaner, flush and group timer loops; they stop with the shutdown token.
     pub fn spawn_background(self: &Arc<Self>) {
+        if self.image().topic(TXN_STATE_TOPIC).is_some() {
+            self.start_transactions();
+        }
+        let b = self.clone();
+        tokio::spawn(async move {
+            let every = u64::try_from(crate::coordinator::txn::TXN_TICK_MS).unwrap_or(1000);
+            let mut tick = tokio::time::interval(Duration::from_millis(every));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = b.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        // Timeouts, expiration and marker retries append (maybe fsync): blocking pool.
+                        let txn = b.txn.clone();
+                        let now = crate::partition::manager::now_ms();
+                        let _ = tokio::task::spawn_blocking(move || txn.tick_all(now)).await;
+                    }
+                }
+            }
+        });
         let b = self.clone();
         tokio::spawn(async move {
             // Off the start-up path: the first start creates 50 partitions (a few hundred ms of fsyncs), and
@@ -276,6 +337,34 @@ async fn create_offsets_topic(
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: config.offsets_topic_num_partitions,
         replication_factor: config.offsets_topic_replication_factor,
+        assignments: Vec::new(),
+        configs,
+    };
+    match controller.create_topic(topic, false).await {
+        Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `__transaction_state` (Kafka: `cleanup.policy=compact`, `transaction.state.log.segment.bytes`),
+/// unless it exists.
+async fn create_txn_state_topic(
+    config: &BrokerConfig,
+    controller: &Controller,
+) -> Result<(), ControllerError> {
+    if controller.image().topic(TXN_STATE_TOPIC).is_some() {
+        return Ok(());
+    }
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert(
+        "segment.bytes".to_string(),
+        config.transaction_state_log_segment_bytes.to_string(),
+    );
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    let topic = NewTopic {
+        name: TXN_STATE_TOPIC.to_string(),
+        num_partitions: config.transaction_state_log_num_partitions,
+        replication_factor: config.transaction_state_log_replication_factor,
         assignments: Vec::new(),
         configs,
     };

@@ -166,6 +166,18 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// Most producer ids one partition remembers; a new one beyond evicts the least recently written.
     pub producer_state_max_producers: i32,
+    /// Partitions of the internal `__transaction_state` topic, created at the first transactional request
+    /// (fixed afterwards: a transactional id's coordinator depends on it).
+    pub transaction_state_log_num_partitions: i32,
+    /// Replication factor of `__transaction_state`; a single broker supports only 1.
+    pub transaction_state_log_replication_factor: i16,
+    /// Segment size of `__transaction_state` (`transaction.state.log.segment.bytes`).
+    pub transaction_state_log_segment_bytes: i32,
+    /// Largest `transaction.timeout.ms` a producer may ask for; more gets INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout_ms: i32,
+    /// A transactional id whose last transaction ended this long ago (and that has none open) is forgotten,
+    /// in ms (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl BrokerConfig {
@@ -256,6 +268,11 @@ impl Default for BrokerConfig {
             group_consumer_assignors: "uniform,range".into(),
             producer_id_expiration_ms: 86_400_000,
             producer_state_max_producers: 10_000,
+            transaction_state_log_num_partitions: 50,
+            transaction_state_log_replication_factor: 1,
+            transaction_state_log_segment_bytes: 104_857_600,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
         }
     }
 }
@@ -469,6 +486,27 @@ impl BrokerConfig {
         }
         if self.producer_state_max_producers < 1 {
             return Err(bad("producer_state_max_producers", "must be >= 1"));
+        }
+        if self.transaction_state_log_num_partitions < 1 {
+            return Err(bad("transaction_state_log_num_partitions", "must be >= 1"));
+        }
+        if self.transaction_state_log_replication_factor != 1 {
+            return Err(bad(
+                "transaction_state_log_replication_factor",
+                "a single broker supports only 1",
+            ));
+        }
+        if i64::from(self.transaction_state_log_segment_bytes) < crate::log::MIN_SEGMENT_BYTES {
+            return Err(bad(
+                "transaction_state_log_segment_bytes",
+                "must be >= 1048576",
+            ));
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return Err(bad("transaction_max_timeout_ms", "must be >= 1"));
+        }
+        if self.transactional_id_expiration_ms < 1 {
+            return Err(bad("transactional_id_expiration_ms", "must be >= 1"));
         }
         if self.group_max_size < 1 {
             return Err(bad("group_max_size", "must be >= 1"));

@@ -1,13 +1,17 @@
-//! ApiVersions: the advertised ranges from [`crate::protocol::versions::SUPPORTED`].
+//! ApiVersions: the advertised ranges from [`crate::protocol::versions::SUPPORTED`] and the feature levels of
+//! [`crate::protocol::versions::FEATURES`] (v3+), supported and finalized alike: a single broker's features
+//! are final from its first start.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::Encodable;
 
 use super::RequestContext;
-use crate::protocol::versions::SUPPORTED;
+use crate::protocol::versions::{FEATURES, SUPPORTED};
 
 fn response() -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
@@ -21,6 +25,20 @@ fn response() -> ApiVersionsResponse {
             v
         })
         .collect();
+    for f in FEATURES {
+        let mut sup = SupportedFeatureKey::default();
+        sup.name = super::s(f.name);
+        sup.min_version = f.min;
+        sup.max_version = f.max;
+        r.supported_features.push(sup);
+        let mut fin = FinalizedFeatureKey::default();
+        fin.name = super::s(f.name);
+        fin.min_version_level = f.max;
+        fin.max_version_level = f.max;
+        r.finalized_features.push(fin);
+    }
+    // Never changes; clients keep the answer with the highest epoch.
+    r.finalized_features_epoch = 1;
     r
 }
 

@@ -18,6 +18,7 @@ use kafka_protocol::messages::*;
 use super::{s, RequestContext};
 use crate::coordinator::group::classic::{JoinOutcome, JoinRequest, Reply, SyncOutcome};
 use crate::coordinator::group::{validate_consumer_member, CommitItem};
+use crate::coordinator::txn::TXN_STATE_TOPIC;
 use crate::coordinator::{CoordinatorError, OFFSETS_TOPIC};
 
 /// Longest string the `__consumer_offsets` records can hold (an `int16` length, as in Kafka); flexible
@@ -29,8 +30,9 @@ pub(super) fn valid_group_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_STRING_BYTES
 }
 
-/// FindCoordinator v0–6 (batched keys from v4). Groups only: transaction coordinators (key type 1) answer
-/// COORDINATOR_NOT_AVAILABLE until `__transaction_state` exists.
+/// FindCoordinator v0–6 (batched keys from v4): groups (key type 0) and transactional ids (key type 1). The
+/// first transactional lookup creates `__transaction_state` (in the background, as Kafka creates it on demand);
+/// until its partition is hosted and loading here the answer is COORDINATOR_NOT_AVAILABLE, which clients retry.
 pub async fn find_coordinator(
     ctx: &RequestContext,
     req: FindCoordinatorRequest,
@@ -40,54 +42,62 @@ pub async fn find_coordinator(
     } else {
         vec![req.key.to_string()]
     };
-    let image = ctx.broker.image();
-    let me = image.brokers.get(&ctx.broker.config.node_id).cloned();
+    let broker = &ctx.broker;
+    if req.key_type == 1 {
+        broker.start_transactions();
+    }
+    let image = broker.image();
+    let me = image.brokers.get(&broker.config.node_id).cloned();
+    let unavailable = || {
+        (
+            E::CoordinatorNotAvailable.code(),
+            None,
+            -1,
+            String::new(),
+            -1,
+        )
+    };
     let answer = |key: &str| -> (i16, Option<String>, i32, String, i32) {
-        match req.key_type {
-            0 => {
-                let Some(topic) = image.topic(OFFSETS_TOPIC) else {
-                    return (
-                        E::CoordinatorNotAvailable.code(),
-                        None,
-                        -1,
-                        String::new(),
-                        -1,
-                    );
-                };
-                let index = ctx.broker.groups.partition_of(key);
-                let hosted =
-                    super::hosted_partition(&ctx.broker, topic, index, super::TopicRef::Name);
-                // This broker coordinates the group once it leads the partition and has started loading it
-                // (requests then get COORDINATOR_LOAD_IN_PROGRESS until the load is done).
-                let coordinating = !matches!(
-                    ctx.broker.groups.status(key),
-                    Err(CoordinatorError::NotCoordinator)
-                );
-                match (hosted, &me) {
-                    (Ok(_), Some(b)) if coordinating => (0, None, b.id, b.host.clone(), b.port),
-                    _ => (
-                        E::CoordinatorNotAvailable.code(),
-                        None,
-                        -1,
-                        String::new(),
-                        -1,
-                    ),
-                }
+        let (topic, index, status) = match req.key_type {
+            0 => (
+                OFFSETS_TOPIC,
+                broker.groups.partition_of(key),
+                broker.groups.status(key),
+            ),
+            1 if key.is_empty() => {
+                return (
+                    E::InvalidRequest.code(),
+                    Some("Transactional id must not be empty".into()),
+                    -1,
+                    String::new(),
+                    -1,
+                )
             }
             1 => (
-                E::CoordinatorNotAvailable.code(),
-                Some("transactions are not supported yet".into()),
-                -1,
-                String::new(),
-                -1,
+                TXN_STATE_TOPIC,
+                broker.txn.runtime().partition_of(key),
+                broker.txn.runtime().status(key),
             ),
-            _ => (
-                E::InvalidRequest.code(),
-                Some(format!("Unknown coordinator type {}", req.key_type)),
-                -1,
-                String::new(),
-                -1,
-            ),
+            _ => {
+                return (
+                    E::InvalidRequest.code(),
+                    Some(format!("Unknown coordinator type {}", req.key_type)),
+                    -1,
+                    String::new(),
+                    -1,
+                )
+            }
+        };
+        let Some(topic) = image.topic(topic) else {
+            return unavailable();
+        };
+        let hosted = super::hosted_partition(broker, topic, index, super::TopicRef::Name);
+        // This broker coordinates the key once it leads the partition and has started loading it (requests
+        // then get COORDINATOR_LOAD_IN_PROGRESS until the load is done).
+        let coordinating = !matches!(status, Err(CoordinatorError::NotCoordinator));
+        match (hosted, &me) {
+            (Ok(_), Some(b)) if coordinating => (0, None, b.id, b.host.clone(), b.port),
+            _ => unavailable(),
         }
     };
     let mut resp = FindCoordinatorResponse::default();

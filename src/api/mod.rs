@@ -239,6 +239,9 @@ requests! {
     ConsumerGroupDescribe => ConsumerGroupDescribeRequest, consumer_group::consumer_group_describe;
     InitProducerId => InitProducerIdRequest, producer::init_producer_id;
     DescribeProducers => DescribeProducersRequest, producer::describe_producers;
+    AddPartitionsToTxn => AddPartitionsToTxnRequest, txn::handle_add_partitions;
+    AddOffsetsToTxn => AddOffsetsToTxnRequest, txn::handle_add_offsets;
+    EndTxn => EndTxnRequest, txn::handle_end_txn;
     TxnOffsetCommit => TxnOffsetCommitRequest, txn_offset_commit::handle;
 }
 

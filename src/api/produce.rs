@@ -20,10 +20,10 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 
 use super::{append_error_code, hosted_partition, s, RequestContext, TopicRef};
 use crate::broker::Broker;
-use crate::log::LogError;
+use crate::log::{BatchHeader, LogError};
 use crate::metadata::is_internal_topic;
 use crate::partition::manager::now_ms;
-use crate::partition::AppendError;
+use crate::partition::{AppendError, Partition};
 
 /// Limits how many Produce requests append at once: one per core, since validation is CPU-bound. Process-wide
 /// (one broker per process), so it needs no place in the broker's state.
@@ -57,6 +57,7 @@ fn append_all(
     version: i16,
 ) -> Option<ProduceReply> {
     let acks = req.acks;
+    let txn_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     let image = broker.image();
     let mut resp = ProduceResponse::default();
     for topic in req.topic_data {
@@ -95,7 +96,14 @@ fn append_all(
                 };
                 match hosted_partition(broker, t, pd.index, by) {
                     Ok(p) => match pd.records {
-                        Some(records) if !records.is_empty() => p.append(records, acks == -1, now_ms()).map_err(|e| {
+                        Some(records) if !records.is_empty() => append_checked(broker, &p, txn_id.as_deref(), records, acks == -1, version).map_err(|refusal| {
+                            let e = match refusal {
+                                Refused::Append(e) => e,
+                                Refused::Txn(code, msg) => {
+                                    tracing::debug!(client = ?client_id, topic = %t.name, partition = pd.index, "transactional produce refused: {msg}");
+                                    return (code, Some(msg), Vec::new());
+                                }
+                            };
                             let msg = e.to_string();
                             if !matches!(e, AppendError::NotEnoughReplicas) {
                                 tracing::debug!(client = ?client_id, topic = %t.name, partition = pd.index, "produce refused: {msg}");
@@ -156,6 +164,76 @@ fn append_all(
         });
     }
     Some(ProduceReply::Respond(resp))
+}
+
+/// Appends one partition's batch. A transactional batch of a producer with no transaction open on this
+/// partition is first checked with the transaction coordinator (KIP-890): transactions V1 (Produce up to v11)
+/// must have added the partition with AddPartitionsToTxn; V2 (Produce v12+) adds it here. The append then runs
+/// under the coordinator's lock ([`crate::coordinator::txn::TxnCoordinator::with_partition_in_txn`]), so a
+/// late or stray transactional write can never open a transaction the coordinator will not end.
+fn append_checked(
+    broker: &Broker,
+    p: &Partition,
+    txn_id: Option<&str>,
+    records: bytes::Bytes,
+    acks_all: bool,
+    version: i16,
+) -> Result<crate::log::AppendInfo, Refused> {
+    let txn = BatchHeader::parse(&records)
+        .ok()
+        .filter(|h| h.magic == 2 && h.is_transactional())
+        .map(|h| (h.producer_id, h.producer_epoch));
+    let Some((pid, epoch)) = txn.filter(|&(pid, epoch)| !p.has_ongoing_txn(pid, epoch)) else {
+        return p
+            .append(records, acks_all, now_ms())
+            .map_err(Refused::Append);
+    };
+    let refused = |code: i16, why: String| Err(Refused::Txn(code, why));
+    let Some(id) = txn_id.filter(|id| !id.is_empty()) else {
+        return refused(
+            ResponseError::InvalidTxnState.code(),
+            "transactional records without a transactional id".into(),
+        );
+    };
+    let partition = (p.topic.clone(), p.index);
+    match broker
+        .txn
+        .with_partition_in_txn(id, pid, epoch, partition, version >= 12, || {
+            p.append(records, acks_all, now_ms())
+        }) {
+        Ok(result) => result.map_err(Refused::Append),
+        Err(code) => refused(
+            verification_error(code, version),
+            format!("the partition is not part of transaction {id}"),
+        ),
+    }
+}
+
+/// Why one partition's append was refused.
+enum Refused {
+    /// By the partition.
+    Append(AppendError),
+    /// By the transaction check: the Kafka error and a message.
+    Txn(i16, String),
+}
+
+/// The produce error for a failed transaction check, as Kafka maps it: retriable coordinator errors become
+/// NOT_ENOUGH_REPLICAS (older clients retry it without refreshing metadata), a fenced producer
+/// INVALID_PRODUCER_EPOCH, and TRANSACTION_ABORTABLE INVALID_TXN_STATE for clients before Produce v12.
+fn verification_error(code: i16, version: i16) -> i16 {
+    use ResponseError as E;
+    match ResponseError::try_from_code(code) {
+        Some(
+            E::ConcurrentTransactions
+            | E::NetworkException
+            | E::CoordinatorLoadInProgress
+            | E::CoordinatorNotAvailable
+            | E::NotCoordinator,
+        ) => E::NotEnoughReplicas.code(),
+        Some(E::ProducerFenced) => E::InvalidProducerEpoch.code(),
+        Some(E::TransactionAbortable) if version < 12 => E::InvalidTxnState.code(),
+        _ => code,
+    }
 }
 
 /// Produce v8+ `record_errors`: the index in its batch of each record that made the batch fail (KIP-467).

@@ -20,8 +20,7 @@ use super::{hosted_partition, s, RequestContext, TopicRef};
 /// Without a transactional id Kafka always hands out a fresh producer id with epoch 0, also when the request
 /// names its current id and epoch (KIP-360: an idempotent producer bumps its epoch itself and asks for a new id
 /// only when that would overflow), so the new id fences nothing and needs no state here. With a transactional
-/// id the answer is COORDINATOR_NOT_AVAILABLE, what Kafka answers while no transaction coordinator is available
-/// (clients retry until `max.block.ms`): transactions are not implemented yet.
+/// id the transaction coordinator answers (`api/txn.rs`).
 pub async fn init_producer_id(
     ctx: &RequestContext,
     req: InitProducerIdRequest,
@@ -29,15 +28,23 @@ pub async fn init_producer_id(
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
+    // Kafka: the producer id and epoch are both -1 or both set.
+    if (req.producer_id.0 == -1) != (req.producer_epoch == -1) {
+        resp.error_code = ResponseError::InvalidRequest.code();
+        return Some(resp);
+    }
     match req.transactional_id.as_ref().map(|t| t.0.as_str()) {
         Some("") => resp.error_code = ResponseError::InvalidRequest.code(),
         Some(id) => {
-            tracing::debug!(
-                client = ctx.client_id(),
-                transactional_id = id,
-                "InitProducerId for a transactional id: no transaction coordinator"
-            );
-            resp.error_code = ResponseError::CoordinatorNotAvailable.code();
+            // v3+ (KIP-360): the producer's current id and epoch, -1 when it has none.
+            let expected =
+                (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+            let (pid, epoch, code) =
+                super::txn::handle_init_producer_id(ctx, id, req.transaction_timeout_ms, expected)
+                    .await;
+            resp.producer_id = ProducerId(pid);
+            resp.producer_epoch = epoch;
+            resp.error_code = code;
         }
         None => match ctx
             .broker

@@ -2,9 +2,10 @@
 //! (client v0–3 and batched v4+, including `verify_only`), AddOffsetsToTxn and EndTxn (v0–4 transaction
 //! version 1, v5+ transaction version 2). Thin handlers: decode, call the coordinator, encode.
 //!
-//! Not dispatched yet: the transaction APIs stay out of `protocol/versions.rs` until the partition side of
-//! transactions exists (transactional batches accepted, markers closing them, the last stable offset and
-//! aborted transactions in read_committed fetches), and `Broker` holds no `TxnCoordinator` yet.
+//!
+//! The coordinator's operations are synchronous: each runs under its shard's lock from start to end (records
+//! appended and replayed, markers written), so a request dropped with its connection never leaves one half
+//! done; only the producer id allocation before them awaits the controller.
 
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -19,8 +20,10 @@ use kafka_protocol::messages::{
 use crate::controller::Controller;
 use crate::coordinator::producer_ids::ProducerIdManager;
 use crate::coordinator::txn::{EndAnswer, InitAnswer, TxnCoordinator, TXN_STATE_TOPIC};
-use crate::coordinator::{CoordinatorError, OFFSETS_TOPIC};
+use crate::coordinator::{CoordinatorError, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::MetadataImage;
+
+use super::RequestContext;
 
 /// Where a handler finds what it needs (the broker's parts, once wired).
 pub struct TxnContext<'a> {
@@ -30,8 +33,77 @@ pub struct TxnContext<'a> {
     pub producer_ids: &'a ProducerIdManager,
     /// The controller the producer id blocks come from.
     pub controller: &'a Controller,
-    /// The `__consumer_offsets` partition of a group (AddOffsetsToTxn).
-    pub offsets_partition_of: &'a (dyn Fn(&str) -> i32 + Sync),
+    /// The group coordinator: the `__consumer_offsets` partition of a group (AddOffsetsToTxn).
+    pub groups: &'a GroupCoordinator,
+}
+
+impl<'a> TxnContext<'a> {
+    /// The broker's parts.
+    fn of(broker: &'a crate::broker::Broker) -> TxnContext<'a> {
+        TxnContext {
+            coordinator: &broker.txn,
+            producer_ids: &broker.producer_ids,
+            controller: &broker.controller,
+            groups: &broker.groups,
+        }
+    }
+}
+
+/// KIP-588: clients before the version that introduced PRODUCER_FENCED (`since`) get INVALID_PRODUCER_EPOCH,
+/// which they handle the same way.
+pub fn fenced_for(version: i16, since: i16, code: i16) -> i16 {
+    if version < since && code == E::ProducerFenced.code() {
+        E::InvalidProducerEpoch.code()
+    } else {
+        code
+    }
+}
+
+/// AddPartitionsToTxn v0–5 as dispatched.
+pub async fn handle_add_partitions(
+    ctx: &RequestContext,
+    req: AddPartitionsToTxnRequest,
+) -> Option<AddPartitionsToTxnResponse> {
+    let image = ctx.broker.image();
+    let cx = TxnContext::of(&ctx.broker);
+    let mut resp = add_partitions_to_txn(&cx, &image, &req, ctx.version);
+    for t in &mut resp.results_by_topic_v3_and_below {
+        for p in &mut t.results_by_partition {
+            p.partition_error_code = fenced_for(ctx.version, 2, p.partition_error_code);
+        }
+    }
+    Some(resp)
+}
+
+/// AddOffsetsToTxn v0–4 as dispatched.
+pub async fn handle_add_offsets(
+    ctx: &RequestContext,
+    req: AddOffsetsToTxnRequest,
+) -> Option<AddOffsetsToTxnResponse> {
+    let mut resp = add_offsets_to_txn(&TxnContext::of(&ctx.broker), &req);
+    resp.error_code = fenced_for(ctx.version, 2, resp.error_code);
+    Some(resp)
+}
+
+/// EndTxn v0–5 as dispatched.
+pub async fn handle_end_txn(ctx: &RequestContext, req: EndTxnRequest) -> Option<EndTxnResponse> {
+    let mut resp = end_txn(&TxnContext::of(&ctx.broker), &req, ctx.version).await;
+    resp.error_code = fenced_for(ctx.version, 2, resp.error_code);
+    Some(resp)
+}
+
+/// InitProducerId with a transactional id as dispatched: `(producer id, epoch, error)`. Starts the
+/// coordinator (creating `__transaction_state`) if this is the first transactional request.
+pub async fn handle_init_producer_id(
+    ctx: &RequestContext,
+    transactional_id: &str,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+) -> (i64, i16, i16) {
+    ctx.broker.start_transactions();
+    let cx = TxnContext::of(&ctx.broker);
+    let (pid, epoch, code) = init_producer_id(&cx, transactional_id, timeout_ms, expected).await;
+    (pid, epoch, fenced_for(ctx.version, 4, code))
 }
 
 /// A producer id for an operation that asked for one; the error code Kafka answers while none can be had.
@@ -217,7 +289,7 @@ pub fn add_offsets_to_txn(
         resp.error_code = E::InvalidRequest.code();
         return resp;
     }
-    let part = (OFFSETS_TOPIC.to_string(), (cx.offsets_partition_of)(group));
+    let part = (OFFSETS_TOPIC.to_string(), cx.groups.partition_of(group));
     resp.error_code = cx
         .coordinator
         .add_partitions(
@@ -373,12 +445,11 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let offsets_of = |g: &str| partition_for(g, 50);
         let cx = TxnContext {
             coordinator: &coord,
             producer_ids: &broker.producer_ids,
             controller: &broker.controller,
-            offsets_partition_of: &offsets_of,
+            groups: &broker.groups,
         };
         let (pid, epoch, err) = init_producer_id(&cx, "tx", 60_000, None).await;
         assert_eq!((epoch, err), (0, 0));

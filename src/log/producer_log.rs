@@ -252,6 +252,14 @@ impl Log {
         self.producers.first_unstable_offset()
     }
 
+    /// Whether `producer_id` has a transaction open here in `epoch` (Kafka's `hasOngoingTransaction`): a
+    /// transactional batch of such a producer needs no check with the transaction coordinator.
+    pub fn has_ongoing_txn(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .entry(producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// Active producers of this partition, by producer id (DescribeProducers).
     pub fn producer_entries(&self) -> Vec<ProducerStateEntry> {
         self.producers.entries()

@@ -11,10 +11,10 @@
 //! Transactions: the last stable offset (LSO) is the lower of the high watermark and the first offset of the
 //! oldest open transaction (`Log::first_unstable_offset`); it is recomputed under the log's write lock whenever
 //! the high watermark may move and published with it, so read_committed waiters wake when it moves.
-//! Transactional produce is refused (INVALID_TXN_STATE) until the broker enables transactions on the partition
-//! ([`Partition::enable_transactions`], once a transaction coordinator can end them): a transaction nobody can
-//! end would hold the LSO, and with it every read_committed consumer, forever. Markers come only through
-//! [`Partition::append_marker`].
+//! A transactional batch reaches [`Partition::append`] only after the produce handler checked it with the
+//! transaction coordinator (KIP-890: the partition is part of the producer's transaction, so the coordinator
+//! will end it and the LSO cannot hang; see `api/produce.rs`). Markers come only through
+//! [`Partition::append_marker`]. [`Partition::has_ongoing_txn`] tells the handler when no check is needed.
 //!
 //! Storage failures: the log's shared [`LogHealth`] is read here without the log lock; once it is offline every
 //! append, read and DeleteRecords answers [`LogError::Offline`] (KAFKA_STORAGE_ERROR), and the replica manager
@@ -103,8 +103,6 @@ pub struct Partition {
     high_watermark: AtomicI64,
     /// The last stable offset, recomputed with the high watermark under the log's write lock.
     last_stable: AtomicI64,
-    /// Whether producers may write transactional batches here (see the module docs).
-    transactions: AtomicBool,
     hw_tx: watch::Sender<HighWatermark>,
     deleted: AtomicBool,
     /// The log's health flag, shared with the log (readable without its lock).
@@ -142,7 +140,6 @@ impl Partition {
             isr_size: AtomicI32::new(1),
             high_watermark: AtomicI64::new(hw),
             last_stable: AtomicI64::new(lso),
-            transactions: AtomicBool::new(false),
             hw_tx,
             deleted: AtomicBool::new(false),
             health,
@@ -324,16 +321,6 @@ impl Partition {
                 )));
             }
         }
-        if let Ok(first) = BatchHeader::parse(&records) {
-            if first.is_transactional()
-                && origin == AppendOrigin::Client
-                && !self.transactions.load(Ordering::Acquire)
-            {
-                return Err(AppendError::Log(LogError::InvalidTxnState(
-                    "transactional produce is not enabled on this broker".into(),
-                )));
-            }
-        }
         self.health.check()?;
         // The config may change before the lock is taken; the log re-checks the cheap parts (sizes, timestamps).
         let (max_bytes, compacted) = self.with_log(|log| {
@@ -441,10 +428,9 @@ impl Partition {
         Ok((info.first_offset, completed))
     }
 
-    /// Lets producers write transactional batches here (the broker calls it once its transaction coordinator
-    /// can end transactions).
-    pub fn enable_transactions(&self) {
-        self.transactions.store(true, Ordering::Release);
+    /// Whether `producer_id` has a transaction open on this partition in `epoch`.
+    pub fn has_ongoing_txn(&self, producer_id: i64, epoch: i16) -> bool {
+        self.read_log().has_ongoing_txn(producer_id, epoch)
     }
 
     /// The last stable offset: the high watermark, or the first offset of the oldest open transaction if lower.
@@ -688,24 +674,9 @@ mod tests {
     }
 
     #[test]
-    fn transactional_produce_waits_for_the_broker_to_enable_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = partition(dir.path(), testutil::cfg());
-        assert!(matches!(
-            p.append(txn_batch(0), false, NOW),
-            Err(AppendError::Log(LogError::InvalidTxnState(_)))
-        ));
-        assert_eq!(p.with_log(|l| l.log_end_offset()), 0);
-        p.enable_transactions();
-        p.append(txn_batch(0), false, NOW).unwrap();
-        assert_eq!(p.with_log(|l| l.log_end_offset()), 1);
-    }
-
-    #[test]
     fn read_committed_stops_at_the_last_stable_offset() {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), testutil::cfg());
-        p.enable_transactions();
         let mut rx = p.watch_hw();
         rx.borrow_and_update();
         p.append(batch(NOW), false, NOW).unwrap(); // offset 0
@@ -739,7 +710,6 @@ mod tests {
     fn the_last_stable_offset_is_rebuilt_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), testutil::cfg());
-        p.enable_transactions();
         p.append(batch(NOW), false, NOW).unwrap();
         p.append(txn_batch(0), false, NOW).unwrap();
         p.append(batch(NOW), false, NOW).unwrap();
@@ -753,7 +723,6 @@ mod tests {
     fn read_committed_names_the_aborted_transactions_it_returns() {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), testutil::cfg());
-        p.enable_transactions();
         p.append(txn_batch(0), false, NOW).unwrap(); // 0
         p.append(txn_batch(1), false, NOW).unwrap(); // 1
         p.append_marker(1000, 0, 0, false, NOW).unwrap(); // 2: abort

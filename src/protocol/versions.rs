@@ -58,6 +58,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::AddPartitionsToTxn, 0, 5),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 5),
     api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
@@ -71,6 +74,25 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
 ];
+
+/// A feature flag advertised in ApiVersions v3+ (KIP-584), finalized at its highest level.
+#[derive(Debug, Clone, Copy)]
+pub struct Feature {
+    /// Kafka's feature name.
+    pub name: &'static str,
+    /// Lowest supported level.
+    pub min: i16,
+    /// Highest supported level, which is also the finalized one.
+    pub max: i16,
+}
+
+/// Features clients look at. `transaction.version` 2 (KIP-890): Kafka 4 clients then use transactions V2
+/// (EndTxn v5 bumping the epoch at every end, partitions added by Produce v12+ and TxnOffsetCommit v5).
+pub const FEATURES: &[Feature] = &[Feature {
+    name: "transaction.version",
+    min: 0,
+    max: 2,
+}];
 
 /// Looks up an API key; `None` means not implemented.
 pub fn lookup(key: i16) -> Option<&'static ApiRange> {
@@ -139,6 +161,9 @@ mod tests {
                 ApiKey::ConsumerGroupDescribe => range::<ConsumerGroupDescribeRequest>(),
                 ApiKey::InitProducerId => range::<InitProducerIdRequest>(),
                 ApiKey::DescribeProducers => range::<DescribeProducersRequest>(),
+                ApiKey::AddPartitionsToTxn => range::<AddPartitionsToTxnRequest>(),
+                ApiKey::AddOffsetsToTxn => range::<AddOffsetsToTxnRequest>(),
+                ApiKey::EndTxn => range::<EndTxnRequest>(),
                 ApiKey::TxnOffsetCommit => range::<TxnOffsetCommitRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
@@ -155,7 +180,7 @@ mod tests {
     fn check_refuses_outside() {
         assert_eq!(check(0, 2).unwrap_err(), Refusal::UnsupportedVersion);
         assert!(check(0, 3).is_ok());
-        assert_eq!(check(24, 0).unwrap_err(), Refusal::UnknownApi);
+        assert_eq!(check(23, 0).unwrap_err(), Refusal::UnknownApi); // OffsetForLeaderEpoch
         assert_eq!(check(-1, 0).unwrap_err(), Refusal::UnknownApi);
         assert_eq!(check(18, 5).unwrap_err(), Refusal::UnsupportedVersion);
     }

@@ -153,6 +153,37 @@ impl TxnCoordinator {
             .map_err(CoordinatorError::code)?
     }
 
+    /// KIP-890: runs `write` (a transactional produce's append, or a transactional offset commit) only if
+    /// `partition` is part of the producer's ongoing transaction: checked (transactions V1, Kafka's
+    /// `verify_only`) or added first (`add`: V2, Produce v12+ / TxnOffsetCommit v5). `write` runs under the
+    /// shard's lock, so no EndTxn or timeout can complete the transaction (write its markers) between the check
+    /// and the write: Kafka's verification guard. `Err` is the coordinator's error for the partition.
+    pub fn with_partition_in_txn<R>(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        partition: (String, i32),
+        add: bool,
+        write: impl FnOnce() -> R,
+    ) -> Result<R, i16> {
+        let parts = [partition];
+        self.runtime
+            .run_with(id, |w| {
+                if add {
+                    let records = w.shard().add_partitions(id, pid, epoch, &parts, w.now())?;
+                    w.write(records).map_err(CoordinatorError::code)?;
+                } else {
+                    let codes = w.shard().verify_partitions(id, pid, epoch, &parts)?;
+                    if let Some(&code) = codes.iter().find(|&&c| c != 0) {
+                        return Err(code);
+                    }
+                }
+                Ok(write())
+            })
+            .map_err(CoordinatorError::code)?
+    }
+
     /// EndTxn (transaction version 1): answered once PrepareCommit/PrepareAbort is durable; the markers and
     /// the completion follow under the same lock (a failure there is retried by the timer, not the client's).
     pub fn end_txn(&self, id: &str, pid: i64, epoch: i16, commit: bool) -> Result<(), i16> {
@@ -368,5 +399,96 @@ mod tests {
                 .unwrap(),
             Some(TxnState::Ongoing)
         );
+    }
+
+    /// The produce-side check (KIP-890): V1 refuses a partition never added and runs the write once it was;
+    /// V2 adds the partition itself; a fenced epoch never runs the write; the write runs under the shard's
+    /// lock (an EndTxn on another thread waits for it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_run_only_inside_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::start(Arc::new(config)).await.unwrap();
+        let topic = NewTopic {
+            name: TXN_STATE_TOPIC.into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        };
+        broker.controller.create_topic(topic, false).await.unwrap();
+        let markers = Arc::new(Markers::default());
+        let c = Arc::new(TxnCoordinator::new(
+            broker.replicas.clone(),
+            1,
+            TxnLimits::default(),
+            markers.clone(),
+        ));
+        c.runtime().load(0);
+        wait_loaded(&c, "tx").await;
+        tokio::task::spawn_blocking(move || {
+            c.init_producer_id("tx", 60_000, None, Some(7)).unwrap();
+            let a = || ("a".to_string(), 0);
+            let ran = std::sync::atomic::AtomicUsize::new(0);
+            let write = || ran.fetch_add(1, Ordering::AcqRel);
+            // V1: not added, refused without running the write.
+            assert_eq!(
+                c.with_partition_in_txn("tx", 7, 0, a(), false, write),
+                Err(E::InvalidTxnState.code())
+            );
+            assert_eq!(ran.load(Ordering::Acquire), 0);
+            c.add_partitions("tx", 7, 0, &[a()]).unwrap();
+            assert_eq!(
+                c.with_partition_in_txn("tx", 7, 0, a(), false, write),
+                Ok(0)
+            );
+            // An old epoch is fenced; an unknown id is refused.
+            assert_eq!(
+                c.with_partition_in_txn("tx", 7, -1, a(), false, write),
+                Err(E::ProducerFenced.code())
+            );
+            assert!(c
+                .with_partition_in_txn("nope", 7, 0, a(), true, write)
+                .is_err());
+            assert_eq!(ran.load(Ordering::Acquire), 1);
+            c.end_txn("tx", 7, 0, true).unwrap();
+            // V2: the write adds the partition; EndTxn then writes its marker.
+            let b = ("b".to_string(), 3);
+            assert_eq!(
+                c.with_partition_in_txn("tx", 7, 0, b.clone(), true, write),
+                Ok(1)
+            );
+            let state = c
+                .runtime()
+                .read("tx", |s| s.get("tx").cloned())
+                .unwrap()
+                .unwrap();
+            assert_eq!(state.state, TxnState::Ongoing);
+            assert!(state.partitions.contains(&b));
+            // The write holds the shard: an EndTxn started meanwhile completes only after it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::scope(|scope| {
+                c.with_partition_in_txn("tx", 7, 0, b.clone(), true, || {
+                    let c = &c;
+                    let ended = tx.clone();
+                    scope.spawn(move || {
+                        c.end_txn("tx", 7, 0, false).unwrap();
+                        ended.send("ended").unwrap();
+                    });
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    tx.send("written").unwrap();
+                })
+                .unwrap();
+            });
+            assert_eq!(rx.recv().unwrap(), "written");
+            assert_eq!(rx.recv().unwrap(), "ended");
+            let w = markers.written.lock().unwrap();
+            assert_eq!(w.last().unwrap().0.partitions, vec![b]);
+        })
+        .await
+        .unwrap();
     }
 }

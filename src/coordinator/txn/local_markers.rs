@@ -150,7 +150,6 @@ mod tests {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 let p = replicas.get("t", i).expect("partition opened");
-                p.enable_transactions();
                 p.append(txn_batch(7, 0), true, now_ms()).unwrap();
                 assert_eq!((p.last_stable_offset(), p.high_watermark()), (0, 1));
                 parts.push(p);

@@ -29,7 +29,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use kafka_protocol::error::ResponseError as E;
 
-pub use coordinator::TxnCoordinator;
+pub use coordinator::{TxnCoordinator, TXN_TICK_MS};
+pub use local_markers::LocalMarkerWriter;
 pub use records::TxnRecord;
 pub use state::{TxnMetadata, TxnState, NO_PRODUCER_EPOCH, NO_PRODUCER_ID};
 
