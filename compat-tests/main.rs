@@ -9,6 +9,7 @@ mod admin;
 mod bad_input;
 mod cli_config;
 mod cli_group;
+mod cli_txn;
 mod compaction;
 mod consumer_groups;
 mod durability;

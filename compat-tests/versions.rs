@@ -544,6 +544,58 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
                 );
             }
         }
+        ApiKey::DescribeTransactions => {
+            let (pid, epoch) = txn_init(raw, "dt-v0");
+            let req = DescribeTransactionsRequest::default().with_transactional_ids(
+                ["dt-v0", "dt-nobody", ""]
+                    .iter()
+                    .map(|x| TransactionalId(StrBytes::from_static_str(x)))
+                    .collect(),
+            );
+            let r: DescribeTransactionsResponse = raw.call(api, v, &req);
+            let t = &r.transaction_states;
+            assert_eq!(t.len(), 3, "{ctx}");
+            assert_eq!(t[0].error_code, 0, "{ctx}");
+            assert_eq!(t[0].transaction_state.as_str(), "Empty", "{ctx}");
+            assert_eq!(
+                (t[0].producer_id.0, t[0].producer_epoch),
+                (pid, epoch),
+                "{ctx}"
+            );
+            assert_eq!(t[0].transaction_timeout_ms, 60_000, "{ctx}");
+            assert_eq!(t[0].transaction_start_time_ms, -1, "{ctx}");
+            assert_eq!(t[1].error_code, 105, "{ctx}: TRANSACTIONAL_ID_NOT_FOUND");
+            assert_eq!(t[2].error_code, 42, "{ctx}: INVALID_REQUEST");
+        }
+        ApiKey::ListTransactions => {
+            let id = format!("lt-v{v}");
+            let (pid, _) = txn_init(raw, &id);
+            let mut req = ListTransactionsRequest::default()
+                .with_state_filters(vec![
+                    StrBytes::from_static_str("Empty"),
+                    StrBytes::from_static_str("Bogus"),
+                ])
+                .with_producer_id_filters(vec![ProducerId(pid)]);
+            if v >= 1 {
+                // An id with no transaction has start time -1, which passes any duration filter in Kafka.
+                req.duration_filter = 0;
+            }
+            if v >= 2 {
+                req.transactional_id_pattern = Some(StrBytes::from_string(id.clone()));
+            }
+            let r: ListTransactionsResponse = raw.call(api, v, &req);
+            assert_eq!(r.error_code, 0, "{ctx}");
+            assert_eq!(
+                r.unknown_state_filters,
+                [StrBytes::from_static_str("Bogus")],
+                "{ctx}"
+            );
+            assert_eq!(r.transaction_states.len(), 1, "{ctx}");
+            let t = &r.transaction_states[0];
+            assert_eq!(t.transactional_id.as_str(), id, "{ctx}");
+            assert_eq!(t.producer_id.0, pid, "{ctx}");
+            assert_eq!(t.transaction_state.as_str(), "Empty", "{ctx}");
+        }
         ApiKey::TxnOffsetCommit => {
             let part = |p: i32| {
                 txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()

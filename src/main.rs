@@ -1,5 +1,5 @@
 //! The `vltava` command: `serve` (default) runs the broker; `topic` and `group` administer topics and consumer
-//! groups, and `producer` shows producer state, on a running broker.
+//! groups, `producer` shows producer state and `txn` lists and describes transactions, on a running broker.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use vltava::broker::Broker;
 use vltava::cli::group::GroupCommand;
 use vltava::cli::producer::ProducerCommand;
 use vltava::cli::topic::TopicCommand;
+use vltava::cli::txn::TxnCommand;
 use vltava::config::{BrokerConfig, Overrides};
 
 #[derive(Parser)]
@@ -32,6 +33,8 @@ enum Command {
     Group(GroupCommand),
     /// Show the idempotent producers a partition remembers.
     Producer(ProducerCommand),
+    /// List or describe transactions.
+    Txn(TxnCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Producer(cmd)) => {
             vltava::cli::producer::run(cmd).map_err(anyhow::Error::from)
         }
+        Some(Command::Txn(cmd)) => vltava::cli::txn::run(cmd).map_err(anyhow::Error::from),
         Some(Command::Serve(args)) => serve(args, started),
         None => serve(cli.serve, started),
     };

@@ -14,6 +14,7 @@ pub mod produce;
 pub mod producer;
 pub mod splice;
 pub mod txn;
+pub mod txn_admin;
 pub mod txn_offset_commit;
 
 use std::future::Future;
@@ -242,6 +243,8 @@ requests! {
     AddPartitionsToTxn => AddPartitionsToTxnRequest, txn::handle_add_partitions;
     AddOffsetsToTxn => AddOffsetsToTxnRequest, txn::handle_add_offsets;
     EndTxn => EndTxnRequest, txn::handle_end_txn;
+    DescribeTransactions => DescribeTransactionsRequest, txn_admin::handle_describe_transactions;
+    ListTransactions => ListTransactionsRequest, txn_admin::handle_list_transactions;
     TxnOffsetCommit => TxnOffsetCommitRequest, txn_offset_commit::handle;
 }
 

@@ -2,7 +2,7 @@
 //! Kafka protocol, as `kafka-consumer-groups.sh` does it (FindCoordinator, then the group's coordinator; log
 //! offsets from each partition's leader). Holds no state beyond one command's connections.
 
-mod cluster;
+pub(crate) mod cluster;
 mod offsets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,7 +99,7 @@ pub fn run(cmd: GroupCommand) -> Result<(), ClientError> {
 }
 
 /// Prints rows as left-aligned columns separated by two spaces.
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {

@@ -4,3 +4,4 @@ pub mod client;
 pub mod group;
 pub mod producer;
 pub mod topic;
+pub mod txn;

@@ -270,6 +270,13 @@ impl<S: Shard> CoordinatorRuntime<S> {
         });
     }
 
+    /// Marks partition `index` as loading without loading it, so tests can see what requests get meanwhile.
+    #[cfg(test)]
+    pub(crate) fn mark_loading(&self, index: i32) {
+        let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());
+        shards.insert(index, Arc::new(Mutex::new(Slot::Loading)));
+    }
+
     /// Drops the shard of partition `index` (leadership moved away or the broker stops).
     pub fn unload(&self, index: i32) {
         let mut shards = self.shards.write().unwrap_or_else(|p| p.into_inner());

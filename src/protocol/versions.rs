@@ -73,6 +73,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    api(ApiKey::ListTransactions, 0, 2),
 ];
 
 /// A feature flag advertised in ApiVersions v3+ (KIP-584), finalized at its highest level.
@@ -164,6 +166,8 @@ mod tests {
                 ApiKey::AddPartitionsToTxn => range::<AddPartitionsToTxnRequest>(),
                 ApiKey::AddOffsetsToTxn => range::<AddOffsetsToTxnRequest>(),
                 ApiKey::EndTxn => range::<EndTxnRequest>(),
+                ApiKey::DescribeTransactions => range::<DescribeTransactionsRequest>(),
+                ApiKey::ListTransactions => range::<ListTransactionsRequest>(),
                 ApiKey::TxnOffsetCommit => range::<TxnOffsetCommitRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };

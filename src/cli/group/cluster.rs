@@ -1,6 +1,6 @@
-//! The brokers `vltava group` talks to: the bootstrap broker for metadata, each group's coordinator (found with
-//! FindCoordinator, as the Admin client does) and each partition's leader for log offsets (ListOffsets).
-//! Connections are opened on first use and kept for the command's lifetime.
+//! The brokers `vltava group` and `vltava txn` talk to: the bootstrap broker for metadata, each group's or
+//! transactional id's coordinator (found with FindCoordinator, as the Admin client does) and each partition's
+//! leader for log offsets (ListOffsets). Connections are opened on first use and kept for the command's lifetime.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -86,13 +86,31 @@ impl Cluster {
             .ok_or_else(|| ClientError::Protocol(format!("no connection to {addr}")))
     }
 
-    /// The coordinator of `group` (FindCoordinator v4, retried while the coordinator loads).
-    pub fn coordinator(&mut self, group: &str) -> Result<&mut Client, ClientError> {
+    /// Every broker: node id and address.
+    pub fn broker_nodes(&self) -> Vec<(i32, String)> {
+        self.brokers
+            .iter()
+            .map(|(id, a)| (*id, a.clone()))
+            .collect()
+    }
+
+    /// FindCoordinator v4 for `key` of `key_type` (0: group, 1: transactional id), retried while the
+    /// coordinator is not available or loads: its node id and address.
+    pub fn find_coordinator(
+        &mut self,
+        key_type: i8,
+        key: &str,
+    ) -> Result<(i32, String), ClientError> {
+        let kind = if key_type == 1 {
+            "transactional id"
+        } else {
+            "group"
+        };
         let mut attempt = 0;
-        let addr = loop {
+        loop {
             let mut req = FindCoordinatorRequest::default();
-            req.key_type = 0;
-            req.coordinator_keys = vec![s(group)];
+            req.key_type = key_type;
+            req.coordinator_keys = vec![s(key)];
             let resp: FindCoordinatorResponse =
                 self.bootstrap.call(ApiKey::FindCoordinator, 4, &req)?;
             let c = resp
@@ -109,11 +127,10 @@ impl Cluster {
             check(
                 c.error_code,
                 c.error_message.as_ref(),
-                &format!("find coordinator of group {group}"),
+                &format!("find coordinator of {kind} {key}"),
             )?;
-            break format!("{}:{}", &*c.host, c.port);
-        };
-        self.client(&addr)
+            return Ok((c.node_id.0, format!("{}:{}", &*c.host, c.port)));
+        }
     }
 
     /// Calls the group's coordinator, asking again (after a new FindCoordinator) while it answers
@@ -130,15 +147,35 @@ impl Cluster {
         Req: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
         Resp: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
     {
+        self.call_coordinator_of(0, group, api, version, req, error_of)
+            .map(|(_, resp)| resp)
+    }
+
+    /// [`Self::call_coordinator`] for a key of any type (0: group, 1: transactional id); also returns the
+    /// coordinator's node id.
+    pub fn call_coordinator_of<Req, Resp>(
+        &mut self,
+        key_type: i8,
+        key: &str,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+        error_of: impl Fn(&Resp) -> i16,
+    ) -> Result<(i32, Resp), ClientError>
+    where
+        Req: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+        Resp: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+    {
         let mut attempt = 0;
         loop {
-            let resp: Resp = self.coordinator(group)?.call(api, version, req)?;
+            let (node, addr) = self.find_coordinator(key_type, key)?;
+            let resp: Resp = self.client(&addr)?.call(api, version, req)?;
             let e = error_of(&resp);
             let retriable = e == E::CoordinatorLoadInProgress.code()
                 || e == E::NotCoordinator.code()
                 || e == E::CoordinatorNotAvailable.code();
             if !retriable || attempt >= COORDINATOR_RETRIES {
-                return Ok(resp);
+                return Ok((node, resp));
             }
             attempt += 1;
             std::thread::sleep(COORDINATOR_BACKOFF);

@@ -18,6 +18,7 @@
 //! transaction, and [`MAX_VALUE_BYTES`] per transaction record (INVALID_REQUEST beyond). The timer scan is
 //! O(ids in the shard).
 
+pub mod admin;
 pub mod coordinator;
 pub mod local_markers;
 /// The marker batch lives with the log, which writes and replays it.
