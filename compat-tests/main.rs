@@ -26,5 +26,6 @@ mod metadata;
 mod offsets_retention;
 mod other_clients;
 mod produce_consume;
+mod txn_offsets;
 mod txn_raw;
 mod versions;
