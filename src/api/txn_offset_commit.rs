@@ -306,12 +306,11 @@ mod tests {
         broker.txn.runtime().load(0);
         loaded(|| broker.groups.status("g").is_ok() && broker.txn.runtime().status("tx").is_ok())
             .await;
-        let offsets_of = |_: &str| 0;
         let tcx = TxnContext {
             coordinator: &broker.txn,
             producer_ids: &broker.producer_ids,
             controller: &broker.controller,
-            offsets_partition_of: &offsets_of,
+            groups: &broker.groups,
         };
         let (pid, epoch, err) = init_producer_id(&tcx, "tx", 60_000, None).await;
         assert_eq!(err, 0);
