@@ -3,10 +3,12 @@
 //! Thin: decode, check partitions, verify the transaction with the transaction coordinator, run the group
 //! shard's `txn_commit` and write its records as the producer's transactional batch, encode.
 //!
-//! The transaction check comes first and without any group lock (the transaction coordinator's lock is taken
-//! and released inside the call): v0–4 verify that the group's `__consumer_offsets` partition was added by
-//! AddOffsetsToTxn (KIP-890 part 1), v5 (transaction version 2) adds it implicitly. The offsets stay pending
-//! until the transaction's marker, which the transaction coordinator writes through the group coordinator.
+//! The transaction check comes first, without any group lock: v0–4 verify that the group's
+//! `__consumer_offsets` partition was added by AddOffsetsToTxn (KIP-890 part 1), v5 (transaction version 2)
+//! adds it implicitly; the group write then runs under the transaction shard's lock
+//! ([`TxnCoordinator::with_partition_in_txn`], Kafka's verification guard; lock order transaction shard →
+//! group shard → partition, as for markers). The offsets stay pending until the transaction's marker, which
+//! the transaction coordinator writes through the group coordinator.
 
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -150,33 +152,29 @@ fn commit(
     }
     let txn_id = req.transactional_id.0.as_str();
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
-    let part = [(OFFSETS_TOPIC.to_string(), cx.groups.partition_of(group))];
-    if version >= 5 {
-        cx.txn
-            .add_partitions(txn_id, pid, epoch, &part)
-            .map_err(verification_error)?;
-    } else {
-        let errors = cx
-            .txn
-            .verify_partitions(txn_id, pid, epoch, &part)
-            .map_err(verification_error)?;
-        if let Some(&e) = errors.iter().find(|&&e| e != 0) {
-            return Err(verification_error(e));
-        }
-    }
+    let part = (OFFSETS_TOPIC.to_string(), cx.groups.partition_of(group));
     let member = TxnMember {
         member_id: req.member_id.as_str(),
         instance_id: req.group_instance_id.as_deref(),
         generation: req.generation_id,
     };
-    cx.groups
-        .run_with(group, |w| {
-            let now = w.now();
-            let records = w.shard_mut().txn_commit(group, member, pid, items, now)?;
-            w.write_transactional(records, pid, epoch)
-                .map_err(write_error)
+    // The group write runs under the transaction shard's lock (Kafka's verification guard): no EndTxn or
+    // timeout can write the transaction's markers between the check and the write, which would leave these
+    // offsets pending for the producer's next transaction. Lock order: transaction shard, then group shard.
+    let written = cx
+        .txn
+        .with_partition_in_txn(txn_id, pid, epoch, part, version >= 5, || {
+            cx.groups
+                .run_with(group, |w| {
+                    let now = w.now();
+                    let records = w.shard_mut().txn_commit(group, member, pid, items, now)?;
+                    w.write_transactional(records, pid, epoch)
+                        .map_err(write_error)
+                })
+                .map_err(CoordinatorError::code)?
         })
-        .map_err(CoordinatorError::code)?
+        .map_err(verification_error)?;
+    written
 }
 
 /// A failed write as TxnOffsetCommit answers it (as OffsetCommit does: a batch too large is
