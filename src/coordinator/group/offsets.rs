@@ -61,6 +61,8 @@ pub struct Offsets {
     /// Producers with pending offsets, by group then (topic, partition) (Kafka's
     /// `openTransactionsByGroupTopicAndPartition`).
     open: HashMap<String, BTreeMap<(String, i32), BTreeSet<i64>>>,
+    /// Pending offsets per producer, by group: the per-group producer bound in O(1).
+    group_producers: HashMap<String, HashMap<i64, usize>>,
     pending_bytes: usize,
 }
 
@@ -156,14 +158,9 @@ impl Offsets {
             .collect();
         let count = mine.map_or(0, |m| m.offsets.len()) + new.len();
         let bytes: usize = items.iter().map(|(t, _, v)| entry_bytes(group, t, v)).sum();
-        let producers = self
-            .open
-            .get(group)
-            .map_or(0, |g| g.values().flatten().collect::<BTreeSet<_>>().len());
-        let joins = !self
-            .open
-            .get(group)
-            .is_some_and(|g| g.values().any(|s| s.contains(&producer_id)));
+        let producers = self.group_producers.get(group);
+        let joins = !producers.is_some_and(|g| g.contains_key(&producer_id));
+        let producers = producers.map_or(0, HashMap::len);
         if count > MAX_PENDING_PER_PRODUCER
             || self.pending_bytes.saturating_add(bytes) > MAX_PENDING_BYTES
             || (joins && producers >= MAX_OPEN_PRODUCERS_PER_GROUP)
@@ -243,6 +240,13 @@ impl Offsets {
                     let sub = entry_bytes(group, topic, &old.value);
                     p.bytes = p.bytes.saturating_sub(sub);
                     self.pending_bytes = self.pending_bytes.saturating_sub(sub);
+                } else {
+                    *self
+                        .group_producers
+                        .entry(group.to_string())
+                        .or_default()
+                        .entry(pid)
+                        .or_default() += 1;
                 }
                 p.bytes += add;
                 self.pending_bytes += add;
@@ -276,6 +280,7 @@ impl Offsets {
                             let sub = entry_bytes(group, topic, &old.value);
                             p.bytes = p.bytes.saturating_sub(sub);
                             self.pending_bytes = self.pending_bytes.saturating_sub(sub);
+                            forget_one(&mut self.group_producers, group, pid);
                         }
                     }
                 }
@@ -291,6 +296,7 @@ impl Offsets {
         };
         self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
         for ((group, topic, partition), s) in p.offsets {
+            forget_one(&mut self.group_producers, &group, producer_id);
             let part = (topic, partition);
             if let Some(g) = self.open.get_mut(&group) {
                 if let Some(set) = g.get_mut(&part) {
@@ -314,5 +320,21 @@ impl Offsets {
                 committed.insert(part, s);
             }
         }
+    }
+}
+
+/// One pending offset of `pid` in `group` is gone.
+fn forget_one(counts: &mut HashMap<String, HashMap<i64, usize>>, group: &str, pid: i64) {
+    let Some(g) = counts.get_mut(group) else {
+        return;
+    };
+    if let Some(n) = g.get_mut(&pid) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            g.remove(&pid);
+        }
+    }
+    if g.is_empty() {
+        counts.remove(group);
     }
 }
