@@ -21,6 +21,13 @@
 //!
 //! An operation that needs more than one write under one lock (the transaction coordinator's prepare, markers,
 //! complete) uses [`CoordinatorRuntime::run_with`], whose [`ShardWriter`] appends and replays each step.
+//!
+//! Transactions (Kafka's `scheduleTransactionalWriteOperation` and `completeTransaction`):
+//! [`ShardWriter::write_transactional`] writes a shard's records as one transactional batch of a producer
+//! (base sequence 0, as Kafka's runtime writes it; the log skips sequence checks for the coordinator origin
+//! and keeps the epoch check), replayed through [`Shard::replay_at`] with the producer id, so the shard keeps
+//! them pending; [`CoordinatorRuntime::complete_transaction`] appends the COMMIT/ABORT marker under the slot's
+//! lock and replays it through [`Shard::replay_marker`]. Loading replays control batches the same way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
