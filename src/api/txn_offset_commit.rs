@@ -450,5 +450,23 @@ mod tests {
             })
             .unwrap();
         assert_eq!(pending, Some(70));
+
+        // A marker for a partition whose shard is not loaded here is still appended; the load replays it.
+        let cold = Arc::new(GroupCoordinator::new(
+            broker.config.clone(),
+            broker.replicas.clone(),
+        ));
+        cold.set_partition_count(1);
+        let coordinator_epoch = broker
+            .replicas
+            .get(TXN_STATE_TOPIC, 0)
+            .unwrap()
+            .leader_epoch();
+        assert!(cold
+            .complete_transaction(0, pid, epoch, coordinator_epoch, false)
+            .unwrap());
+        cold.load(0);
+        loaded(|| cold.status("g").is_ok()).await;
+        assert_eq!(state(&cold), (committed, vec![]));
     }
 }
