@@ -461,6 +461,13 @@ impl<S: Shard> CoordinatorRuntime<S> {
     }
 }
 
+/// The offset after the batch at the start of `buf` (its header's last offset + 1), if a header is there.
+fn batch_next_offset(buf: &[u8]) -> Option<i64> {
+    crate::log::BatchHeader::parse(buf)
+        .ok()
+        .map(|h| h.next_offset())
+}
+
 /// Replays the records of `p` from `offset` up to its high watermark into `shard`: data records with their
 /// offsets (transactional ones with their producer id), COMMIT/ABORT control records as markers. Returns the
 /// offset after the last record read.
@@ -484,6 +491,9 @@ fn replay_range<S: Shard>(shard: &mut S, p: &Partition, index: i32, mut offset: 
         };
         let before = offset;
         while !buf.is_empty() {
+            // Progress by the batch's header too, not only its records: a compacted partition holds batches
+            // the cleaner emptied (a producer's last batch, markers) and batches whose last records are gone.
+            let batch_end = batch_next_offset(&buf);
             let set = match RecordBatchDecoder::decode(&mut buf) {
                 Ok(s) => s,
                 Err(e) => {
@@ -527,6 +537,9 @@ fn replay_range<S: Shard>(shard: &mut S, p: &Partition, index: i32, mut offset: 
                         "skipping record: {e}"
                     ),
                 }
+            }
+            if let Some(next) = batch_end {
+                offset = offset.max(next);
             }
         }
         if offset == before {
@@ -607,6 +620,22 @@ fn append<S: Shard>(
 mod tests {
     #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;
+
+    #[test]
+    fn loading_moves_past_batches_without_records() {
+        // A batch the cleaner emptied (offsets 5..=7, no records) still moves the load past offset 7.
+        let mut empty =
+            crate::log::testutil::assemble(crate::log::testutil::Codec::None, &[], 0, 2, 0, 0);
+        empty[..8].copy_from_slice(&5i64.to_be_bytes());
+        let mut buf = Bytes::from(empty);
+        assert_eq!(batch_next_offset(&buf), Some(8));
+        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        assert!(
+            set.records.is_empty(),
+            "record offsets alone would not move it"
+        );
+        assert_eq!(batch_next_offset(&[0u8; 10]), None);
+    }
 
     /// Values from Java: `Utils.abs("my-group".hashCode()) % 50` and friends.
     #[test]

@@ -22,12 +22,21 @@
 //! in groups (consecutive segments merged while they fit `segment.bytes` and 32-bit relative offsets), keeping
 //! each retained record's offset. Crash safety is the swap protocol in `cleaner/swap.rs`.
 //!
-//! Transactions do not exist yet, so there is no first unstable offset and control batches are kept whole.
+//! Transactions (Kafka's `firstUncleanableOffset` and `CleanedTransactionMetadata`): nothing at or past the
+//! last stable offset is cleanable (the lower of the high watermark and the first offset of the oldest open
+//! transaction), so a pass never sees an open transaction. The aborted transactions of the transaction indexes
+//! (copied with the snapshot) tell which batches are aborted data: they are discarded and never enter the
+//! offset map; committed data is compacted like any other. Markers stay while data of their transaction is
+//! in the log, then get a delete horizon and go once it has passed (`cleaner/txn.rs`); the last batch of each
+//! producer stays, emptied if need be. Each cleaned segment gets a `.txnindex` with the entries of the ABORT
+//! markers it keeps, swapped in with the segment.
 
 mod filter;
 mod offset_map;
 mod swap;
+mod txn;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -38,10 +47,14 @@ use tracing::info;
 use super::batch::{BatchHeader, BATCH_HEADER_LEN, MIN_BATCH_LENGTH};
 use super::error::LogError;
 use super::log::{segment_config, Log};
+use super::marker::parse_marker;
 use super::segment::SegmentConfig;
+use super::txn_index::AbortedTxn;
 use filter::{filter_batch, map_batch, Filtered};
 use offset_map::OffsetMap;
 pub(crate) use swap::recover_interrupted_cleaning;
+pub use txn::LastRecord;
+use txn::{decide, CleanedTxns};
 
 /// Per-partition file holding where the dirty section starts and the earliest pending tombstone horizon.
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
@@ -75,7 +88,8 @@ impl Default for CompactionConfig {
 pub struct CleanerCheckpoint {
     /// Offsets below this have been cleaned.
     pub first_dirty: i64,
-    /// Earliest delete horizon of a tombstone kept by the last clean (a clean is due once it passes).
+    /// Earliest delete horizon of a tombstone or discardable marker kept by the last clean (a clean is due
+    /// once it passes).
     pub tombstone_horizon: Option<i64>,
 }
 
@@ -128,6 +142,13 @@ pub struct CleanerSnapshot {
     pub(crate) log_start_offset: i64,
     pub(crate) segment_config: SegmentConfig,
     pub(crate) max_segment_bytes: u64,
+    /// First offset of the oldest open transaction: nothing from there on is cleanable.
+    pub(crate) first_unstable_offset: Option<i64>,
+    /// The transaction index entries that can overlap inactive segments (first offset below the active
+    /// segment), a copy: a pass reads them without the lock.
+    pub(crate) aborted: Vec<AbortedTxn>,
+    /// Each producer's last write, by producer id (bounded by the producer state's own bound).
+    pub(crate) last_records: HashMap<i64, LastRecord>,
 }
 
 impl Log {
@@ -145,6 +166,26 @@ impl Log {
                 largest_timestamp: seg.largest_timestamp()?,
             });
         }
+        let active_base = self.active.base_offset();
+        let aborted = self
+            .txn_indexes
+            .values()
+            .flat_map(|i| i.entries())
+            .filter(|e| e.first_offset < active_base)
+            .copied()
+            .collect();
+        let last_records = self
+            .producers
+            .entries()
+            .into_iter()
+            .map(|e| {
+                let last = LastRecord {
+                    last_data_offset: (e.last_offset() >= 0).then(|| e.last_offset()),
+                    epoch: e.epoch,
+                };
+                (e.producer_id, last)
+            })
+            .collect();
         Ok(CleanerSnapshot {
             dir: self.dir.clone(),
             dir_id: dir_id(&self.dir),
@@ -154,6 +195,9 @@ impl Log {
             log_start_offset: self.log_start_offset,
             segment_config: segment_config(&self.config),
             max_segment_bytes: self.config.segment_bytes.min(i32::MAX as u64),
+            first_unstable_offset: self.producers.first_unstable_offset(),
+            aborted,
+            last_records,
         })
     }
 }
@@ -177,7 +221,9 @@ pub struct CleanPlan {
     pub due: bool,
 }
 
-/// Decides what is cleanable and whether cleaning is due (pure; Kafka's `LogCleanerManager` rules).
+/// Decides what is cleanable and whether cleaning is due (pure; Kafka's `LogCleanerManager` rules). Nothing
+/// at or past the last stable offset (the high watermark, or the oldest open transaction's first offset if
+/// lower) is cleanable, nor the active segment.
 pub fn plan(
     snap: &CleanerSnapshot,
     checkpoint: CleanerCheckpoint,
@@ -194,9 +240,12 @@ pub fn plan(
         // Truncated below the checkpoint: start over.
         first_dirty = snap.log_start_offset.max(first_base);
     }
+    let last_stable = snap
+        .first_unstable_offset
+        .map_or(high_watermark, |f| f.min(high_watermark));
     let mut cleanable_end = snap.active_base;
     for s in &snap.segments {
-        let too_new = s.next_offset > high_watermark
+        let too_new = s.next_offset > last_stable
             || (s.next_offset > first_dirty
                 && config.min_compaction_lag_ms > 0
                 && s.largest_timestamp > now_ms.saturating_sub(config.min_compaction_lag_ms));
@@ -304,6 +353,11 @@ pub(crate) fn build_offset_map(
     capacity: usize,
 ) -> Result<OffsetMap, LogError> {
     let mut map = OffsetMap::new(capacity);
+    let mut txns = CleanedTxns::new(overlapping(
+        &snap.aborted,
+        plan.first_dirty,
+        plan.cleanable_end,
+    ));
     let mut first = true;
     let mut full = false;
     for seg in snap
@@ -312,10 +366,17 @@ pub(crate) fn build_offset_map(
         .filter(|s| s.base < plan.cleanable_end && s.next_offset > plan.first_dirty)
     {
         for_each_batch(seg, |h, batch| {
+            // Below the dirty section too, the transaction state must follow every batch.
+            let aborted = if h.is_control() {
+                txns.on_control(h, parse_marker(batch).map(|(commit, _)| commit));
+                false
+            } else {
+                txns.on_batch(h)
+            };
             if h.next_offset() <= plan.first_dirty {
                 return Ok(true);
             }
-            if !map_batch(batch, h, &mut map, first)? {
+            if !map_batch(batch, h, &mut map, first, aborted)? {
                 full = true;
                 return Ok(false);
             }
@@ -327,6 +388,15 @@ pub(crate) fn build_offset_map(
         }
     }
     Ok(map)
+}
+
+/// The entries of `aborted` overlapping `[from, to)`.
+fn overlapping(aborted: &[AbortedTxn], from: i64, to: i64) -> Vec<AbortedTxn> {
+    aborted
+        .iter()
+        .filter(|a| a.last_offset >= from && a.first_offset < to)
+        .copied()
+        .collect()
 }
 
 /// Splits segments into runs that are merged into one cleaned segment each: consecutive, at most
@@ -380,12 +450,33 @@ pub fn clean(
         ..CleanStats::default()
     };
     let mut horizon: Option<i64> = None;
+    let (from, to) = (
+        to_clean.first().map_or(0, |s| s.base),
+        to_clean.last().map_or(0, |s| s.next_offset),
+    );
+    let mut txns = CleanedTxns::new(overlapping(&snap.aborted, from, to));
     for group in group_segments(&to_clean, snap.max_segment_bytes) {
         let cleaned = swap::write_cleaned(
             snap,
             &group,
-            |h, batch| {
-                let out = filter_batch(batch, h, &map, now_ms, config.delete_retention_ms)?;
+            |h, batch, index| {
+                let kind = if h.is_control() {
+                    parse_marker(batch).map(|(commit, _)| commit)
+                } else {
+                    None
+                };
+                let decision = decide(h, kind, &mut txns, &snap.last_records, now_ms);
+                let out = filter_batch(
+                    batch,
+                    h,
+                    &map,
+                    now_ms,
+                    config.delete_retention_ms,
+                    &decision,
+                )?;
+                if let Some(entry) = decision.index_entry {
+                    index.push(entry);
+                }
                 if let Some(t) = out.tombstone_horizon {
                     horizon = Some(horizon.map_or(t, |h: i64| h.min(t)));
                 }

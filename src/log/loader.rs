@@ -64,8 +64,10 @@ fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
             fs::remove_file(&path)?;
         } else if let Some(base) = parse_base(&name, LOG_SUFFIX) {
             logs.push(base);
-        } else if let Some(base) =
-            parse_base(&name, INDEX_SUFFIX).or_else(|| parse_base(&name, TIME_INDEX_SUFFIX))
+        } else if let Some(base) = parse_base(&name, INDEX_SUFFIX)
+            .or_else(|| parse_base(&name, TIME_INDEX_SUFFIX))
+            // A stale transaction index would otherwise be read by a later segment at the same base.
+            .or_else(|| parse_base(&name, super::txn_index::TXN_INDEX_SUFFIX))
         {
             indexes.push((base, path));
         }

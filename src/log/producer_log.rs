@@ -55,7 +55,9 @@ fn replay_batch(
         producers.update(&pb);
         return None;
     }
-    if !h.is_control() || h.producer_id < 0 {
+    // An empty control batch is a marker the cleaner emptied: its transaction is gone from the log, so it
+    // closes nothing (Kafka's `ProducerAppendInfo.append` skips it too).
+    if !h.is_control() || h.producer_id < 0 || h.records_count == 0 {
         return None;
     }
     let Some((commit, coordinator_epoch)) = parse_marker(bytes) else {

@@ -6,7 +6,8 @@
 //! partition's write lock: an entry is appended when an ABORT marker is (leader append, follower append, and the
 //! producer state replay at load, which re-adds entries a crash lost; entries are kept in marker order, so an
 //! entry at or below the last one is a replayed duplicate and skipped). Truncation drops the entries of cut
-//! markers; the file goes with its segment.
+//! markers; the file goes with its segment. The cleaner writes a cleaned segment's index whole
+//! ([`write_txn_index`]) and swaps it in with the segment (`cleaner/swap.rs`).
 //!
 //! File format (Kafka's `AbortedTxn`), 34 bytes per entry, big-endian: `version: i16 (0) | producer_id: i64 |
 //! first_offset: i64 | last_offset: i64 | last_stable_offset: i64`. A torn last entry (a crash mid-write) is
@@ -173,6 +174,15 @@ impl TxnIndex {
         fs::write(&self.path, bytes)?;
         Ok(())
     }
+}
+
+/// Writes a whole new index file at `path` (the cleaner's `.cleaned` one) and fsyncs it.
+pub fn write_txn_index(path: &Path, entries: &[AbortedTxn]) -> Result<(), LogError> {
+    let bytes: Vec<u8> = entries.iter().flat_map(AbortedTxn::encode).collect();
+    let mut f = fs::File::create(path)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Removes a transaction index file if it exists.

@@ -745,4 +745,88 @@ mod tests {
         let first = p.read(0, 1, true, true).unwrap();
         assert_eq!(first.aborted.len(), 1);
     }
+
+    /// A one-record batch with key `key`: plain (`pid` < 0) or transactional of `pid` at `seq`.
+    fn keyed(pid: i64, seq: i32, key: &[u8]) -> Bytes {
+        let section = testutil::record_bytes(0, 0, Some(key), b"v");
+        let mut b = testutil::assemble(Codec::None, &section, 1, 0, NOW, NOW);
+        if pid >= 0 {
+            b[43..51].copy_from_slice(&pid.to_be_bytes());
+            b[51..53].copy_from_slice(&0i16.to_be_bytes());
+            b[53..57].copy_from_slice(&seq.to_be_bytes());
+            testutil::set_transactional(&mut b);
+        }
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn read_committed_after_cleaning_hides_aborted_data_and_names_its_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 200,
+            ..testutil::cfg()
+        };
+        let p = partition(dir.path(), config.clone());
+        p.append(keyed(-1, 0, b"k"), false, NOW).unwrap(); // 0
+        p.append(keyed(1000, 0, b"k"), false, NOW).unwrap(); // 1: aborted, must not hide 0
+        p.append(keyed(1000, 1, b"j"), false, NOW).unwrap(); // 2: aborted, 1000's last batch
+        p.append_marker(1000, 0, 0, false, NOW).unwrap(); // 3
+        p.append(keyed(-1, 0, b"j"), false, NOW).unwrap(); // 4
+        p.append(keyed(2000, 0, b"x"), false, NOW).unwrap(); // 5: stays open
+        for _ in 0..4 {
+            p.append(keyed(-1, 0, b"k"), false, NOW).unwrap();
+        }
+        assert_eq!(p.last_stable_offset(), 5);
+        let cc = CompactionConfig {
+            min_cleanable_ratio: 0.0,
+            ..CompactionConfig::default()
+        };
+        let stats = p.clean(&cc, 1 << 20, NOW).unwrap().expect("due");
+        assert!(stats.clean_up_to <= 5, "never past the last stable offset");
+        let visible = |p: &Partition| {
+            let r = p.read(0, 1 << 20, true, true).unwrap();
+            let bytes: Vec<u8> = r
+                .records
+                .iter()
+                .flat_map(|s| s.read_all().unwrap())
+                .collect();
+            let mut keys = Vec::new();
+            let mut pos = 0;
+            while pos < bytes.len() {
+                let h = BatchHeader::parse(&bytes[pos..]).unwrap();
+                let batch = &bytes[pos..pos + h.total_size()];
+                pos += h.total_size();
+                let aborted = r.aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && (a.first_offset..a.last_offset).contains(&h.base_offset)
+                });
+                if aborted {
+                    assert_eq!(h.records_count, 0, "aborted data left: {h:?}");
+                } else if !h.is_control() {
+                    for rec in testutil::decode(batch) {
+                        keys.push((rec.offset, rec.key.unwrap().to_vec()));
+                    }
+                }
+            }
+            (r.read_limit, r.aborted, keys)
+        };
+        let (limit, aborted, keys) = visible(&p);
+        assert_eq!(limit, 5);
+        assert_eq!(
+            aborted,
+            vec![AbortedTxn {
+                producer_id: 1000,
+                first_offset: 1,
+                last_offset: 3,
+                last_stable_offset: 4
+            }],
+            "the marker stays: the producer's last batch (emptied) is still in its range"
+        );
+        assert_eq!(keys, vec![(0, b"k".to_vec()), (4, b"j".to_vec())]);
+        // The same after a kill -9: the cleaned segment's transaction index was swapped in with it.
+        drop(p.into_log());
+        let p = partition(dir.path(), config);
+        assert_eq!(visible(&p), (limit, aborted, keys));
+        assert_eq!(p.last_stable_offset(), 5);
+    }
 }

@@ -70,11 +70,11 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
-    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
-    api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 2),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// A feature flag advertised in ApiVersions v3+ (KIP-584), finalized at its highest level.

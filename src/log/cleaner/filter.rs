@@ -8,15 +8,17 @@
 //! delete horizon (KIP-534: attribute bit 6, the horizon stored as the base timestamp, record timestamp deltas
 //! taken from it); once the horizon has passed, the next clean removes the tombstone.
 //!
-//! Control batches are kept whole: transactions (and so markers) do not exist yet, so there is nothing to decide
-//! about them. A batch left without records is dropped, unless it has a producer id: Kafka then keeps it empty to
-//! preserve the producer's state (it keeps only each producer's last one; here all are kept, header intact, so
-//! the producer-state replay at load (`producer_log.rs`) still sees every producer's sequences and epochs).
+//! Transactions (see `txn.rs`): the caller's [`BatchDecision`] says whether a batch's records all go (aborted
+//! data, a marker past its delete horizon), whether the batch stays even when emptied (its producer's last
+//! batch: written as an uncompressed batch of no records, header identity intact, as Kafka's
+//! `writeEmptyHeader`), and whether a marker nothing refers to any more needs a delete horizon. Otherwise a
+//! control batch is copied whole, and a data batch left without records is dropped.
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use super::offset_map::OffsetMap;
+use super::txn::BatchDecision;
 use crate::log::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
 use crate::log::decompress::decompress_and;
 use crate::log::error::LogError;
@@ -24,6 +26,8 @@ use crate::log::record::{Reader, RecordError};
 
 /// Attribute bit saying the base timestamp holds the delete horizon (KIP-534).
 const DELETE_HORIZON_FLAG: i16 = 0x40;
+/// Attribute bits of the codec.
+const CODEC_MASK: i16 = 0x07;
 
 /// One record of a batch, borrowed from the (decompressed) records section.
 struct RecordView<'a> {
@@ -98,7 +102,7 @@ fn with_records<R>(
     .map_err(|e| corrupt(h, e))
 }
 
-/// Puts every keyed record of `batch` into the map, unless the map is full: then nothing of the batch is put and
+/// Puts every keyed record of `batch` (unless it belongs to an aborted transaction) into the map, unless the map is full: then nothing of the batch is put and
 /// `false` comes back (the pass ends before this batch). A batch is always taken whole so the mapped section ends
 /// at a batch boundary; the first batch of a pass is taken even if it overfills the map, so a pass always
 /// makes progress.
@@ -107,8 +111,10 @@ pub(crate) fn map_batch(
     h: &BatchHeader,
     map: &mut OffsetMap,
     first: bool,
+    aborted: bool,
 ) -> Result<bool, LogError> {
-    if h.is_control() {
+    // Aborted records never count: they must not shadow an older committed value of their key.
+    if h.is_control() || aborted {
         map.extend_to(h.next_offset());
         return Ok(true);
     }
@@ -153,21 +159,51 @@ pub(crate) struct FilterOutcome {
 
 /// Decides which records of `batch` stay: a keyed record stays if no later record in the mapped section has
 /// its key; a tombstone stays until its batch's delete horizon has passed; keyless records go (Kafka's cleaner
-/// drops them too: a compacted topic cannot hold them).
+/// drops them too: a compacted topic cannot hold them). `decision` applies the transaction rules (module doc).
 pub(crate) fn filter_batch(
     batch: &[u8],
     h: &BatchHeader,
     map: &OffsetMap,
     now_ms: i64,
     delete_retention_ms: i64,
+    decision: &BatchDecision,
 ) -> Result<FilterOutcome, LogError> {
-    if h.is_control() {
+    let old_horizon = h.has_delete_horizon().then_some(h.base_timestamp);
+    let new_horizon = || now_ms.saturating_add(delete_retention_ms.max(0));
+    if decision.discard_records || h.records_count == 0 {
+        // An already emptied batch is kept only as its producer's last, like a batch emptied now.
+        let result = if decision.retain_empty && h.records_count > 0 {
+            Filtered::Rewritten(rewrite(h, Compression::None, &[], None)?)
+        } else if decision.retain_empty {
+            Filtered::Unchanged
+        } else {
+            Filtered::Dropped
+        };
         return Ok(FilterOutcome {
-            result: Filtered::Unchanged,
+            result,
             tombstone_horizon: None,
         });
     }
-    let old_horizon = h.has_delete_horizon().then_some(h.base_timestamp);
+    if h.is_control() {
+        // Kept with its record; a marker that may go later gets (or keeps) its delete horizon.
+        let (result, horizon) = match (decision.marker_horizon, old_horizon) {
+            (false, _) => (Filtered::Unchanged, None),
+            (true, Some(hz)) => (Filtered::Unchanged, Some(hz)),
+            (true, None) => {
+                let hz = new_horizon();
+                let codec = h.compression()?;
+                let bytes = with_records(batch, h, |records| {
+                    let all: Vec<&RecordView<'_>> = records.iter().collect();
+                    rewrite(h, codec, &all, Some(hz))
+                })??;
+                (Filtered::Rewritten(bytes), Some(hz))
+            }
+        };
+        return Ok(FilterOutcome {
+            result,
+            tombstone_horizon: horizon,
+        });
+    }
     let codec = h.compression()?;
     with_records(batch, h, |records| {
         let keep: Vec<&RecordView<'_>> = records
@@ -182,25 +218,35 @@ pub(crate) fn filter_batch(
         let keeps_tombstones = keep.iter().any(|r| r.tombstone);
         let horizon = match old_horizon {
             Some(hz) => Some(hz),
-            None if keeps_tombstones => Some(now_ms.saturating_add(delete_retention_ms.max(0))),
+            None if keeps_tombstones => Some(new_horizon()),
             None => None,
         };
         let tombstone_horizon = if keeps_tombstones { horizon } else { None };
-        let result = if keep.len() == records.len() && horizon == old_horizon {
-            Filtered::Unchanged
-        } else if keep.is_empty() && h.producer_id < 0 {
+        let result = if keep.is_empty() && !decision.retain_empty {
             Filtered::Dropped
+        } else if keep.len() == records.len() && horizon == old_horizon {
+            Filtered::Unchanged
+        } else if keep.is_empty() {
+            Filtered::Rewritten(rewrite(h, Compression::None, &[], None)?)
         } else {
-            match rewrite(h, codec, &keep, horizon) {
-                Ok(bytes) => Filtered::Rewritten(bytes),
-                Err(e) => return Err(e),
-            }
+            Filtered::Rewritten(rewrite(h, codec, &keep, horizon)?)
         };
         Ok(FilterOutcome {
             result,
             tombstone_horizon,
         })
     })?
+}
+
+/// The attribute bits of `codec`.
+fn codec_id(codec: Compression) -> i16 {
+    match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    }
 }
 
 /// Zigzag varint encoding, as in the record format.
@@ -213,14 +259,19 @@ fn put_varlong(buf: &mut Vec<u8>, v: i64) {
     buf.push(z.to_le_bytes()[0]);
 }
 
-/// Builds a batch holding `keep` with `h`'s identity (see the module doc).
+/// Builds a batch holding `keep` with `h`'s identity (see the module doc). An empty one is written
+/// uncompressed, without a delete horizon and with the old max timestamp as its base timestamp.
 fn rewrite(
     h: &BatchHeader,
     codec: Compression,
     keep: &[&RecordView<'_>],
     horizon: Option<i64>,
 ) -> Result<Vec<u8>, LogError> {
-    let base_timestamp = horizon.unwrap_or(h.base_timestamp);
+    let base_timestamp = match horizon {
+        Some(hz) => hz,
+        None if keep.is_empty() => h.max_timestamp,
+        None => h.base_timestamp,
+    };
     let mut records = Vec::new();
     let mut body = Vec::new();
     for r in keep {
@@ -246,7 +297,8 @@ fn rewrite(
     // fits a batch's length field cannot be written.
     let batch_length = i32::try_from(BATCH_HEADER_LEN - 12 + payload.len())
         .map_err(|_| LogError::CorruptMessage("cleaned batch is too large".into()))?;
-    let mut attributes = h.attributes;
+    // The codec bits say what this payload is; the horizon bit is set again below if there is one.
+    let mut attributes = (h.attributes & !(DELETE_HORIZON_FLAG | CODEC_MASK)) | codec_id(codec);
     if horizon.is_some() {
         attributes |= DELETE_HORIZON_FLAG;
     }

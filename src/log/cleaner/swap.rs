@@ -2,13 +2,14 @@
 //! `UnifiedLog.replaceSegments` and `LogLoader`'s swap recovery).
 //!
 //! A group of old segments `[base, end)` is replaced by one cleaned segment named after `base`:
-//! 1. `<base>.log.cleaned` (+ `.index.cleaned`, `.timeindex.cleaned`) are written and fsynced — no lock.
+//! 1. `<base>.log.cleaned` (+ `.index.cleaned`, `.timeindex.cleaned`, and `.txnindex.cleaned` if the cleaned
+//!    segment keeps ABORT markers) are written and fsynced — no lock.
 //! 2. The marker `<base>.cleanend` (holding `base end`) is written durably (this also makes step 1's files
 //!    durable in the directory).
 //! 3. The index files, then the log file, are renamed `.cleaned` -> `.swap`; the directory is fsynced.
-//! 4. Under the partition's write lock ([`Log::install_cleaned`]): the old segments' files are renamed to
-//!    `.deleted`, the `.swap` files to their final names, the new segment is opened and replaces the old ones in
-//!    memory.
+//! 4. Under the partition's write lock ([`Log::install_cleaned`]): the old segments' files (transaction indexes
+//!    too) are renamed to `.deleted`, the `.swap` files to their final names (the transaction index last, after
+//!    the log), the new segment is opened and replaces the old ones in memory, with its transaction index.
 //! 5. With the lock released: directory fsync, marker removed, `.deleted` files removed.
 //!
 //! On open ([`recover_interrupted_cleaning`], before anything else looks at the directory), a marker means a
@@ -16,7 +17,9 @@
 //! are dropped (roll back: the old segments are intact); with `<base>.log.swap` there, the cleaned segment is
 //! complete and durable, so every old segment file in `[base, end)` is removed and the `.swap` files renamed
 //! (roll forward; a missing `.swap` index is rebuilt from the log at open); with neither, step 4 ran, and any old
-//! segment in `(base, end)` that a reordered rename left behind is removed. Without a marker, `.cleaned`,
+//! segment in `(base, end)` that a reordered rename left behind is removed, and a `<base>.txnindex.swap` left
+//! behind is renamed (the transaction index cannot be rebuilt from the log the way the others can, so it is
+//! never removed under its final name while it may be the new one). Without a marker, `.cleaned`,
 //! `.swap` and `.deleted` files are strays and the loader deletes them.
 
 use std::fs;
@@ -34,6 +37,9 @@ use crate::log::segment::{
     file_stem, index_path, log_path, time_index_path, LogSegment, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
+use crate::log::txn_index::{
+    txn_index_path, write_txn_index, AbortedTxn, TxnIndex, TXN_INDEX_SUFFIX,
+};
 
 const CLEANED: &str = ".cleaned";
 const SWAP: &str = ".swap";
@@ -45,13 +51,30 @@ fn with_suffix(p: PathBuf, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{}{suffix}", p.display()))
 }
 
-/// The three files of the segment at `base`, under their final names.
-fn segment_files(dir: &Path, base: i64) -> [PathBuf; 3] {
+/// The files of the segment at `base`, under their final names, in the order they are staged (the log last;
+/// the transaction index, first, may not exist).
+fn segment_files(dir: &Path, base: i64) -> [PathBuf; 4] {
     [
+        txn_index_path(dir, base),
         index_path(dir, base),
         time_index_path(dir, base),
         log_path(dir, base),
     ]
+}
+
+/// Renames `from` to `to`; a missing `from` is fine only for a transaction index (a segment without one).
+fn rename_staged(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && to
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(TXN_INDEX_SUFFIX)) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 fn marker_name(base: i64) -> String {
@@ -80,11 +103,12 @@ pub struct CleanedGroup {
 }
 
 /// Steps 1–3: writes the batches `filter` keeps from `group` into `<base>.*.cleaned`, fsyncs them, writes the
-/// marker and renames the files to `.swap`.
+/// marker and renames the files to `.swap`. `filter` adds the transaction index entries of ABORT markers it
+/// keeps to its third argument.
 pub(crate) fn write_cleaned(
     snap: &CleanerSnapshot,
     group: &[SegmentView],
-    mut filter: impl FnMut(&BatchHeader, &[u8]) -> Result<Filtered, LogError>,
+    mut filter: impl FnMut(&BatchHeader, &[u8], &mut Vec<AbortedTxn>) -> Result<Filtered, LogError>,
     now_ms: i64,
 ) -> Result<CleanedGroup, LogError> {
     let (Some(first), Some(last)) = (group.first(), group.last()) else {
@@ -105,9 +129,10 @@ pub(crate) fn write_cleaned(
     let written = (|| -> Result<u64, LogError> {
         let mut seg =
             LogSegment::create_with_suffix(dir, base, snap.segment_config, now_ms, CLEANED)?;
+        let mut aborted = Vec::new();
         for old in group {
             for_each_batch(old, |h, batch| {
-                let bytes = match filter(h, batch)? {
+                let bytes = match filter(h, batch, &mut aborted)? {
                     Filtered::Dropped => return Ok(true),
                     Filtered::Unchanged => batch.to_vec(),
                     Filtered::Rewritten(b) => b,
@@ -125,6 +150,9 @@ pub(crate) fn write_cleaned(
         }
         seg.on_become_inactive()?;
         seg.flush()?;
+        if !aborted.is_empty() {
+            write_txn_index(&with_suffix(txn_index_path(dir, base), CLEANED), &aborted)?;
+        }
         Ok(seg.size())
     })();
     let cleaned = CleanedGroup {
@@ -158,7 +186,7 @@ pub(crate) fn write_cleaned(
         )?;
         // The log file last: once `<base>.log.swap` exists, its indexes are renamed too (or rebuilt).
         for f in segment_files(dir, base) {
-            fs::rename(with_suffix(f.clone(), CLEANED), with_suffix(f, SWAP))?;
+            rename_staged(&with_suffix(f.clone(), CLEANED), &with_suffix(f, SWAP))?;
         }
         sync_dir(dir).map_err(io::Error::other)
     })();
@@ -235,8 +263,10 @@ impl Log {
                     }
                 }
             }
-            for f in segment_files(&self.dir, group.base) {
-                fs::rename(with_suffix(f.clone(), SWAP), f)?;
+            // The transaction index after the log: see the module doc (recovery).
+            let [txn, files @ ..] = segment_files(&self.dir, group.base);
+            for f in files.into_iter().chain([txn]) {
+                rename_staged(&with_suffix(f.clone(), SWAP), &f)?;
             }
             Ok(())
         })();
@@ -257,11 +287,24 @@ impl Log {
                 )))
             }
         };
+        let index = match TxnIndex::open(&self.dir, group.base) {
+            Ok(i) => i,
+            Err(e) => {
+                return Err(self.go_offline(format!(
+                    "opening the transaction index of cleaned segment {} failed: {e}",
+                    group.base
+                )))
+            }
+        };
         for (base, _, _) in &group.old {
             // Dropped, not deleted: its files were renamed away above; readers holding its file keep reading.
             self.older.remove(base);
+            self.txn_indexes.remove(base);
         }
         self.older.insert(group.base, fresh);
+        if !index.entries().is_empty() {
+            self.txn_indexes.insert(group.base, index);
+        }
         self.dir_changes += 1;
         Ok(true)
     }
@@ -310,6 +353,11 @@ pub(crate) fn recover_interrupted_cleaning(dir: &Path) -> Result<(), LogError> {
             }
         } else {
             remove_old_segments(dir, base, end, false)?;
+            let txn = txn_index_path(dir, base);
+            let swap = with_suffix(txn.clone(), SWAP);
+            if swap.exists() {
+                fs::rename(swap, txn)?;
+            }
         }
         sync_dir(dir)?;
         fs::remove_file(&path)?;
@@ -329,11 +377,16 @@ fn remove_old_segments(
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name().to_string_lossy().to_string();
         let plain = name.strip_suffix(DELETED).unwrap_or(&name);
-        let seg_base = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
-            .iter()
-            .find_map(|s| plain.strip_suffix(s))
-            .filter(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|stem| stem.parse::<i64>().ok());
+        let seg_base = [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ]
+        .iter()
+        .find_map(|s| plain.strip_suffix(s))
+        .filter(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|stem| stem.parse::<i64>().ok());
         if let Some(b) = seg_base {
             if (b > base || (including_base && b == base)) && b < end {
                 remove_if_exists(&dir.join(&name))?;

@@ -547,3 +547,5 @@ fn a_pass_never_writes_into_a_recreated_directory() {
     assert!(clean(&snap, &p, &cc, 1 << 20, NOW, |_| Ok(true)).is_err());
     assert!(names(&dir).is_empty(), "{:?}", names(&dir));
 }
+
+mod txn;
