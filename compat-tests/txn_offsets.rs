@@ -141,3 +141,14 @@ fn rdkafka_send_offsets_to_transaction_commit_abort_and_kill9() {
         );
     });
 }
+
+/// The Java producer (kafka-clients 4.1, transactions V2: TxnOffsetCommit v5 adds the offsets partition
+/// implicitly) commits, aborts and holds open transactions with offsets; see compat-tests/java/TxnOffsets.java.
+#[test]
+fn java_send_offsets_to_transaction() {
+    bounded(120, || {
+        let b = Broker::start();
+        let text = crate::common::run_java("TxnOffsets.java", &b, &[]);
+        assert!(text.contains("TxnOffsets: OK"), "{text}");
+    });
+}
