@@ -319,12 +319,21 @@ impl<S: Shard> CoordinatorRuntime<S> {
             return Ok(false);
         };
         let now = crate::partition::manager::now_ms();
-        let slot = self.slot(index).ok();
-        let mut guard = slot
-            .as_ref()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
+        let slot = {
+            let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
+            match shards.get(&index) {
+                Some(slot) => slot.clone(),
+                None => {
+                    // Not coordinated here: append under the map's read lock, so a `load` starting now (it
+                    // takes the write lock to add its slot) replays this marker rather than missing it.
+                    p.append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now)?;
+                    return Ok(true);
+                }
+            }
+        };
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
         p.append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now)?;
-        if let Some(Slot::Active(shard)) = guard.as_deref_mut() {
+        if let Slot::Active(shard) = &mut *guard {
             shard.replay_marker(producer_id, commit, now);
         }
         Ok(true)
