@@ -27,5 +27,6 @@ mod offsets_retention;
 mod other_clients;
 mod produce_consume;
 mod transactions;
+mod txn_offsets;
 mod txn_raw;
 mod versions;

@@ -596,6 +596,43 @@ fn check(raw: &mut Raw, api: ApiKey, v: i16, id: Uuid, batch: &Bytes) {
             assert_eq!(t.producer_id.0, pid, "{ctx}");
             assert_eq!(t.transaction_state.as_str(), "Empty", "{ctx}");
         }
+        ApiKey::TxnOffsetCommit => {
+            let part = |p: i32| {
+                txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(p)
+                    .with_committed_offset(1)
+                    .with_committed_metadata(Some(StrBytes::from_static_str("m")))
+            };
+            let topic = |t: &str| {
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(name(t))
+                    .with_partitions(vec![part(0)])
+            };
+            let mut req = TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("no-txn")))
+                .with_group_id(GroupId(StrBytes::from_static_str("")))
+                .with_producer_id(ProducerId(123_456))
+                .with_producer_epoch(0)
+                .with_topics(vec![topic("v"), topic("no-such-topic")]);
+            if v >= 3 {
+                req.generation_id = -1;
+            }
+            let r: TxnOffsetCommitResponse = raw.call(api, v, &req);
+            let codes: Vec<i16> = r
+                .topics
+                .iter()
+                .map(|t| t.partitions[0].error_code)
+                .collect();
+            assert_eq!(
+                codes,
+                vec![24, 3],
+                "{ctx}: INVALID_GROUP_ID, UNKNOWN_TOPIC_OR_PARTITION"
+            );
+            // A producer the transaction coordinator does not know is refused, whatever the group.
+            req.group_id = GroupId(StrBytes::from_static_str("txn-g"));
+            let r: TxnOffsetCommitResponse = raw.call(api, v, &req);
+            assert_ne!(r.topics[0].partitions[0].error_code, 0, "{ctx}");
+        }
         other => panic!("{other:?} is in the table but not covered here"),
     }
 }

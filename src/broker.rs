@@ -103,7 +103,8 @@ impl Broker {
             replicas.clone(),
             config.transaction_state_log_num_partitions,
             limits,
-            Arc::new(LocalMarkerWriter::new(replicas.clone())),
+            // Markers for __consumer_offsets go through the group coordinator (pending transactional offsets).
+            Arc::new(LocalMarkerWriter::new(replicas.clone(), groups.clone())),
         ));
         let producer_ids = crate::coordinator::producer_ids::ProducerIdManager::new(config.node_id);
         Ok(Arc::new(Broker {

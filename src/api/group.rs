@@ -23,10 +23,10 @@ use crate::coordinator::{CoordinatorError, OFFSETS_TOPIC};
 
 /// Longest string the `__consumer_offsets` records can hold (an `int16` length, as in Kafka); flexible
 /// request versions could carry longer ones, which would not survive a replay.
-const MAX_STRING_BYTES: usize = i16::MAX as usize;
+pub(super) const MAX_STRING_BYTES: usize = i16::MAX as usize;
 
 /// A group id must be non-empty and fit the records (INVALID_GROUP_ID otherwise).
-fn valid_group_id(id: &str) -> bool {
+pub(super) fn valid_group_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_STRING_BYTES
 }
 
@@ -469,6 +469,7 @@ fn fetch_group(
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
     member: Option<(&str, i32)>,
+    require_stable: bool,
 ) -> Fetched {
     ctx.broker
         .groups
@@ -476,16 +477,27 @@ fn fetch_group(
             if let (Some(g), Some((id, epoch))) = (shard.consumer_group(group), member) {
                 validate_consumer_member(g, id, epoch, false)?;
             }
+            // require_stable (v7+): a partition with a transactional offset pending answers
+            // UNSTABLE_OFFSET_COMMIT, which clients retry (Kafka's `fetchOffsets`).
+            let unstable = |t: &str, p: i32| {
+                (require_stable && shard.offsets.has_pending(group, t, p))
+                    .then(|| (p, -1, -1, String::new(), E::UnstableOffsetCommit.code()))
+            };
             Ok(match topics {
                 Some(topics) => topics
                     .into_iter()
                     .map(|(t, parts)| {
                         let ps = parts
                             .into_iter()
-                            .map(|p| match shard.offsets.get(group, &t, p) {
-                                Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone(), 0),
-                                None => (p, -1, -1, String::new(), 0),
-                            })
+                            .map(
+                                |p| match (unstable(&t, p), shard.offsets.get(group, &t, p)) {
+                                    (Some(u), _) => u,
+                                    (None, Some(c)) => {
+                                        (p, c.offset, c.leader_epoch, c.metadata.clone(), 0)
+                                    }
+                                    (None, None) => (p, -1, -1, String::new(), 0),
+                                },
+                            )
                             .collect();
                         (t, ps)
                     })
@@ -493,7 +505,9 @@ fn fetch_group(
                 None => {
                     let mut out: Vec<(String, Vec<FetchedPartition>)> = Vec::new();
                     for (t, p, c) in shard.offsets.all(group) {
-                        let entry = (p, c.offset, c.leader_epoch, c.metadata.clone(), 0);
+                        let entry = unstable(t, p).unwrap_or_else(|| {
+                            (p, c.offset, c.leader_epoch, c.metadata.clone(), 0)
+                        });
                         match out.last_mut() {
                             Some((name, ps)) if name == t => ps.push(entry),
                             _ => out.push((t.to_string(), vec![entry])),
@@ -507,8 +521,9 @@ fn fetch_group(
         .and_then(|r| r)
 }
 
-/// OffsetFetch v1–9 (several groups from v8). `require_stable` never waits: there are no transactional
-/// offsets yet, so nothing is ever pending.
+/// OffsetFetch v1–9 (several groups from v8). With `require_stable` (v7+) a partition whose offset a
+/// transaction has pending answers UNSTABLE_OFFSET_COMMIT (per partition in every version, as Kafka 4's
+/// group coordinator does); without it the last committed offset is returned.
 pub async fn offset_fetch(
     ctx: &RequestContext,
     req: OffsetFetchRequest,
@@ -524,7 +539,7 @@ pub async fn offset_fetch(
             });
             let mut gr = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             let member = (v >= 9).then(|| (g.member_id.as_deref().unwrap_or(""), g.member_epoch));
-            match fetch_group(ctx, &g.group_id, topics, member) {
+            match fetch_group(ctx, &g.group_id, topics, member, req.require_stable) {
                 Err(e) => gr.error_code = e,
                 Ok(ts) => {
                     gr.topics = ts
@@ -558,7 +573,13 @@ pub async fn offset_fetch(
             .collect()
     });
     let requested = topics.clone();
-    match fetch_group(ctx, &req.group_id, topics, None) {
+    match fetch_group(
+        ctx,
+        &req.group_id,
+        topics,
+        None,
+        v >= 7 && req.require_stable,
+    ) {
         Err(e) => {
             if v >= 2 {
                 resp.error_code = e;

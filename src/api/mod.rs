@@ -15,6 +15,7 @@ pub mod producer;
 pub mod splice;
 pub mod txn;
 pub mod txn_admin;
+pub mod txn_offset_commit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -244,6 +245,7 @@ requests! {
     EndTxn => EndTxnRequest, txn::handle_end_txn;
     DescribeTransactions => DescribeTransactionsRequest, txn_admin::handle_describe_transactions;
     ListTransactions => ListTransactionsRequest, txn_admin::handle_list_transactions;
+    TxnOffsetCommit => TxnOffsetCommitRequest, txn_offset_commit::handle;
 }
 
 /// Encodes `size | response header | body` for `api` at `version`.

@@ -21,6 +21,13 @@
 //!
 //! An operation that needs more than one write under one lock (the transaction coordinator's prepare, markers,
 //! complete) uses [`CoordinatorRuntime::run_with`], whose [`ShardWriter`] appends and replays each step.
+//!
+//! Transactions (Kafka's `scheduleTransactionalWriteOperation` and `completeTransaction`):
+//! [`ShardWriter::write_transactional`] writes a shard's records as one transactional batch of a producer
+//! (base sequence 0, as Kafka's runtime writes it; the log skips sequence checks for the coordinator origin
+//! and keeps the epoch check), replayed through [`Shard::replay_at`] with the producer id, so the shard keeps
+//! them pending; [`CoordinatorRuntime::complete_transaction`] appends the COMMIT/ABORT marker under the slot's
+//! lock and replays it through [`Shard::replay_marker`]. Loading replays control batches the same way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -33,6 +40,7 @@ use kafka_protocol::records::{
 };
 
 use super::group::GroupShard;
+use crate::log::AppendOrigin;
 use crate::partition::manager::ReplicaManager;
 use crate::partition::{AppendError, Partition};
 
@@ -48,6 +56,22 @@ pub trait Shard: Send + 'static {
     fn encode(record: &Self::Record) -> (Bytes, Option<Bytes>);
     /// Applies a written or loaded record: the only way the shard's state changes.
     fn replay(&mut self, record: &Self::Record, now: i64);
+    /// Applies a record at its log `offset`; `producer_id` is set when the record is part of that producer's
+    /// transaction (pending until the transaction's marker, Kafka's `replay(offset, producerId, ...)`). The
+    /// default forgets both: a shard that never writes transactionally.
+    fn replay_at(
+        &mut self,
+        record: &Self::Record,
+        offset: i64,
+        producer_id: Option<i64>,
+        now: i64,
+    ) {
+        let _ = (offset, producer_id);
+        self.replay(record, now);
+    }
+    /// A COMMIT (`commit`) or ABORT marker of `producer_id`'s transaction in this partition (Kafka's
+    /// `replayEndTransactionMarker`). The default: nothing is ever pending.
+    fn replay_marker(&mut self, _producer_id: i64, _commit: bool, _now: i64) {}
     /// Records could not be written (`code` is the Kafka error); waiting requests may need an answer.
     fn write_failed(&mut self, _records: &[Self::Record], _code: i16, _now: i64) {}
     /// Timer event: the records it produces.
@@ -158,7 +182,24 @@ impl<S: Shard> ShardWriter<'_, S> {
     /// Appends records to the partition and replays them; on failure the shard hears of it.
     pub fn write(&mut self, records: Vec<S::Record>) -> Result<(), CoordinatorError> {
         self.runtime
-            .write(self.index, self.shard, records, self.now)
+            .write(self.index, self.shard, records, self.now, None)
+    }
+
+    /// Appends records as one transactional batch of `producer_id` at `producer_epoch` and replays them as
+    /// that producer's pending records (TxnOffsetCommit); its transaction's marker settles them.
+    pub fn write_transactional(
+        &mut self,
+        records: Vec<S::Record>,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(), CoordinatorError> {
+        self.runtime.write(
+            self.index,
+            self.shard,
+            records,
+            self.now,
+            Some((producer_id, producer_epoch)),
+        )
     }
 
     /// The shard, for operations that keep runtime-only bookkeeping in it (the classic group protocol's
@@ -222,9 +263,15 @@ impl<S: Shard> CoordinatorRuntime<S> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let shard = me.replay_partition(index);
-            let size = shard.size();
+            let (mut shard, next) = me.replay_partition(index);
+            // Markers for this partition may have been appended while it loaded (they take the slot lock, as
+            // `complete_transaction` does, but do not wait for the load): catch up under the lock, so none is
+            // missed and none replayed twice.
             let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = me.replicas.get(S::TOPIC, index) {
+                replay_range(&mut shard, &p, index, next);
+            }
+            let size = shard.size();
             *guard = Slot::Active(Box::new(shard));
             tracing::debug!(topic = S::TOPIC, partition = index, size, elapsed = ?started.elapsed(), "loaded coordinator shard");
         });
@@ -243,71 +290,53 @@ impl<S: Shard> CoordinatorRuntime<S> {
         shards.remove(&index);
     }
 
-    /// Replays every record of the partition into a fresh shard.
-    fn replay_partition(&self, index: i32) -> S {
+    /// Replays every record of the partition into a fresh shard; also returns the offset it stopped at.
+    fn replay_partition(&self, index: i32) -> (S, i64) {
         let mut shard = (self.make)();
         let Some(p) = self.replicas.get(S::TOPIC, index) else {
-            return shard;
+            return (shard, 0);
         };
-        let topic = S::TOPIC;
+        let start = p.with_log(|l| l.log_start_offset());
+        let next = replay_range(&mut shard, &p, index, start);
+        (shard, next)
+    }
+
+    /// Ends `producer_id`'s transaction in partition `index` of the internal topic (the marker writer's call
+    /// for `__consumer_offsets`, Kafka's `GroupCoordinatorService.completeTransaction`): under the shard's
+    /// lock, appends the COMMIT/ABORT marker and replays it, so pending transactional records become
+    /// committed or vanish exactly when the marker is in the log. A partition being loaded gets the marker
+    /// and its load replays it; one this broker does not coordinate gets the marker only. `Ok(false)`: the
+    /// partition is not hosted here (its marker is not needed).
+    pub fn complete_transaction(
+        &self,
+        index: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<bool, AppendError> {
+        let Some(p) = self.replicas.get(S::TOPIC, index) else {
+            return Ok(false);
+        };
         let now = crate::partition::manager::now_ms();
-        let end = p.high_watermark();
-        let mut offset = p.with_log(|l| l.log_start_offset());
-        while offset < end {
-            let read = p.with_log(|l| l.read(offset, LOAD_READ_BYTES, end, true));
-            let mut buf: Bytes = match read {
-                Ok(b) if !b.is_empty() => b,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(
-                        partition = index,
-                        offset,
-                        "cannot read {topic} while loading: {e}"
-                    );
-                    break;
-                }
-            };
-            let before = offset;
-            while !buf.is_empty() {
-                // Progress by the batch's header, not its records: a compacted partition holds batches the
-                // cleaner emptied (a producer's last batch, markers) and batches whose last records are gone.
-                if let Some(next) = batch_next_offset(&buf) {
-                    offset = offset.max(next);
-                }
-                let set = match RecordBatchDecoder::decode(&mut buf) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(
-                            partition = index,
-                            offset,
-                            "undecodable batch in {topic}: {e}"
-                        );
-                        return shard;
-                    }
-                };
-                for r in &set.records {
-                    offset = offset.max(r.offset + 1);
-                    if r.control {
-                        continue;
-                    }
-                    let Some(key) = &r.key else { continue };
-                    match S::decode(key, r.value.as_deref()) {
-                        Ok(Some(rec)) => shard.replay(&rec, now),
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(
-                            topic,
-                            partition = index,
-                            offset = r.offset,
-                            "skipping record: {e}"
-                        ),
-                    }
+        let slot = {
+            let shards = self.shards.read().unwrap_or_else(|p| p.into_inner());
+            match shards.get(&index) {
+                Some(slot) => slot.clone(),
+                None => {
+                    // Not coordinated here: append under the map's read lock, so a `load` starting now (it
+                    // takes the write lock to add its slot) replays this marker rather than missing it.
+                    p.append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now)?;
+                    return Ok(true);
                 }
             }
-            if offset == before {
-                break; // no progress (should not happen): stop rather than spin
-            }
+        };
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        p.append_marker(producer_id, producer_epoch, coordinator_epoch, commit, now)?;
+        if let Slot::Active(shard) = &mut *guard {
+            shard.replay_marker(producer_id, commit, now);
         }
-        shard
+        Ok(true)
     }
 
     /// Runs one operation on the key's shard: `op` returns an answer and records; the records are appended
@@ -416,18 +445,20 @@ impl<S: Shard> CoordinatorRuntime<S> {
         shard: &mut S,
         records: Vec<S::Record>,
         now: i64,
+        txn: Option<(i64, i16)>,
     ) -> Result<(), CoordinatorError> {
         if records.is_empty() {
             return Ok(());
         }
         let result = match self.replicas.get(S::TOPIC, index) {
-            Some(p) => append::<S>(&p, &records, now),
+            Some(p) => append::<S>(&p, &records, now, txn),
             None => Err(CoordinatorError::NotCoordinator),
         };
         match result {
-            Ok(()) => {
-                for r in &records {
-                    shard.replay(r, now);
+            Ok(first) => {
+                let producer_id = txn.map(|(pid, _)| pid);
+                for (offset, r) in (first..).zip(&records) {
+                    shard.replay_at(r, offset, producer_id, now);
                 }
                 Ok(())
             }
@@ -446,29 +477,119 @@ fn batch_next_offset(buf: &[u8]) -> Option<i64> {
         .map(|h| h.next_offset())
 }
 
-/// Appends records as one uncompressed v2 batch through the leader append path.
+/// Replays the records of `p` from `offset` up to its high watermark into `shard`: data records with their
+/// offsets (transactional ones with their producer id), COMMIT/ABORT control records as markers. Returns the
+/// offset after the last record read.
+fn replay_range<S: Shard>(shard: &mut S, p: &Partition, index: i32, mut offset: i64) -> i64 {
+    let topic = S::TOPIC;
+    let now = crate::partition::manager::now_ms();
+    let end = p.high_watermark();
+    while offset < end {
+        let read = p.with_log(|l| l.read(offset, LOAD_READ_BYTES, end, true));
+        let mut buf: Bytes = match read {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(
+                    partition = index,
+                    offset,
+                    "cannot read {topic} while loading: {e}"
+                );
+                break;
+            }
+        };
+        let before = offset;
+        while !buf.is_empty() {
+            // Progress by the batch's header too, not only its records: a compacted partition holds batches
+            // the cleaner emptied (a producer's last batch, markers) and batches whose last records are gone.
+            let batch_end = batch_next_offset(&buf);
+            let set = match RecordBatchDecoder::decode(&mut buf) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(
+                        partition = index,
+                        offset,
+                        "undecodable batch in {topic}: {e}"
+                    );
+                    return end;
+                }
+            };
+            for r in &set.records {
+                if r.offset < offset {
+                    continue; // a batch read again from its start: its earlier records are replayed
+                }
+                offset = r.offset + 1;
+                if r.control {
+                    // Control record key: version (int16), type (int16: 0 ABORT, 1 COMMIT).
+                    match r.key.as_deref() {
+                        Some([_, _, 0, t]) if *t <= 1 => {
+                            shard.replay_marker(r.producer_id, *t == 1, now);
+                        }
+                        _ => tracing::warn!(
+                            topic,
+                            partition = index,
+                            offset = r.offset,
+                            "skipping an unknown control record"
+                        ),
+                    }
+                    continue;
+                }
+                let Some(key) = &r.key else { continue };
+                let producer_id = r.transactional.then_some(r.producer_id);
+                match S::decode(key, r.value.as_deref()) {
+                    Ok(Some(rec)) => shard.replay_at(&rec, r.offset, producer_id, now),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        topic,
+                        partition = index,
+                        offset = r.offset,
+                        "skipping record: {e}"
+                    ),
+                }
+            }
+            if let Some(next) = batch_end {
+                offset = offset.max(next);
+            }
+        }
+        if offset == before {
+            break; // no progress (should not happen): stop rather than spin
+        }
+    }
+    offset
+}
+
+/// Appends records as one uncompressed v2 batch through the leader append path; returns the first offset.
+/// `txn`: a transactional batch of that producer id and epoch, with base sequence 0 as Kafka's coordinator
+/// runtime writes it (the log skips sequence checks for the coordinator's own batches, keeps the epoch check).
 fn append<S: Shard>(
     p: &Partition,
     records: &[S::Record],
     now: i64,
-) -> Result<(), CoordinatorError> {
+    txn: Option<(i64, i16)>,
+) -> Result<i64, CoordinatorError> {
+    let (producer_id, producer_epoch) = txn.unwrap_or((-1, -1));
     let recs: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let (key, value) = S::encode(r);
+            let i32_index = i32::try_from(i).unwrap_or(i32::MAX);
             Record {
-                transactional: false,
+                transactional: txn.is_some(),
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 // kafka-protocol keeps records in one batch while offset - sequence stays the same; the
-                // batch's base sequence is the first record's, -1 (no producer id).
-                sequence: i32::try_from(i).unwrap_or(i32::MAX) - 1,
+                // batch's base sequence is the first record's: -1 without a producer id, else 0.
+                sequence: if txn.is_some() {
+                    i32_index
+                } else {
+                    i32_index - 1
+                },
                 timestamp: now,
                 key: Some(key),
                 value,
@@ -486,8 +607,8 @@ fn append<S: Shard>(
         },
     )
     .map_err(|_| CoordinatorError::TooLarge)?;
-    match p.append(buf.freeze(), true, now) {
-        Ok(_) => Ok(()),
+    match p.append_from(buf.freeze(), true, now, AppendOrigin::Coordinator) {
+        Ok(info) => Ok(info.first_offset),
         Err(AppendError::Log(crate::log::LogError::MessageTooLarge { .. }))
         | Err(AppendError::Log(crate::log::LogError::RecordListTooLarge { .. })) => {
             Err(CoordinatorError::TooLarge)

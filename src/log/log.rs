@@ -28,7 +28,7 @@ use super::checkpoint::{self, Checkpoint, OffsetCheckpoints};
 use super::config::LogConfig;
 use super::error::LogError;
 use super::flush::{LogHealth, RollFlush};
-use super::producer_log::{aborted_entry, ProducerAppend};
+use super::producer_log::{aborted_entry, AppendOrigin, ProducerAppend};
 use super::producer_state::{CompletedTxn, ProducerStateManager};
 use super::segment::SegmentMark;
 use super::segment::{LogSegment, SegmentConfig};
@@ -144,6 +144,25 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.append_validated_from(
+            records,
+            validated,
+            leader_epoch,
+            now_ms,
+            AppendOrigin::Client,
+        )
+    }
+
+    /// [`Log::append_validated`] for an origin: a coordinator's own transactional batches skip the duplicate
+    /// and sequence checks (Kafka's `AppendOrigin.COORDINATOR`), keeping the epoch check.
+    pub fn append_validated_from(
+        &mut self,
+        records: &mut [u8],
+        validated: &ValidatedRecords,
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, LogError> {
         self.check_online()?;
         if validated.total_bytes != records.len() {
             return Err(LogError::InvalidRecord(
@@ -165,7 +184,7 @@ impl Log {
         if self.config.message_timestamp_type == TimestampType::CreateTime {
             self.check_timestamps(validated, now_ms)?;
         }
-        let producer = self.check_producer_append(validated)?;
+        let producer = self.check_producer_append(validated, origin)?;
         if let ProducerAppend::Duplicate(d) = producer {
             // Kafka answers a retried batch with where it already is, and appends nothing.
             return Ok(AppendInfo {

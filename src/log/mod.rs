@@ -53,6 +53,7 @@ pub use config::{LogConfig, MIN_SEGMENT_BYTES};
 pub use error::{BadRecord, LogError, MAX_RECORD_ERRORS};
 pub use flush::{FlushJob, LogHealth};
 pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE};
+pub use producer_log::AppendOrigin;
 pub use segment::FileSlice;
 
 /// A file size or position as `usize`. Segments are at most 4 GiB (32-bit index positions), so on the 64-bit

@@ -80,6 +80,17 @@ fn replay_batch(
         .then(|| aborted_entry(producers, &completed))
 }
 
+/// Who appends a batch as leader (Kafka's `AppendOrigin`): a client's batches get every producer check; a
+/// coordinator's own transactional batches (written with sequence 0 each time, as Kafka's coordinator runtime
+/// writes them) skip the duplicate and sequence checks but not the epoch check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer's Produce request.
+    Client,
+    /// A coordinator writing to its internal topic.
+    Coordinator,
+}
+
 /// What the producer check decided for a leader append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ProducerAppend {
@@ -146,6 +157,7 @@ impl Log {
     pub(super) fn check_producer_append(
         &self,
         validated: &ValidatedRecords,
+        origin: AppendOrigin,
     ) -> Result<ProducerAppend, LogError> {
         let mut found = None;
         for b in &validated.batches {
@@ -166,6 +178,10 @@ impl Log {
         let Some(pb) = found else {
             return Ok(ProducerAppend::Plain);
         };
+        if origin == AppendOrigin::Coordinator {
+            self.producers.check_epoch(&pb)?;
+            return Ok(ProducerAppend::Batch(pb));
+        }
         Ok(match self.producers.check(&pb)? {
             CheckOutcome::Append => ProducerAppend::Batch(pb),
             CheckOutcome::Duplicate(d) => ProducerAppend::Duplicate(d),

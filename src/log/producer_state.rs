@@ -335,6 +335,20 @@ impl ProducerStateManager {
         Ok(CheckOutcome::Append)
     }
 
+    /// The only check of a coordinator's own batch (Kafka's `checkProducerEpoch` for origin COORDINATOR): an
+    /// epoch older than the producer's last is fenced. Pure.
+    pub fn check_epoch(&self, batch: &ProducerBatch) -> Result<(), LogError> {
+        match self.producers.get(&batch.producer_id) {
+            Some(entry) if batch.epoch < entry.epoch => {
+                Err(LogError::InvalidProducerEpoch(format!(
+                    "epoch {} of producer {} is older than the last seen epoch {}",
+                    batch.epoch, batch.producer_id, entry.epoch
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Records a batch that is now in the log (leader append, or replay at load). Evicts the least recently
     /// written producer if a new one would exceed the cap.
     pub fn update(&mut self, batch: &ProducerBatch) {

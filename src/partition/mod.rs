@@ -40,8 +40,8 @@ use crate::log::cleaner::{self, CleanStats, CompactionConfig};
 use crate::log::producer_state::CompletedTxn;
 use crate::log::txn_index::AbortedTxn;
 use crate::log::{
-    validate_producer_records, AppendInfo, BatchHeader, FileSlice, FlushJob, Log, LogConfig,
-    LogError, LogHealth,
+    validate_producer_records, AppendInfo, AppendOrigin, BatchHeader, FileSlice, FlushJob, Log,
+    LogConfig, LogError, LogHealth,
 };
 
 /// Why an append was refused.
@@ -293,6 +293,19 @@ impl Partition {
         acks_all: bool,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
+        self.append_from(records, acks_all, now_ms, AppendOrigin::Client)
+    }
+
+    /// [`Partition::append`] for an origin: a coordinator's transactional batches (TxnOffsetCommit) skip the
+    /// sequence checks and the transactional-produce gate (the coordinator only writes them for a transaction
+    /// its transaction coordinator will end).
+    pub fn append_from(
+        &self,
+        records: Bytes,
+        acks_all: bool,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, AppendError> {
         if acks_all
             && self.isr_size.load(Ordering::Acquire)
                 < self.min_insync_replicas.load(Ordering::Acquire)
@@ -321,11 +334,12 @@ impl Partition {
             let Some(mut log) = self.write() else {
                 return Err(AppendError::Deleted);
             };
-            let info = log.append_validated(
+            let info = log.append_validated_from(
                 &mut buf,
                 &validated,
                 self.leader_epoch.load(Ordering::Acquire),
                 now_ms,
+                origin,
             )?;
             let flush = log
                 .flush_due_by_messages()

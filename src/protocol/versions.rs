@@ -61,6 +61,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::AddPartitionsToTxn, 0, 5),
     api(ApiKey::AddOffsetsToTxn, 0, 4),
     api(ApiKey::EndTxn, 0, 5),
+    api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -167,6 +168,7 @@ mod tests {
                 ApiKey::EndTxn => range::<EndTxnRequest>(),
                 ApiKey::DescribeTransactions => range::<DescribeTransactionsRequest>(),
                 ApiKey::ListTransactions => range::<ListTransactionsRequest>(),
+                ApiKey::TxnOffsetCommit => range::<TxnOffsetCommitRequest>(),
                 other => panic!("{other:?} in table but not checked here"),
             };
             assert!(

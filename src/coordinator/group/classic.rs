@@ -637,6 +637,7 @@ impl ClassicGroup {
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
+        transactional: bool,
         now: i64,
     ) -> Result<(), i16> {
         if generation < 0 && self.state == GroupState::Empty {
@@ -648,11 +649,12 @@ impl ClassicGroup {
             if generation != self.generation {
                 return Err(code(E::IllegalGeneration));
             }
-        } else {
-            // No member and no generation: only a group without members takes such commits.
+        } else if !transactional {
+            // No member and no generation: only a group without members takes such commits. TxnOffsetCommit
+            // before v3 carries neither, so transactional commits pass (Kafka's `validateOffsetCommit`).
             return Err(code(E::UnknownMemberId));
         }
-        if self.state == GroupState::CompletingRebalance {
+        if !transactional && self.state == GroupState::CompletingRebalance {
             // The member knows the new generation from its JoinGroup answer but has no assignment yet.
             return Err(code(E::RebalanceInProgress));
         }

@@ -15,6 +15,9 @@
 //!
 //! Where one of these rules applies, an offset committed by OffsetCommit v2–4 with a retention time expires
 //! at its own expire timestamp instead (Kafka's `OffsetExpirationConditionImpl.isOffsetExpired`).
+//!
+//! An offset with a transactional offset pending for its partition never expires, and a group with pending
+//! transactional offsets is never deleted (Kafka's `cleanupExpiredOffsets`).
 
 use super::classic::GroupState;
 use super::offsets::Committed;
@@ -46,6 +49,7 @@ impl GroupShard {
                     let all = self.offsets.all(group);
                     for (topic, partition, c) in all {
                         if !subscribed.contains(topic)
+                            && !self.offsets.has_pending(group, topic, partition)
                             && is_expired(c, c.commit_timestamp, now, retention_ms)
                         {
                             records.push(offset_tombstone(group, topic, partition));
@@ -59,18 +63,21 @@ impl GroupShard {
             let total = all.len();
             let mut expired = 0;
             for (topic, partition, c) in all {
-                if base(c.commit_timestamp).is_some_and(|b| is_expired(c, b, now, retention_ms)) {
+                if base(c.commit_timestamp).is_some_and(|b| is_expired(c, b, now, retention_ms))
+                    && !self.offsets.has_pending(group, topic, partition)
+                {
                     records.push(offset_tombstone(group, topic, partition));
                     expired += 1;
                 }
             }
-            if expired == total {
+            if expired == total && !self.offsets.has_open_transactions(group) {
                 emptied.push(group.clone());
             }
         }
         // Empty groups with no offsets left (now, or never had any) go, as Kafka's `maybeDeleteGroup` does.
         for (id, g) in &self.groups {
-            let no_offsets = !self.offsets.has_group(id) || emptied.contains(id);
+            let no_offsets = (!self.offsets.has_group(id) || emptied.contains(id))
+                && !self.offsets.has_open_transactions(id);
             if g.is_empty() && g.generation > 0 && no_offsets {
                 records.push(GroupRecord {
                     key: RecordKey::Group { group: id.clone() },

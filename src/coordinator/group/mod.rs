@@ -20,6 +20,7 @@ pub mod member;
 pub mod offsets;
 pub mod records;
 mod runtime_ext;
+pub mod txn_offsets;
 
 use std::collections::HashMap;
 
@@ -61,6 +62,8 @@ pub struct GroupShard {
     pub offsets: Offsets,
     limits: GroupLimits,
     consumer_limits: ConsumerLimits,
+    /// Log offset of the last record replayed (records replayed without one, in tests, follow it).
+    last_offset: i64,
 }
 
 impl GroupShard {
@@ -72,6 +75,7 @@ impl GroupShard {
             offsets: Offsets::default(),
             limits,
             consumer_limits: ConsumerLimits::default(),
+            last_offset: -1,
         }
     }
 
@@ -344,7 +348,7 @@ impl GroupShard {
             }
         } else {
             match self.groups.get_mut(group_id) {
-                Some(g) => g.validate_commit(member_id, instance_id, generation, now)?,
+                Some(g) => g.validate_commit(member_id, instance_id, generation, false, now)?,
                 None if generation < 0 => {}
                 // A generation for a group that does not exist: GROUP_ID_NOT_FOUND from OffsetCommit v9,
                 // ILLEGAL_GENERATION before (Kafka's OffsetMetadataManager).
@@ -381,7 +385,9 @@ impl GroupShard {
             records.extend(Self::consumer_group_tombstones(group_id));
             return Ok(records);
         }
-        let known = self.groups.contains_key(group_id) || self.offsets.has_group(group_id);
+        let known = self.groups.contains_key(group_id)
+            || self.offsets.has_group(group_id)
+            || self.offsets.has_open_transactions(group_id);
         if !known {
             return Err(E::GroupIdNotFound.code());
         }
@@ -413,7 +419,11 @@ impl GroupShard {
     ) -> Result<(Vec<i16>, Vec<GroupRecord>), i16> {
         let group = self.groups.get(group_id);
         let consumer = self.consumer_groups.get(group_id);
-        if group.is_none() && consumer.is_none() && !self.offsets.has_group(group_id) {
+        if group.is_none()
+            && consumer.is_none()
+            && !self.offsets.has_group(group_id)
+            && !self.offsets.has_open_transactions(group_id)
+        {
             return Err(E::GroupIdNotFound.code());
         }
         let subscribed = match group {
@@ -440,7 +450,10 @@ impl GroupShard {
                 continue;
             }
             errors.push(0);
-            if self.offsets.get(group_id, topic, *partition).is_some() {
+            // A tombstone also drops the partition's pending transactional offsets (Kafka's replay of it).
+            if self.offsets.get(group_id, topic, *partition).is_some()
+                || self.offsets.has_pending(group_id, topic, *partition)
+            {
                 records.push(GroupRecord {
                     key: RecordKey::Offset {
                         group: group_id.to_string(),
@@ -454,8 +467,21 @@ impl GroupShard {
         Ok((errors, records))
     }
 
-    /// Applies one written (or loaded) record.
+    /// Applies one written (or loaded) record, placed after the last one replayed.
     pub fn replay(&mut self, record: &GroupRecord, now: i64) {
+        self.replay_at(record, self.last_offset + 1, None, now);
+    }
+
+    /// Applies one written (or loaded) record at its log offset; `producer_id`: a transactional offset
+    /// commit of that producer, pending until its transaction's marker ([`GroupShard::replay_marker`]).
+    pub fn replay_at(
+        &mut self,
+        record: &GroupRecord,
+        offset: i64,
+        producer_id: Option<i64>,
+        now: i64,
+    ) {
+        self.last_offset = self.last_offset.max(offset);
         match (&record.key, &record.value) {
             (
                 RecordKey::Offset {
@@ -469,7 +495,8 @@ impl GroupShard {
                     Some(RecordValue::Offset(o)) => Some(o),
                     _ => None,
                 };
-                self.offsets.replay(group, topic, *partition, v);
+                self.offsets
+                    .replay(group, topic, *partition, v, offset, producer_id);
             }
             (RecordKey::Group { group }, Some(RecordValue::Group(v))) => {
                 self.groups

@@ -31,6 +31,12 @@ impl Shard for GroupShard {
     fn replay(&mut self, record: &GroupRecord, now: i64) {
         GroupShard::replay(self, record, now);
     }
+    fn replay_at(&mut self, record: &GroupRecord, offset: i64, producer_id: Option<i64>, now: i64) {
+        GroupShard::replay_at(self, record, offset, producer_id, now);
+    }
+    fn replay_marker(&mut self, producer_id: i64, commit: bool, _now: i64) {
+        self.offsets.replay_marker(producer_id, commit);
+    }
     fn write_failed(&mut self, records: &[GroupRecord], code: i16, now: i64) {
         GroupShard::write_failed(self, records, code, now);
     }

@@ -8,23 +8,28 @@
 //! A partition no longer hosted (its topic deleted) needs no marker and is skipped, as Kafka drops markers for
 //! unknown partitions. Any other failure fails the job, which the coordinator retries on its next tick for all
 //! partitions; partitions already marked then get a second marker that closes nothing.
-//! `__consumer_offsets` partitions get their marker too; the group side's pending transactional offsets
-//! (TxnOffsetCommit) do not exist yet, so there is nothing to complete there.
+//! A `__consumer_offsets` partition's marker goes through the group coordinator
+//! ([`CoordinatorRuntime::complete_transaction`](crate::coordinator::runtime::CoordinatorRuntime::complete_transaction)),
+//! which appends it under the group shard's lock and replays it, so the transaction's pending offsets
+//! (TxnOffsetCommit) become committed or vanish with the marker. Lock order: transaction shard, then group
+//! shard, then partition; nothing takes them the other way round.
 
 use std::sync::Arc;
 
 use super::{MarkerJob, MarkerWriter};
+use crate::coordinator::runtime::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::partition::manager::{now_ms, ReplicaManager};
 
 /// Writes markers to local partitions.
 pub struct LocalMarkerWriter {
     replicas: Arc<ReplicaManager>,
+    groups: Arc<GroupCoordinator>,
 }
 
 impl LocalMarkerWriter {
-    /// A writer over this broker's partitions.
-    pub fn new(replicas: Arc<ReplicaManager>) -> LocalMarkerWriter {
-        LocalMarkerWriter { replicas }
+    /// A writer over this broker's partitions; `groups` completes transactions in `__consumer_offsets`.
+    pub fn new(replicas: Arc<ReplicaManager>, groups: Arc<GroupCoordinator>) -> LocalMarkerWriter {
+        LocalMarkerWriter { replicas, groups }
     }
 }
 
@@ -32,6 +37,26 @@ impl MarkerWriter for LocalMarkerWriter {
     fn write_markers(&self, job: &MarkerJob, coordinator_epoch: i32) -> Result<(), String> {
         let now = now_ms();
         for (topic, index) in &job.partitions {
+            if topic == OFFSETS_TOPIC {
+                let hosted = self
+                    .groups
+                    .complete_transaction(
+                        *index,
+                        job.producer_id,
+                        job.producer_epoch,
+                        coordinator_epoch,
+                        job.commit,
+                    )
+                    .map_err(|e| format!("{topic}-{index}: {e}"))?;
+                if !hosted {
+                    tracing::info!(
+                        partition = index,
+                        producer_id = job.producer_id,
+                        "skipping the transaction marker of a {OFFSETS_TOPIC} partition not hosted"
+                    );
+                }
+                continue;
+            }
             let Some(p) = self.replicas.get(topic, *index) else {
                 tracing::info!(
                     topic = topic.as_str(),
@@ -114,6 +139,7 @@ mod tests {
         };
         broker.controller.create_topic(topic, false).await.unwrap();
         let replicas = broker.replicas.clone();
+        let groups = broker.groups.clone();
         tokio::task::spawn_blocking(move || {
             let mut parts = Vec::new();
             for i in 0..2 {
@@ -128,7 +154,7 @@ mod tests {
                 assert_eq!((p.last_stable_offset(), p.high_watermark()), (0, 1));
                 parts.push(p);
             }
-            let writer = LocalMarkerWriter::new(replicas);
+            let writer = LocalMarkerWriter::new(replicas, groups);
             let job = MarkerJob {
                 transactional_id: "tx".into(),
                 producer_id: 7,
