@@ -435,6 +435,40 @@ fn new_cluster_id() -> String {
 }
 
 #[cfg(test)]
+impl Broker {
+    /// A broker over `dir` with default settings and these topics created (name, partitions), for in-crate
+    /// tests; internal topics (`__…`) are compacted as the broker creates them.
+    pub async fn start_for_test(dir: &Path, topics: &[(&str, i32)]) -> Arc<Broker> {
+        let config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::start(Arc::new(config))
+            .await
+            .expect("broker starts");
+        for (name, partitions) in topics {
+            let mut configs = std::collections::BTreeMap::new();
+            if name.starts_with("__") {
+                configs.insert("cleanup.policy".to_string(), "compact".to_string());
+            }
+            let topic = NewTopic {
+                name: (*name).to_string(),
+                num_partitions: *partitions,
+                replication_factor: 1,
+                assignments: Vec::new(),
+                configs,
+            };
+            broker
+                .controller
+                .create_topic(topic, false)
+                .await
+                .expect("topic created");
+        }
+        broker
+    }
+}
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::cast_possible_truncation)] // test data is small
     use super::*;

@@ -380,28 +380,13 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::cast_possible_truncation)] // test data is small
-    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::BrokerConfig;
-    use crate::controller::NewTopic;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hosted_partition_checks_range_and_topic_id() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::start(Arc::new(config)).await.unwrap();
-        let new = NewTopic {
-            name: "t".into(),
-            num_partitions: 2,
-            replication_factor: 1,
-            assignments: vec![],
-            configs: BTreeMap::new(),
-        };
-        broker.controller.create_topic(new, false).await.unwrap();
+        let broker = Broker::start_for_test(dir.path(), &[("t", 2)]).await;
         let image = broker.image();
         let topic = image.topic("t").unwrap();
         let id = topic.id;

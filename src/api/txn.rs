@@ -352,7 +352,6 @@ pub async fn end_txn(cx: &TxnContext<'_>, req: &EndTxnRequest, version: i16) -> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
 
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
@@ -360,8 +359,6 @@ mod tests {
 
     use super::*;
     use crate::broker::Broker;
-    use crate::config::BrokerConfig;
-    use crate::controller::NewTopic;
     use crate::coordinator::partition_for;
     use crate::coordinator::txn::{MarkerJob, MarkerWriter, TxnLimits, TxnState};
 
@@ -372,16 +369,6 @@ mod tests {
         fn write_markers(&self, job: &MarkerJob, _epoch: i32) -> Result<(), String> {
             self.0.lock().unwrap().push(job.clone());
             Ok(())
-        }
-    }
-
-    fn topic(name: &str, n: i32) -> NewTopic {
-        NewTopic {
-            name: name.into(),
-            num_partitions: n,
-            replication_factor: 1,
-            assignments: vec![],
-            configs: BTreeMap::new(),
         }
     }
 
@@ -416,21 +403,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn handlers_run_a_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::start(Arc::new(config)).await.unwrap();
-        broker
-            .controller
-            .create_topic(topic(TXN_STATE_TOPIC, 1), false)
-            .await
-            .unwrap();
-        broker
-            .controller
-            .create_topic(topic("t", 2), false)
-            .await
-            .unwrap();
+        let broker = Broker::start_for_test(dir.path(), &[(TXN_STATE_TOPIC, 1), ("t", 2)]).await;
         let markers = Arc::new(Markers::default());
         let coord = TxnCoordinator::new(
             broker.replicas.clone(),

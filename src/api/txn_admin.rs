@@ -160,13 +160,10 @@ pub fn list_transactions(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::*;
     use crate::broker::Broker;
-    use crate::config::BrokerConfig;
-    use crate::controller::NewTopic;
     use crate::coordinator::txn::{
         InitAnswer, MarkerJob, MarkerWriter, TxnLimits, TxnState, TXN_STATE_TOPIC,
     };
@@ -218,19 +215,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn describe_and_list_over_a_running_coordinator() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::start(Arc::new(config)).await.unwrap();
-        let topic = NewTopic {
-            name: TXN_STATE_TOPIC.into(),
-            num_partitions: 2,
-            replication_factor: 1,
-            assignments: vec![],
-            configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-        };
-        broker.controller.create_topic(topic, false).await.unwrap();
+        let broker = Broker::start_for_test(dir.path(), &[(TXN_STATE_TOPIC, 2)]).await;
         let c = Arc::new(TxnCoordinator::new(
             broker.replicas.clone(),
             2,

@@ -188,7 +188,6 @@ fn write_error(e: CoordinatorError) -> i16 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -204,30 +203,10 @@ mod tests {
     use super::*;
     use crate::api::txn::{init_producer_id, TxnContext};
     use crate::broker::Broker;
-    use crate::config::BrokerConfig;
-    use crate::controller::NewTopic;
     use crate::coordinator::txn::TXN_STATE_TOPIC;
 
     fn s(x: &str) -> StrBytes {
         StrBytes::from_string(x.to_string())
-    }
-
-    async fn create(broker: &Broker, name: &str, n: i32) {
-        let t = NewTopic {
-            name: name.into(),
-            num_partitions: n,
-            replication_factor: 1,
-            assignments: vec![],
-            configs: BTreeMap::new(),
-        };
-        broker.controller.create_topic(t, false).await.unwrap();
-        for _ in 0..500 {
-            if broker.replicas.get(name, n - 1).is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{name} not opened");
     }
 
     async fn loaded(status: impl Fn() -> bool) {
@@ -290,14 +269,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn transactional_offsets_through_markers_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::start(Arc::new(config)).await.unwrap();
-        create(&broker, OFFSETS_TOPIC, 1).await;
-        create(&broker, TXN_STATE_TOPIC, 1).await;
-        create(&broker, "t", 2).await;
+        let topics = [(OFFSETS_TOPIC, 1), (TXN_STATE_TOPIC, 1), ("t", 2)];
+        let broker = Broker::start_for_test(dir.path(), &topics).await;
         broker.groups.set_partition_count(1);
         broker.groups.load(0);
         broker.txn.runtime().set_partition_count(1);

@@ -243,15 +243,12 @@ impl TxnCoordinator {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     use kafka_protocol::error::ResponseError as E;
 
     use super::*;
     use crate::broker::Broker;
-    use crate::config::BrokerConfig;
-    use crate::controller::NewTopic;
     use crate::coordinator::txn::{MarkerJob, TxnState};
 
     /// Records the marker jobs it is given; fails while `fail` is set.
@@ -287,19 +284,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runtime_writes_replays_drives_markers_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::start(Arc::new(config)).await.unwrap();
-        let topic = NewTopic {
-            name: TXN_STATE_TOPIC.into(),
-            num_partitions: 1,
-            replication_factor: 1,
-            assignments: vec![],
-            configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-        };
-        broker.controller.create_topic(topic, false).await.unwrap();
+        let broker = Broker::start_for_test(dir.path(), &[(TXN_STATE_TOPIC, 1)]).await;
         let markers = Arc::new(Markers::default());
         let c = TxnCoordinator::new(
             broker.replicas.clone(),
@@ -407,19 +392,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_run_only_inside_the_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::start(Arc::new(config)).await.unwrap();
-        let topic = NewTopic {
-            name: TXN_STATE_TOPIC.into(),
-            num_partitions: 1,
-            replication_factor: 1,
-            assignments: vec![],
-            configs: BTreeMap::new(),
-        };
-        broker.controller.create_topic(topic, false).await.unwrap();
+        let broker = Broker::start_for_test(dir.path(), &[(TXN_STATE_TOPIC, 1)]).await;
         let markers = Arc::new(Markers::default());
         let c = Arc::new(TxnCoordinator::new(
             broker.replicas.clone(),

@@ -81,7 +81,6 @@ impl MarkerWriter for LocalMarkerWriter {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use bytes::Bytes;
     use kafka_protocol::records::{
@@ -90,8 +89,6 @@ mod tests {
 
     use super::*;
     use crate::broker::Broker;
-    use crate::config::BrokerConfig;
-    use crate::controller::NewTopic;
 
     fn txn_batch(producer_id: i64, seq: i32) -> Bytes {
         let record = Record {
@@ -125,19 +122,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn markers_close_transactions_on_local_partitions() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::start(Arc::new(config)).await.unwrap();
-        let topic = NewTopic {
-            name: "t".into(),
-            num_partitions: 2,
-            replication_factor: 1,
-            assignments: vec![],
-            configs: BTreeMap::new(),
-        };
-        broker.controller.create_topic(topic, false).await.unwrap();
+        let broker = Broker::start_for_test(dir.path(), &[("t", 2)]).await;
         let replicas = broker.replicas.clone();
         let groups = broker.groups.clone();
         tokio::task::spawn_blocking(move || {
