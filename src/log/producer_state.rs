@@ -10,7 +10,8 @@
 //!
 //! Bounds: at most [`BATCHES_TO_RETAIN`] batches per producer, and at most `max_producers` producers per
 //! partition ([`MAX_PRODUCERS_PER_PARTITION`] by default). When the map is full a new producer evicts the one
-//! that wrote least recently (Kafka has no such cap; it only expires producers after `producer.id.expiration.ms`).
+//! that wrote least recently (Kafka has no such cap; it only expires producers after `producer.id.expiration.ms`);
+//! a producer with an open transaction is never evicted (the map may then exceed the cap by open transactions).
 //! An evicted producer is unknown again, so its next batch is accepted with any sequence (Kafka's rule for
 //! unknown producers) and only retries of batches it sent before the eviction could be duplicated.
 //!
@@ -365,8 +366,11 @@ impl ProducerStateManager {
         }
     }
 
-    /// Evicts the least recently written producer if `pid` is new and the map is full; producers with an open
-    /// transaction go only if every producer has one.
+    /// Evicts the least recently written producer if `pid` is new and the map is full. A producer with an open
+    /// transaction is never evicted: forgetting it would move the last stable offset past its records and
+    /// make its later ABORT close nothing, so read_committed consumers would see aborted data. If every
+    /// producer has one, the map grows past the cap; open transactions are bounded by the coordinator (its
+    /// transactional ids, each with one transaction) and end at their timeout.
     fn make_room_for(&mut self, pid: i64) {
         if self.producers.contains_key(&pid) || self.producers.len() < self.max_producers {
             return;
@@ -374,27 +378,22 @@ impl ProducerStateManager {
         let oldest = self
             .producers
             .values()
-            .min_by_key(|e| {
-                (
-                    e.current_txn_first_offset.is_some(),
-                    e.last_timestamp,
-                    e.last_offset(),
-                )
-            })
+            .filter(|e| e.current_txn_first_offset.is_none())
+            .min_by_key(|e| (e.last_timestamp, e.last_offset()))
             .map(|e| e.producer_id);
-        if let Some(old) = oldest {
-            tracing::warn!(
-                evicted = old,
-                cap = self.max_producers,
-                "producer state full; forgetting the least recently written producer"
-            );
-            if let Some(first) = self
-                .producers
-                .remove(&old)
-                .and_then(|e| e.current_txn_first_offset)
-            {
-                self.ongoing.remove(&first);
+        match oldest {
+            Some(old) => {
+                tracing::warn!(
+                    evicted = old,
+                    cap = self.max_producers,
+                    "producer state full; forgetting the least recently written producer"
+                );
+                self.producers.remove(&old);
             }
+            None => tracing::warn!(
+                cap = self.max_producers,
+                "producer state full of open transactions; keeping them all"
+            ),
         }
     }
 
@@ -508,10 +507,11 @@ impl ProducerStateManager {
             let Some(oldest) = self
                 .producers
                 .values()
-                .min_by_key(|e| (e.current_txn_first_offset.is_some(), e.last_timestamp))
+                .filter(|e| e.current_txn_first_offset.is_none())
+                .min_by_key(|e| e.last_timestamp)
                 .map(|e| e.producer_id)
             else {
-                break;
+                break; // only open transactions left: kept (see `make_room_for`)
             };
             self.producers.remove(&oldest);
         }
@@ -1038,6 +1038,20 @@ mod tests {
         s.update(&c);
         assert!(s.entry(PID).is_some() && s.entry(8).is_none());
         assert_eq!(s.first_unstable_offset(), Some(0));
+        // Only open transactions left: a new producer is added beyond the cap, none is forgotten, and each
+        // transaction's ABORT still closes it.
+        let mut d = txn(0, 0, 1, 3);
+        d.producer_id = 9;
+        s.update(&d);
+        let mut e = batch(0, 0, 1, 4);
+        e.producer_id = 10;
+        s.update(&e);
+        assert_eq!(s.len(), 3);
+        assert!(s.entry(PID).is_some() && s.entry(9).is_some() && s.entry(10).is_some());
+        assert_eq!(s.first_unstable_offset(), Some(0));
+        let closed = s.update_marker(&marker(0, 0, false, 5)).unwrap();
+        assert!(closed.aborted && closed.first_offset == 0);
+        assert_eq!(s.first_unstable_offset(), Some(3));
     }
 
     #[test]
