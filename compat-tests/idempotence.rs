@@ -161,9 +161,9 @@ fn raw_duplicates_gaps_and_epochs() {
         );
         let (code, _) = produce(&mut raw, "idem", idem_batch(pid, 0, 6, 1, false));
         assert_eq!(code, 47, "INVALID_PRODUCER_EPOCH");
-        // A transactional batch outside any transaction (no transactional id in the request) is refused.
+        // Transactional records in a request without a transactional id: refused as a whole, as Kafka does.
         let (code, _) = produce(&mut raw, "idem", idem_batch(ids[1], 0, 0, 1, true));
-        assert_eq!(code, 48, "INVALID_TXN_STATE");
+        assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
 
         let producers = describe_producers(&mut raw, "idem");
         assert_eq!(producers.len(), 1);

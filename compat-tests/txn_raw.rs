@@ -198,7 +198,8 @@ fn bad_transactional_requests_get_kafkas_errors() {
             produce_txn(&mut raw, 9, "bad", "tr", idem_batch(pid, epoch, 2, 1, true)).0,
             INVALID_PRODUCER_EPOCH
         );
-        // A transactional batch without a transactional id in the request.
+        // A transactional batch without a transactional id in the request: the whole request is refused with
+        // TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka does.
         let r: ProduceResponse = raw.call(
             ApiKey::Produce,
             9,
@@ -208,10 +209,7 @@ fn bad_transactional_requests_get_kafkas_errors() {
                 &[(0, idem_batch(pid, r.producer_epoch, 0, 1, true))],
             ),
         );
-        assert_eq!(
-            r.responses[0].partition_responses[0].error_code,
-            INVALID_TXN_STATE
-        );
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 53);
         assert_eq!(latest(&mut raw, "tr"), (3, 3), "nothing was written");
     });
 }

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 
 use super::{append_error_code, hosted_partition, s, RequestContext, TopicRef};
 use crate::broker::Broker;
-use crate::log::{BatchHeader, LogError};
+use crate::log::{AppendOrigin, BatchHeader, LogError};
 use crate::metadata::is_internal_topic;
 use crate::partition::manager::now_ms;
 use crate::partition::{AppendError, Partition};
@@ -57,7 +57,18 @@ fn append_all(
     version: i16,
 ) -> Option<ProduceReply> {
     let acks = req.acks;
-    let txn_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    let txn_id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .filter(|t| !t.is_empty());
+    // Kafka refuses a request with transactional records but no transactional id as a whole.
+    let refuse_all = txn_id.is_none()
+        && req.topic_data.iter().any(|t| {
+            t.partition_data
+                .iter()
+                .any(|p| p.records.as_deref().and_then(transactional).is_some())
+        });
     let image = broker.image();
     let mut resp = ProduceResponse::default();
     for topic in req.topic_data {
@@ -79,7 +90,13 @@ fn append_all(
             pr.index = pd.index;
             pr.base_offset = -1;
             pr.log_append_time_ms = -1;
-            let result = if !(-1..=1).contains(&acks) {
+            let result = if refuse_all {
+                Err((
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    Some("transactional records need a transactional id".to_string()),
+                    Vec::new(),
+                ))
+            } else if !(-1..=1).contains(&acks) {
                 Err((ResponseError::InvalidRequiredAcks.code(), None, Vec::new()))
             } else if found.is_some_and(|t| is_internal_topic(&t.name)) {
                 // Kafka: "Cannot append to internal topic"; only the coordinators write there.
@@ -179,22 +196,27 @@ fn append_checked(
     acks_all: bool,
     version: i16,
 ) -> Result<crate::log::AppendInfo, Refused> {
-    let txn = BatchHeader::parse(&records)
-        .ok()
-        .filter(|h| h.magic == 2 && h.is_transactional())
-        .map(|h| (h.producer_id, h.producer_epoch));
-    let Some((pid, epoch)) = txn.filter(|&(pid, epoch)| !p.has_ongoing_txn(pid, epoch)) else {
+    let Some((pid, epoch)) = transactional(&records) else {
         return p
             .append(records, acks_all, now_ms())
             .map_err(Refused::Append);
     };
-    let refused = |code: i16, why: String| Err(Refused::Txn(code, why));
-    let Some(id) = txn_id.filter(|id| !id.is_empty()) else {
-        return refused(
-            ResponseError::InvalidTxnState.code(),
-            "transactional records without a transactional id".into(),
-        );
-    };
+    if p.has_ongoing_txn(pid, epoch) {
+        // The log checks again under its write lock: if the transaction ended meanwhile (its marker written
+        // while this batch was validated), the batch is refused there and checked with the coordinator below,
+        // which then answers for the ended transaction.
+        match p.append_from(
+            records.clone(),
+            acks_all,
+            now_ms(),
+            AppendOrigin::ClientInOpenTxn,
+        ) {
+            Err(AppendError::Log(LogError::InvalidTxnState(_))) => {}
+            other => return other.map_err(Refused::Append),
+        }
+    }
+    // A request with transactional records always names its transactional id (checked by `append_all`).
+    let id = txn_id.unwrap_or_default();
     let partition = (p.topic.clone(), p.index);
     match broker
         .txn
@@ -202,11 +224,19 @@ fn append_checked(
             p.append(records, acks_all, now_ms())
         }) {
         Ok(result) => result.map_err(Refused::Append),
-        Err(code) => refused(
+        Err(code) => Err(Refused::Txn(
             verification_error(code, version),
             format!("the partition is not part of transaction {id}"),
-        ),
+        )),
     }
+}
+
+/// The producer id and epoch of a transactional v2 batch.
+fn transactional(records: &[u8]) -> Option<(i64, i16)> {
+    BatchHeader::parse(records)
+        .ok()
+        .filter(|h| h.magic == 2 && h.is_transactional())
+        .map(|h| (h.producer_id, h.producer_epoch))
 }
 
 /// Why one partition's append was refused.

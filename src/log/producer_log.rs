@@ -85,8 +85,14 @@ fn replay_batch(
 /// writes them) skip the duplicate and sequence checks but not the epoch check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOrigin {
-    /// A producer's Produce request.
+    /// A producer's Produce request; a transactional batch may open a transaction (the produce handler
+    /// appends those under the transaction coordinator's lock, after its check).
     Client,
+    /// A producer's transactional batch for a transaction the produce handler saw open here: refused with
+    /// INVALID_TXN_STATE, under the write lock, if it is no longer open in the batch's epoch (its marker was
+    /// written while the batch was validated; Kafka's `UnifiedLog` checks the same), so a late batch cannot
+    /// open a transaction the coordinator does not know.
+    ClientInOpenTxn,
     /// A coordinator writing to its internal topic.
     Coordinator,
 }
@@ -181,6 +187,15 @@ impl Log {
         if origin == AppendOrigin::Coordinator {
             self.producers.check_epoch(&pb)?;
             return Ok(ProducerAppend::Batch(pb));
+        }
+        if origin == AppendOrigin::ClientInOpenTxn
+            && pb.transactional
+            && !self.has_ongoing_txn(pb.producer_id, pb.epoch)
+        {
+            return Err(LogError::InvalidTxnState(format!(
+                "producer {} has no transaction open on this partition in epoch {}",
+                pb.producer_id, pb.epoch
+            )));
         }
         Ok(match self.producers.check(&pb)? {
             CheckOutcome::Append => ProducerAppend::Batch(pb),

@@ -296,9 +296,9 @@ impl Partition {
         self.append_from(records, acks_all, now_ms, AppendOrigin::Client)
     }
 
-    /// [`Partition::append`] for an origin: a coordinator's transactional batches (TxnOffsetCommit) skip the
-    /// sequence checks and the transactional-produce gate (the coordinator only writes them for a transaction
-    /// its transaction coordinator will end).
+    /// [`Partition::append`] for an origin (see [`AppendOrigin`]): a coordinator's transactional batches
+    /// (TxnOffsetCommit) skip the sequence checks; `ClientInOpenTxn` refuses a transactional batch whose
+    /// transaction is no longer open.
     pub fn append_from(
         &self,
         records: Bytes,
@@ -671,6 +671,26 @@ mod tests {
         let mut b = testutil::producer_batch(1000, 0, seq, &[NOW]);
         testutil::set_transactional(&mut b);
         Bytes::from(b)
+    }
+
+    /// A batch the produce handler saw inside an open transaction, appended after that transaction's marker,
+    /// is refused under the lock instead of opening a transaction the coordinator does not know.
+    #[test]
+    fn a_batch_for_a_transaction_that_ended_meanwhile_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), testutil::cfg());
+        p.append(txn_batch(0), false, NOW).unwrap(); // opens the transaction
+        assert!(p.has_ongoing_txn(1000, 0));
+        p.append_from(txn_batch(1), false, NOW, AppendOrigin::ClientInOpenTxn)
+            .unwrap();
+        p.append_marker(1000, 0, 0, false, NOW).unwrap(); // 2: abort
+        assert!(!p.has_ongoing_txn(1000, 0));
+        assert!(matches!(
+            p.append_from(txn_batch(2), false, NOW, AppendOrigin::ClientInOpenTxn),
+            Err(AppendError::Log(LogError::InvalidTxnState(_)))
+        ));
+        assert_eq!(p.with_log(|l| l.log_end_offset()), 3);
+        assert_eq!(p.last_stable_offset(), 3);
     }
 
     #[test]
