@@ -73,10 +73,11 @@ pub async fn find_coordinator(
                     -1,
                 )
             }
+            // The shard's lock may be held across a transaction's marker appends.
             1 => (
                 TXN_STATE_TOPIC,
                 broker.txn.runtime().partition_of(key),
-                broker.txn.runtime().status(key),
+                crate::coordinator::runtime::off_worker(|| broker.txn.runtime().status(key)),
             ),
             _ => {
                 return (

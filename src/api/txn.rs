@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 
 use crate::controller::Controller;
 use crate::coordinator::producer_ids::ProducerIdManager;
+use crate::coordinator::runtime::off_worker;
 use crate::coordinator::txn::{EndAnswer, InitAnswer, TxnCoordinator, TXN_STATE_TOPIC};
 use crate::coordinator::{CoordinatorError, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::MetadataImage;
@@ -66,7 +67,7 @@ pub async fn handle_add_partitions(
 ) -> Option<AddPartitionsToTxnResponse> {
     let image = ctx.broker.image();
     let cx = TxnContext::of(&ctx.broker);
-    let mut resp = add_partitions_to_txn(&cx, &image, &req, ctx.version);
+    let mut resp = off_worker(|| add_partitions_to_txn(&cx, &image, &req, ctx.version));
     for t in &mut resp.results_by_topic_v3_and_below {
         for p in &mut t.results_by_partition {
             p.partition_error_code = fenced_for(ctx.version, 2, p.partition_error_code);
@@ -80,7 +81,7 @@ pub async fn handle_add_offsets(
     ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> Option<AddOffsetsToTxnResponse> {
-    let mut resp = add_offsets_to_txn(&TxnContext::of(&ctx.broker), &req);
+    let mut resp = off_worker(|| add_offsets_to_txn(&TxnContext::of(&ctx.broker), &req));
     resp.error_code = fenced_for(ctx.version, 2, resp.error_code);
     Some(resp)
 }
@@ -132,10 +133,10 @@ pub async fn init_producer_id(
                 Err(code) => return failed(code),
             }
         }
-        match cx
-            .coordinator
-            .init_producer_id(transactional_id, timeout_ms, expected, new_pid)
-        {
+        match off_worker(|| {
+            cx.coordinator
+                .init_producer_id(transactional_id, timeout_ms, expected, new_pid)
+        }) {
             Ok(InitAnswer::Ok { producer_id, epoch }) => return (producer_id, epoch, 0),
             Ok(InitAnswer::Err(code)) => return failed(code),
             Ok(InitAnswer::NeedProducerId) => match fresh_pid(cx).await {
@@ -311,19 +312,17 @@ pub async fn end_txn(cx: &TxnContext<'_>, req: &EndTxnRequest, version: i16) -> 
     let id = req.transactional_id.0.as_str();
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
     if version < 5 {
-        resp.error_code = cx
-            .coordinator
-            .end_txn(id, pid, epoch, req.committed)
+        resp.error_code = off_worker(|| cx.coordinator.end_txn(id, pid, epoch, req.committed))
             .err()
             .unwrap_or(0);
         return resp;
     }
     let mut new_pid = None;
     for _ in 0..2 {
-        match cx
-            .coordinator
-            .end_txn_v2(id, pid, epoch, req.committed, new_pid)
-        {
+        match off_worker(|| {
+            cx.coordinator
+                .end_txn_v2(id, pid, epoch, req.committed, new_pid)
+        }) {
             Ok(EndAnswer::Ok { producer_id, epoch }) => {
                 resp.producer_id = ProducerId(producer_id);
                 resp.producer_epoch = epoch;

@@ -49,7 +49,10 @@ pub async fn handle(
         max_metadata_bytes: usize::try_from(ctx.broker.config.offset_metadata_max_bytes)
             .unwrap_or(0),
     };
-    Some(txn_offset_commit(&cx, &req, ctx.version))
+    // Under the transaction and group shard locks, which may be held across appends: off the async worker.
+    Some(crate::coordinator::runtime::off_worker(|| {
+        txn_offset_commit(&cx, &req, ctx.version)
+    }))
 }
 
 /// A transaction coordinator's answer as the group coordinator gives it (Kafka's `AddPartitionsToTxnManager`

@@ -80,6 +80,19 @@ pub trait Shard: Send + 'static {
     fn size(&self) -> usize;
 }
 
+/// Runs a coordinator operation from async code: it may wait for a shard lock held across appends (and
+/// `flush.messages` fsyncs) or append itself, so on a multi-thread runtime it runs through tokio's
+/// `block_in_place`, which hands this worker's other tasks to another thread first; elsewhere (a blocking
+/// thread, a current-thread test runtime) it just runs.
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// The internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
