@@ -56,6 +56,20 @@ fn send(p: &ThreadedProducer<Acks>, topic: &str, partition: i32, value: &str) {
     .expect("send");
 }
 
+/// Begins a transaction on `p` and sends `n` records to `topic`, record `i` as `to(i)` = (partition, value).
+fn begin_and_send(
+    p: &ThreadedProducer<Acks>,
+    topic: &str,
+    n: i32,
+    to: impl Fn(i32) -> (i32, String),
+) {
+    p.begin_transaction().unwrap();
+    for i in 0..n {
+        let (partition, value) = to(i);
+        send(p, topic, partition, &value);
+    }
+}
+
 /// Value -> (partition, offset) of every record the producer was told was written.
 fn acked(acks: &Acks) -> BTreeMap<String, (i32, i64)> {
     let errors = acks.1.lock().unwrap().clone();
@@ -187,26 +201,17 @@ fn rdkafka_committed_visible_aborted_invisible() {
         let t = Duration::from_secs(20);
         // Partition 0 gets every even record: c 0..4, commit marker 5, n 6..7, a 8..12, abort marker 13,
         // o 14..16, late 17: HW 18 and LSO 14 while the last transaction is open.
-        txn.begin_transaction().unwrap();
-        for i in 0..10 {
-            send(&txn, topic, i % 2, &format!("c{i}"));
-        }
+        begin_and_send(&txn, topic, 10, |i| (i % 2, format!("c{i}")));
         txn.commit_transaction(t).expect("commit");
         for i in 0..4 {
             send(&plain, topic, i % 2, &format!("n{i}"));
         }
         plain.flush(t).unwrap();
-        txn.begin_transaction().unwrap();
-        for i in 0..10 {
-            send(&txn, topic, i % 2, &format!("a{i}"));
-        }
+        begin_and_send(&txn, topic, 10, |i| (i % 2, format!("a{i}")));
         // Flushed first, so the aborted records are in the log (read_uncommitted must see them).
         txn.flush(t).unwrap();
         txn.abort_transaction(t).expect("abort");
-        txn.begin_transaction().unwrap();
-        for i in 0..6 {
-            send(&txn, topic, i % 2, &format!("o{i}"));
-        }
+        begin_and_send(&txn, topic, 6, |i| (i % 2, format!("o{i}")));
         txn.flush(t).unwrap();
         for i in 0..2 {
             send(&plain, topic, i, &format!("late{i}"));
@@ -344,17 +349,11 @@ fn rdkafka_zombie_is_fenced() {
         create_topic(&b, topic, 1, &[]);
         let t = Duration::from_secs(20);
         let (old, old_acks) = txn_producer(&b, "zombie-id", &[]);
-        old.begin_transaction().unwrap();
-        for i in 0..4 {
-            send(&old, topic, 0, &format!("old{i}"));
-        }
+        begin_and_send(&old, topic, 4, |i| (0, format!("old{i}")));
         old.flush(t).unwrap();
         assert_eq!(acked(&old_acks).len(), 4);
         let (young, young_acks) = txn_producer(&b, "zombie-id", &[]);
-        young.begin_transaction().unwrap();
-        for i in 0..4 {
-            send(&young, topic, 0, &format!("young{i}"));
-        }
+        begin_and_send(&young, topic, 4, |i| (0, format!("young{i}")));
         young
             .commit_transaction(t)
             .expect("the new producer commits");
@@ -510,21 +509,12 @@ fn transactions_survive_broker_kill9() {
         create_topic(&b, topic, 1, &[]);
         let t = Duration::from_secs(30);
         let (p, acks) = txn_producer(&b, "survivor", &[("transaction.timeout.ms", "60000")]);
-        p.begin_transaction().unwrap();
-        for i in 0..5 {
-            send(&p, topic, 0, &format!("c{i}"));
-        }
+        begin_and_send(&p, topic, 5, |i| (0, format!("c{i}")));
         p.commit_transaction(t).unwrap();
-        p.begin_transaction().unwrap();
-        for i in 0..5 {
-            send(&p, topic, 0, &format!("a{i}"));
-        }
+        begin_and_send(&p, topic, 5, |i| (0, format!("a{i}")));
         p.flush(t).unwrap();
         p.abort_transaction(t).unwrap();
-        p.begin_transaction().unwrap();
-        for i in 0..5 {
-            send(&p, topic, 0, &format!("o{i}"));
-        }
+        begin_and_send(&p, topic, 5, |i| (0, format!("o{i}")));
         p.flush(t).unwrap();
         // c 0..4, marker 5, a 6..10, marker 11, o 12..16, then the dead producer's 17..19.
         let (mut hanger, produced) = hanging_producer(&b, topic, "dead", 8000, 3);
@@ -555,10 +545,7 @@ fn transactions_survive_broker_kill9() {
         send(&plain, topic, 0, "late");
         plain.flush(t).unwrap();
         // Its next transaction works: its producer state (epoch, sequence) came back.
-        p.begin_transaction().unwrap();
-        for i in 0..3 {
-            send(&p, topic, 0, &format!("t{i}"));
-        }
+        begin_and_send(&p, topic, 3, |i| (0, format!("t{i}")));
         p.commit_transaction(t).unwrap();
         let mut all = acked(&acks);
         all.extend(acked(&plain_acks));
@@ -650,17 +637,11 @@ fn aborted_transactions_across_segments_and_kill9() {
         let (plain, plain_acks) = producer(&b, &[("acks", "all")]);
         let pad = "x".repeat(500);
         for r in 0..10 {
-            txn.begin_transaction().unwrap();
-            for i in 0..10 {
-                send(&txn, topic, 0, &format!("c{r}-{i}-{pad}"));
-            }
+            begin_and_send(&txn, topic, 10, |i| (0, format!("c{r}-{i}-{pad}")));
             txn.commit_transaction(t).unwrap();
             // Records are ~1 KB (key and value), so a round fills about a segment. An aborted transaction with
             // non-transactional records in the middle of it.
-            txn.begin_transaction().unwrap();
-            for i in 0..5 {
-                send(&txn, topic, 0, &format!("a{r}-{i}-{pad}"));
-            }
+            begin_and_send(&txn, topic, 5, |i| (0, format!("a{r}-{i}-{pad}")));
             txn.flush(t).unwrap();
             for i in 0..2 {
                 send(&plain, topic, 0, &format!("n{r}-{i}-{pad}"));
